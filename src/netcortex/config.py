@@ -1,0 +1,301 @@
+"""Typed configuration: file → ``NETCORTEX_<SECTION>__<KEY>`` environment → defaults.
+
+One tree, validated at start-up; every problem is reported at once in a single
+``ConfigError`` naming the key and the file. Backends are picked by name
+(``bus.backend``, ``store.backend``) in ``app.py``: swapping one is a config
+change, never a code change. Secrets are ``Secret`` values whose ``repr``/``str``
+and JSON forms are redacted.
+
+Any region may import this module (constructors take their own section).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from netcortex.errors import ConfigError
+
+__all__ = [
+    "AUTH_PROTOCOLS",
+    "PRIV_PROTOCOLS",
+    "BusConfig",
+    "Config",
+    "LogConfig",
+    "ReflexConfig",
+    "Secret",
+    "StoreConfig",
+    "TrapConfig",
+    "V3User",
+    "load_config",
+]
+
+#: Redacted secret string (``repr``, ``str`` and JSON show ``**********``).
+Secret = SecretStr
+
+ENV_PREFIX = "NETCORTEX_"
+
+#: net-snmp spellings (upper-cased, ``_`` → ``-``) → canonical protocol names.
+AUTH_PROTOCOLS: dict[str, str] = {
+    "MD5": "MD5", "HMACMD5": "MD5",
+    "SHA": "SHA", "SHA1": "SHA", "SHA-1": "SHA",
+    "SHA-224": "SHA-224", "SHA224": "SHA-224",
+    "SHA-256": "SHA-256", "SHA256": "SHA-256",
+    "SHA-384": "SHA-384", "SHA384": "SHA-384",
+    "SHA-512": "SHA-512", "SHA512": "SHA-512",
+}  # fmt: skip
+PRIV_PROTOCOLS: dict[str, str] = {
+    "DES": "DES",
+    "AES": "AES", "AES128": "AES", "AES-128": "AES",
+    "AES192": "AES-192", "AES-192": "AES-192",
+    "AES256": "AES-256", "AES-256": "AES-256",
+    # Cisco-style key extension (draft-reeder); net-snmp's AES-192/256 are Blumenthal.
+    "AES192C": "AES-192-C", "AES-192-C": "AES-192-C",
+    "AES256C": "AES-256-C", "AES-256-C": "AES-256-C",
+}  # fmt: skip
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BusConfig(_Section):
+    """``bus``: which thalamus backend and how it behaves."""
+
+    backend: Literal["memory", "nats"] = "memory"
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: prefix for every subject and suffix for stream names (isolates tenants/tests)
+    namespace: str = ""
+    #: per-subscription queue depth on the memory bus
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    #: how long a publish may wait on back-pressure or an ack before PublishTimeout
+    publish_timeout: Annotated[float, Field(gt=0)] = 5.0
+    #: deliveries per message before it is given up (and counted)
+    max_deliver: Annotated[int, Field(ge=1)] = 5
+    #: JetStream: seconds before an unacked message is redelivered
+    ack_wait: Annotated[float, Field(gt=0)] = 30.0
+    #: JetStream: publishes awaiting their ack at once (pipelined)
+    max_inflight: Annotated[int, Field(ge=1)] = 1000
+    #: JetStream: messages fetched per pull
+    fetch_batch: Annotated[int, Field(ge=1)] = 256
+    #: JetStream: how long streams keep messages (seconds)
+    stream_max_age: Annotated[float, Field(gt=0)] = 86_400.0
+    #: JetStream: ``file`` (survives restarts) or ``memory``
+    storage: Literal["file", "memory"] = "file"
+    #: JetStream: duplicate window for Nats-Msg-Id deduplication (seconds)
+    duplicate_window: Annotated[float, Field(gt=0)] = 120.0
+
+    @field_validator("namespace")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_-]+", v):
+            raise ValueError("must be letters, digits, '_' or '-' (one subject token)")
+        return v
+
+
+class StoreConfig(_Section):
+    """``store``: where outcomes are kept."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    sqlite_path: Path = Path("var/netcortex.db")
+    #: rows per transaction at most
+    batch_size: Annotated[int, Field(ge=1)] = 500
+    #: longest a recorded outcome waits before its batch is written (seconds)
+    flush_interval: Annotated[float, Field(gt=0)] = 0.01
+
+
+class V3User(_Section):
+    """One SNMPv3 USM user (as a ``createUser -e ENGINE user AUTH key PRIV key`` line)."""
+
+    user: Annotated[str, Field(min_length=1, max_length=32)]
+    engine_id: Annotated[str, Field(min_length=1)]
+    auth_protocol: str | None = None
+    auth_key: Secret | None = None
+    priv_protocol: str | None = None
+    priv_key: Secret | None = None
+
+    @field_validator("engine_id")
+    @classmethod
+    def _engine_hex(cls, v: str) -> str:
+        h = v[2:] if v.lower().startswith("0x") else v
+        if not re.fullmatch(r"[0-9A-Fa-f]{10,64}", h) or len(h) % 2:
+            raise ValueError("must be 5..32 octets in hex (e.g. 0x80001f8804...)")
+        return "0x" + h.lower()
+
+    @field_validator("auth_protocol")
+    @classmethod
+    def _auth(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        key = v.strip().upper().replace("_", "-")
+        if key not in AUTH_PROTOCOLS:
+            raise ValueError(f"unknown auth protocol {v!r}; one of MD5, SHA, SHA-224, SHA-256, SHA-384, SHA-512")
+        return AUTH_PROTOCOLS[key]
+
+    @field_validator("priv_protocol")
+    @classmethod
+    def _priv(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        key = v.strip().upper().replace("_", "-")
+        if key not in PRIV_PROTOCOLS:
+            raise ValueError(f"unknown priv protocol {v!r}; one of DES, AES, AES-192, AES-256")
+        return PRIV_PROTOCOLS[key]
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.auth_protocol and not self.auth_key:
+            raise ValueError("auth_protocol needs auth_key")
+        if self.priv_protocol and not (self.priv_key and self.auth_protocol):
+            raise ValueError("priv_protocol needs priv_key and an auth_protocol")
+        for name in ("auth_key", "priv_key"):
+            secret = getattr(self, name)
+            if secret is not None and len(secret.get_secret_value()) < 8:
+                raise ValueError(f"{name} must be at least 8 characters (RFC 3414)")
+
+    @property
+    def level(self) -> Literal["noAuthNoPriv", "authNoPriv", "authPriv"]:
+        """The security level this user requires."""
+        if self.priv_protocol:
+            return "authPriv"
+        return "authNoPriv" if self.auth_protocol else "noAuthNoPriv"
+
+
+class TrapConfig(_Section):
+    """``trap``: the SNMP trap receiver."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 1162
+    communities: list[Secret] = Field(default_factory=lambda: [SecretStr("public")])
+    v3_users: list[V3User] = Field(default_factory=list)
+    #: addresses or CIDR networks allowed to send; empty = any
+    allowed_sources: list[str] = Field(default_factory=list)
+    #: datagrams larger than this are rejected (bytes)
+    max_message_size: Annotated[int, Field(ge=484, le=65535)] = 8192
+    #: SO_RCVBUF asked of the kernel (bytes); bursts larger than this are lost in the kernel
+    recv_buffer: Annotated[int, Field(ge=65536)] = 4 * 1024 * 1024
+    #: accept relayed traps' snmpTrapAddress.0 as the agent
+    honour_trap_address: bool = True
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an address or CIDR network") from exc
+        return v
+
+
+class ReflexConfig(_Section):
+    """``reflex``: which built-in handlers run."""
+
+    #: handler ids to leave out (all built-ins run by default)
+    disabled: list[str] = Field(default_factory=list)
+
+
+class LogConfig(_Section):
+    """``log``: structured logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``auto`` = console renderer on a TTY, JSON otherwise
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Section):
+    """The whole configuration tree."""
+
+    bus: BusConfig = Field(default_factory=BusConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    trap: TrapConfig = Field(default_factory=TrapConfig)
+    reflex: ReflexConfig = Field(default_factory=ReflexConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    #: where the file was read from (for messages), not a setting
+    source: str = Field(default="<defaults>", exclude=True)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        if not section or not key:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        # A bare string that YAML turned into something else is fine for pydantic;
+        # secrets and hosts stay strings because pydantic coerces them.
+        out.setdefault(section.lower(), {})[key.lower()] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(merged.get(k), Mapping):
+            merged[k] = _merge(dict(merged[k]), v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read ``path`` (YAML), apply ``NETCORTEX_<SECTION>__<KEY>`` overrides, validate.
+
+    Args:
+        path: the YAML file; ``None`` means defaults plus environment.
+        environ: the environment to read overrides from (default ``os.environ``).
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or any key is invalid; the
+            message lists every problem as ``file: key: message``.
+    """
+    env = os.environ if environ is None else environ
+    where = str(path) if path is not None else "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read config file: {exc.strerror}", [(where, "", str(exc))]) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {exc}", [(where, "", str(exc))]) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{where}: the top level must be a mapping of sections", [(where, "", "not a mapping")])
+        data = loaded
+    overrides = _env_overrides(env)
+    merged = _merge(data, overrides)
+    try:
+        return Config.model_validate({**merged, "source": where})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            origin = where
+            parts = [str(p) for p in err["loc"]]
+            if len(parts) >= 2 and parts[1] in overrides.get(parts[0], {}):
+                origin = f"env {ENV_PREFIX}{parts[0].upper()}__{parts[1].upper()}"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append((origin, key, msg))
+        lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
+        raise ConfigError(f"{len(problems)} configuration problem(s):\n{lines}", problems) from None

@@ -1,0 +1,148 @@
+"""Contracts: the one JSON codec for value types on the bus and in stores (stdlib only).
+
+``encode_*`` produce compact UTF-8 JSON with the DESIGN.md field names; ``decode_*``
+check ``schema_version`` and raise ``netcortex.errors.DecodeError`` on anything that
+is not a valid record.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from netcortex.contracts.events import SCHEMA_VERSION, SensoryEvent
+from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.errors import DecodeError
+
+__all__ = [
+    "decode_event",
+    "decode_outcome",
+    "encode_event",
+    "encode_outcome",
+    "event_to_dict",
+    "outcome_from_dict",
+    "outcome_to_dict",
+]
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def event_to_dict(event: SensoryEvent) -> dict[str, Any]:
+    """Plain-JSON dict of ``event``."""
+    return {
+        "id": event.id,
+        "subject": event.subject,
+        "event_class": event.event_class,
+        "source": event.source,
+        "target": event.target,
+        "device": event.device,
+        "interface": event.interface,
+        "peer": event.peer,
+        "agent": event.agent,
+        "observed_at": event.observed_at.isoformat(),
+        "received_at": event.received_at.isoformat(),
+        "payload": dict(event.payload),
+        "schema_version": event.schema_version,
+    }
+
+
+def encode_event(event: SensoryEvent) -> bytes:
+    """Encode ``event`` as UTF-8 JSON bytes."""
+    return _dumps(event_to_dict(event)).encode()
+
+
+def _load(data: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{what}: invalid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DecodeError(f"{what}: expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise DecodeError(
+            f"{what}: unsupported schema_version {version!r} (expected {SCHEMA_VERSION})",
+            reason="schema_version",
+        )
+    return obj
+
+
+def decode_event(data: bytes | str) -> SensoryEvent:
+    """Decode bytes made by ``encode_event``. Raises ``DecodeError``."""
+    obj = _load(data, "SensoryEvent")
+    try:
+        return SensoryEvent(
+            id=obj["id"],
+            subject=obj["subject"],
+            event_class=obj["event_class"],
+            source=obj["source"],
+            target=obj["target"],
+            device=obj.get("device"),
+            interface=obj.get("interface"),
+            peer=obj.get("peer"),
+            agent=obj.get("agent"),
+            observed_at=datetime.fromisoformat(obj["observed_at"]),
+            received_at=datetime.fromisoformat(obj["received_at"]),
+            payload=obj.get("payload") or {},
+            schema_version=obj["schema_version"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"SensoryEvent: invalid field: {exc!r}") from exc
+
+
+def outcome_to_dict(outcome: ReflexOutcome) -> dict[str, Any]:
+    """Plain-JSON dict of ``outcome`` with the DESIGN.md field names."""
+    return {
+        "outcome_id": outcome.outcome_id,
+        "handler_id": outcome.handler_id,
+        "event_id": outcome.event_id,
+        "subject": outcome.subject,
+        "kind": outcome.kind.value,
+        "severity": outcome.severity.value,
+        "target": outcome.target,
+        "device": outcome.device,
+        "site": outcome.site,
+        "summary": outcome.summary,
+        "diagnostic": outcome.diagnostic,
+        "fact_key": outcome.fact_key,
+        "occurred_at": outcome.occurred_at.isoformat(),
+        "recorded_at": outcome.recorded_at.isoformat(),
+        "details": dict(outcome.details),
+        "schema_version": outcome.schema_version,
+    }
+
+
+def encode_outcome(outcome: ReflexOutcome) -> bytes:
+    """Encode ``outcome`` as UTF-8 JSON bytes."""
+    return _dumps(outcome_to_dict(outcome)).encode()
+
+
+def outcome_from_dict(obj: dict[str, Any]) -> ReflexOutcome:
+    """Build a ``ReflexOutcome`` from ``outcome_to_dict`` output. Raises ``DecodeError``."""
+    try:
+        return ReflexOutcome(
+            outcome_id=obj["outcome_id"],
+            handler_id=obj["handler_id"],
+            event_id=obj["event_id"],
+            subject=obj["subject"],
+            kind=obj["kind"],
+            severity=obj["severity"],
+            target=obj["target"],
+            device=obj.get("device"),
+            site=obj.get("site"),
+            summary=obj.get("summary", ""),
+            diagnostic=obj.get("diagnostic", ""),
+            fact_key=obj.get("fact_key", ""),
+            occurred_at=datetime.fromisoformat(obj["occurred_at"]),
+            recorded_at=datetime.fromisoformat(obj["recorded_at"]),
+            details=obj.get("details") or {},
+            schema_version=obj.get("schema_version", SCHEMA_VERSION),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"ReflexOutcome: invalid field: {exc!r}") from exc
+
+
+def decode_outcome(data: bytes | str) -> ReflexOutcome:
+    """Decode bytes made by ``encode_outcome``. Raises ``DecodeError``."""
+    return outcome_from_dict(_load(data, "ReflexOutcome"))

@@ -1,0 +1,198 @@
+"""Contracts: reflex handlers, gates, sinks and the frozen ``ReflexOutcome`` (stdlib only).
+
+A handler is tiny: ``id``, ``patterns``, ``dedup_window`` and ``async handle``.
+The runner walks an ordered list of ``Gate``s before the handler and ``Sink``s
+after it; that list is built once, in ``reflex/pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+from netcortex.contracts.events import SCHEMA_VERSION, SensoryEvent, Severity
+
+__all__ = [
+    "Gate",
+    "OutcomeKind",
+    "ReflexHandler",
+    "ReflexOutcome",
+    "Sink",
+    "outcome_id_for",
+]
+
+
+class OutcomeKind(StrEnum):
+    """What became of one (handler, event) pair."""
+
+    LOGGED = "logged"  #: the handler ran and produced a record
+    SKIPPED = "skipped"  #: duplicate within the dedup window (corroboration)
+    SUPPRESSED = "suppressed"  #: an active maintenance window covers the target
+    ERRORED = "errored"  #: the handler raised; ``diagnostic`` holds the traceback
+
+
+def outcome_id_for(handler_id: str, event_id: str) -> str:
+    """Derive the outcome id from handler id and event id.
+
+    The same pair always yields the same id, so a re-delivered event produces the
+    same outcome id and stores can write idempotently.
+    """
+    digest = hashlib.blake2b(f"{handler_id}\x00{event_id}".encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ReflexOutcome:
+    """The record of what a reflex did with one event.
+
+    Attributes:
+        outcome_id: ``outcome_id_for(handler_id, event_id)``; idempotency key.
+        handler_id: the handler's ``id``.
+        event_id: the ``SensoryEvent.id`` that caused it.
+        subject: the event's subject.
+        kind: ``OutcomeKind``.
+        severity: ``Severity``.
+        target: canonical target (``device|interface`` ...).
+        device: device part of the target, if known.
+        site: site of the device, if known (semantic memory).
+        summary: one human line.
+        diagnostic: truncated traceback for ``errored``, reason for ``suppressed``.
+        fact_key: ``event_class|target`` — the dedup key.
+        occurred_at: when it happened on the network (the event's ``observed_at``).
+        recorded_at: when the outcome was produced (UTC).
+        details: up to a handful of upstream payload fields, JSON-serialisable.
+    """
+
+    outcome_id: str
+    handler_id: str
+    event_id: str
+    subject: str
+    kind: OutcomeKind
+    severity: Severity
+    target: str
+    device: str | None = None
+    site: str | None = None
+    summary: str = ""
+    diagnostic: str = ""
+    fact_key: str = ""
+    occurred_at: datetime = field(default_factory=_utcnow)
+    recorded_at: datetime = field(default_factory=_utcnow)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", OutcomeKind(self.kind))
+        object.__setattr__(self, "severity", Severity(self.severity))
+        if not isinstance(self.details, MappingProxyType):
+            object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @classmethod
+    def for_event(
+        cls,
+        handler_id: str,
+        event: SensoryEvent,
+        *,
+        severity: Severity,
+        summary: str,
+        kind: OutcomeKind = OutcomeKind.LOGGED,
+        target: str | None = None,
+        device: str | None = None,
+        site: str | None = None,
+        diagnostic: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> ReflexOutcome:
+        """Build the outcome of ``handler_id`` for ``event`` (ids and times derived)."""
+        tgt = target if target is not None else event.target
+        return cls(
+            outcome_id=outcome_id_for(handler_id, event.id),
+            handler_id=handler_id,
+            event_id=event.id,
+            subject=event.subject,
+            kind=kind,
+            severity=severity,
+            target=tgt,
+            device=device if device is not None else event.device,
+            site=site,
+            summary=summary,
+            diagnostic=diagnostic,
+            fact_key=f"{event.event_class}|{tgt}",
+            occurred_at=event.observed_at,
+            details=details or {},
+        )
+
+    def with_kind(self, kind: OutcomeKind, diagnostic: str = "") -> ReflexOutcome:
+        """Return a copy with another ``kind`` (and diagnostic)."""
+        return replace(self, kind=kind, diagnostic=diagnostic)
+
+
+@runtime_checkable
+class ReflexHandler(Protocol):
+    """A fast deterministic reaction to events matching ``patterns``.
+
+    Attributes:
+        id: unique, stable, a single subject token (``[a-z0-9_-]+``).
+        patterns: subject patterns (``*`` one token, ``>`` the rest) to consume.
+        dedup_window: seconds within which a repeat of the same fact is ``skipped``
+            (used by the dedup gate; ``0`` disables dedup).
+    """
+
+    id: str
+    patterns: tuple[str, ...]
+    dedup_window: float
+
+    async def handle(self, event: SensoryEvent) -> ReflexOutcome | None:
+        """React to one event.
+
+        Args:
+            event: a decoded event whose subject matches one of ``patterns``.
+
+        Returns:
+            The outcome to record, or ``None`` to record nothing.
+
+        Raises:
+            Anything: the runner turns any exception into an ``errored`` outcome
+            and keeps going; a handler never stops the runner. Handlers do no I/O
+            except through injected Protocols and must be safe to re-run for the
+            same event (at-least-once delivery).
+        """
+        ...
+
+
+class Gate(Protocol):
+    """One step before the handler (enrich, maintenance, dedup).
+
+    Returns the event (possibly enriched) to continue, or an ``OutcomeKind``
+    (``SUPPRESSED`` / ``SKIPPED``) to stop with that terminal kind.
+    """
+
+    name: str
+
+    async def __call__(
+        self, handler: ReflexHandler, event: SensoryEvent
+    ) -> SensoryEvent | OutcomeKind:
+        """Pass, enrich, or stop one event for one handler. Must not raise on valid input."""
+        ...
+
+
+class Sink(Protocol):
+    """One destination of outcomes (store, bus, journal).
+
+    ``emit`` must be safe to call concurrently from every handler task and
+    idempotent on ``outcome_id``. A failing sink raises; the runner logs and counts
+    it, and the other sinks still run.
+    """
+
+    name: str
+
+    async def emit(self, outcome: ReflexOutcome) -> None:
+        """Deliver one outcome (may buffer; see the concrete sink for durability)."""
+        ...

@@ -1,0 +1,186 @@
+"""Counters and latency histograms (any region may import this module).
+
+Each region declares its metrics in one place, against a ``Registry`` passed in
+by ``app.py`` (one per engine, so two engines in one process never share
+counts). ``Registry.render()`` gives the Prometheus text format; tests read a
+value with ``counter.value(**labels)``. Deliberately tiny: no global state, no
+locks needed on the asyncio thread; ``inc`` is a dict update.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+__all__ = ["Counter", "Gauge", "Histogram", "Registry"]
+
+#: Latency buckets in seconds: 50 µs .. 10 s.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+def _key(labelnames: tuple[str, ...], labels: dict[str, str]) -> tuple[str, ...]:
+    if set(labels) != set(labelnames):
+        raise ValueError(f"labels {sorted(labels)} != declared {sorted(labelnames)}")
+    return tuple(str(labels[n]) for n in labelnames)
+
+
+def _fmt_labels(labelnames: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    parts = [f'{n}="{_esc(v)}"' for n, v in zip(labelnames, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Counter:
+    """A monotonically increasing count, optionally labelled."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:  # noqa: A002
+        self.name, self.help, self.labelnames = name, help, tuple(labelnames)
+        self._values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` (>= 0) to the series named by ``labels``."""
+        k = _key(self.labelnames, labels)
+        self._values[k] = self._values.get(k, 0.0) + amount
+
+    def value(self, **labels: str) -> float:
+        """Current value of one series (0 when never incremented)."""
+        return self._values.get(_key(self.labelnames, labels), 0.0)
+
+    def total(self) -> float:
+        """Sum over every series."""
+        return sum(self._values.values())
+
+    def render(self) -> list[str]:
+        return [
+            f"{self.name}{_fmt_labels(self.labelnames, k)} {v:g}"
+            for k, v in sorted(self._values.items())
+        ]
+
+
+class Gauge(Counter):
+    """A value that goes up and down."""
+
+    kind = "gauge"
+
+    def set(self, value: float, **labels: str) -> None:
+        """Set one series to ``value``."""
+        self._values[_key(self.labelnames, labels)] = value
+
+
+class Histogram:
+    """Observations in fixed buckets (Prometheus style), with quantile estimates."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,  # noqa: A002
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> None:
+        self.name, self.help, self.labelnames = name, help, tuple(labelnames)
+        self.buckets = tuple(sorted(buckets))
+        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, **labels: str) -> None:
+        """Record one observation."""
+        k = _key(self.labelnames, labels)
+        series = self._series.get(k)
+        if series is None:
+            series = self._series[k] = ([0] * (len(self.buckets) + 1), [0.0])
+        series[0][bisect.bisect_left(self.buckets, value)] += 1
+        series[1][0] += value
+
+    def count(self, **labels: str) -> int:
+        """Number of observations in one series."""
+        s = self._series.get(_key(self.labelnames, labels))
+        return sum(s[0]) if s else 0
+
+    def quantile(self, q: float, **labels: str) -> float:
+        """Upper bound of the bucket holding quantile ``q`` (NaN when empty)."""
+        s = self._series.get(_key(self.labelnames, labels))
+        if not s or not sum(s[0]):
+            return math.nan
+        target = q * sum(s[0])
+        seen = 0
+        for i, n in enumerate(s[0]):
+            seen += n
+            if seen >= target:
+                return self.buckets[i] if i < len(self.buckets) else math.inf
+        return math.inf
+
+    def render(self) -> list[str]:
+        lines = []
+        for k, (counts, total) in sorted(self._series.items()):
+            acc = 0
+            for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
+                acc += n
+                le = "+Inf" if bound == math.inf else f"{bound:g}"
+                labels = _fmt_labels(self.labelnames, k, 'le="' + le + '"')
+                lines.append(f"{self.name}_bucket{labels} {acc}")
+            lines.append(f"{self.name}_sum{_fmt_labels(self.labelnames, k)} {total[0]:g}")
+            lines.append(f"{self.name}_count{_fmt_labels(self.labelnames, k)} {acc}")
+        return lines
+
+
+class Registry:
+    """Holds one engine's metrics; ``counter``/``gauge``/``histogram`` are get-or-create."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, Counter | Histogram] = {}
+
+    def _get(self, cls: type, name: str, help: str, labelnames: Sequence[str], **kw: object):  # type: ignore[no-untyped-def]  # noqa: A002
+        existing = self._metrics.get(name)
+        if existing is not None:
+            if type(existing) is not cls or existing.labelnames != tuple(labelnames):
+                raise ValueError(f"metric {name!r} already registered with another shape")
+            return existing
+        metric = cls(name, help, labelnames, **kw)
+        self._metrics[name] = metric
+        return metric
+
+    def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:  # noqa: A002
+        """Get or create a counter."""
+        c: Counter = self._get(Counter, name, help, labelnames)
+        return c
+
+    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:  # noqa: A002
+        """Get or create a gauge."""
+        g: Gauge = self._get(Gauge, name, help, labelnames)
+        return g
+
+    def histogram(
+        self,
+        name: str,
+        help: str,  # noqa: A002
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        """Get or create a histogram."""
+        h: Histogram = self._get(Histogram, name, help, labelnames, buckets=buckets)
+        return h
+
+    def get(self, name: str) -> Counter | Histogram | None:
+        """The metric called ``name``, if registered."""
+        return self._metrics.get(name)
+
+    def render(self) -> str:
+        """Prometheus text exposition of every metric."""
+        out: list[str] = []
+        for name, m in sorted(self._metrics.items()):
+            out.append(f"# HELP {name} {m.help}")
+            out.append(f"# TYPE {name} {m.kind}")
+            out.extend(m.render())
+        return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""Thalamus: the event bus region — subject grammar, in-memory and NATS JetStream buses."""

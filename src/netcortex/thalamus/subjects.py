@@ -1,0 +1,199 @@
+"""Thalamus: the subject grammar — build, encode, validate and match. The only subject code.
+
+Subjects are dot-separated tokens::
+
+    sensory.<modality>.<channel>.<event_class>.<target tokens...>
+    reflex.<handler_id>.<outcome_kind>.<target tokens...>
+
+A target part (``10.0.0.1``, ``r1.example.com``, ``Gi1/0/3``) is always one token:
+``encode_token`` percent-encodes ``.``, ``*``, ``>``, ``%``, whitespace and control
+characters, so tokens never contain grammar characters. Patterns use ``*`` for
+exactly one token and ``>`` (last token only) for one or more remaining tokens,
+as NATS does. Nobody parses subjects for data: events carry their raw target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+
+from netcortex.contracts.events import EVENT_CLASSES
+from netcortex.errors import InvalidSubject
+
+__all__ = [
+    "SENSORY",
+    "REFLEX",
+    "decode_token",
+    "encode_token",
+    "matches",
+    "outcome_subject",
+    "sensory_subject",
+    "validate_pattern",
+    "validate_subject",
+]
+
+SENSORY = "sensory"
+REFLEX = "reflex"
+_EMPTY_TOKEN = "%00"  # an empty or missing part still occupies one token
+_MAX_SUBJECT = 1024
+
+
+def _must_escape(ch: str) -> bool:
+    return ch in ".*>%" or ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F
+
+
+@lru_cache(maxsize=65536)
+def encode_token(value: str) -> str:
+    """Encode one target part as a single subject token.
+
+    ``.``, ``*``, ``>``, ``%``, whitespace and control characters become ``%XX``
+    (UTF-8 bytes); an empty value becomes ``%00``. The result never contains
+    grammar characters and ``decode_token`` reverses it.
+    """
+    if value == "":
+        return _EMPTY_TOKEN
+    if not any(_must_escape(ch) for ch in value):
+        return value
+    out: list[str] = []
+    for ch in value:
+        if _must_escape(ch):
+            out.extend(f"%{b:02X}" for b in ch.encode())
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def decode_token(token: str) -> str:
+    """Reverse ``encode_token`` (for display only; never needed to get data)."""
+    if token == _EMPTY_TOKEN:
+        return ""
+    if "%" not in token:
+        return token
+    raw = bytearray()
+    i = 0
+    while i < len(token):
+        if token[i] == "%" and _is_hex(token[i + 1 : i + 3]):
+            raw.append(int(token[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(token[i].encode())
+            i += 1
+    return raw.decode(errors="replace")
+
+
+def _is_hex(s: str) -> bool:
+    return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+def _split(subject: str, what: str) -> list[str]:
+    if not isinstance(subject, str) or not subject:
+        raise InvalidSubject(f"{what} must be a non-empty string, got {subject!r}")
+    if len(subject) > _MAX_SUBJECT:
+        raise InvalidSubject(f"{what} longer than {_MAX_SUBJECT} characters")
+    tokens = subject.split(".")
+    for tok in tokens:
+        if tok == "":
+            raise InvalidSubject(f"{what} {subject!r} has an empty token")
+        if any(ch.isspace() or ord(ch) < 0x20 for ch in tok):
+            raise InvalidSubject(f"{what} {subject!r} contains whitespace or control characters")
+    return tokens
+
+
+@lru_cache(maxsize=65536)
+def validate_subject(subject: str) -> str:
+    """Return ``subject`` if it is a valid concrete subject (no wildcards).
+
+    Raises:
+        InvalidSubject: empty tokens, whitespace, wildcards, or too long.
+    """
+    for tok in _split(subject, "subject"):
+        if "*" in tok or ">" in tok:
+            raise InvalidSubject(f"subject {subject!r} contains a wildcard; publish needs a concrete subject")
+    return subject
+
+
+@lru_cache(maxsize=4096)
+def validate_pattern(pattern: str) -> str:
+    """Return ``pattern`` if it is a valid subscription pattern.
+
+    ``*`` must be a whole token; ``>`` must be the whole last token.
+
+    Raises:
+        InvalidSubject: the pattern breaks the grammar.
+    """
+    tokens = _split(pattern, "pattern")
+    for i, tok in enumerate(tokens):
+        if tok == ">":
+            if i != len(tokens) - 1:
+                raise InvalidSubject(f"pattern {pattern!r}: '>' must be the last token")
+        elif tok == "*":
+            continue
+        elif "*" in tok or ">" in tok:
+            raise InvalidSubject(f"pattern {pattern!r}: wildcards must be whole tokens ({tok!r})")
+    return pattern
+
+
+@lru_cache(maxsize=65536)
+def _match_tokens(pattern: str, subject: str) -> bool:
+    ptoks = pattern.split(".")
+    stoks = subject.split(".")
+    for i, ptok in enumerate(ptoks):
+        if ptok == ">":
+            return len(stoks) > i
+        if i >= len(stoks):
+            return False
+        if ptok != "*" and ptok != stoks[i]:
+            return False
+    return len(ptoks) == len(stoks)
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """True when concrete ``subject`` matches ``pattern`` (``*`` one token, ``>`` the rest).
+
+    Both are validated; results are cached, so the hot path is a dict hit.
+
+    Raises:
+        InvalidSubject: either argument breaks the grammar.
+    """
+    validate_pattern(pattern)
+    validate_subject(subject)
+    return _match_tokens(pattern, subject)
+
+
+def _target_tokens(parts: Iterable[str | None]) -> list[str]:
+    return [encode_token(p if p is not None else "") for p in parts]
+
+
+def sensory_subject(source: str, event_class: str, *target_parts: str | None) -> str:
+    """Build ``sensory.<modality>.<channel>.<event_class>.<target tokens...>``.
+
+    Args:
+        source: ``"<modality>.<channel>"``, exactly two tokens (``"snmp.trap"``).
+        event_class: one of ``EVENT_CLASSES``.
+        target_parts: device, interface/peer ... each becomes one encoded token.
+
+    Raises:
+        InvalidSubject: bad source, unknown event class, or no target part.
+    """
+    src = source.split(".")
+    if len(src) != 2 or not all(src) or any(_must_escape(c) for t in src for c in t):
+        raise InvalidSubject(f"source must be '<modality>.<channel>', got {source!r}")
+    if event_class not in EVENT_CLASSES:
+        raise InvalidSubject(f"unknown event_class {event_class!r}")
+    if not target_parts:
+        raise InvalidSubject("a sensory subject needs at least one target token")
+    return ".".join([SENSORY, src[0], src[1], event_class, *_target_tokens(target_parts)])
+
+
+def outcome_subject(handler_id: str, kind: str, *target_parts: str | None) -> str:
+    """Build ``reflex.<handler_id>.<outcome_kind>.<target tokens...>``.
+
+    Raises:
+        InvalidSubject: handler id or kind is not a plain token, or no target part.
+    """
+    for name, tok in (("handler_id", handler_id), ("kind", kind)):
+        if not tok or any(_must_escape(c) for c in tok):
+            raise InvalidSubject(f"{name} must be a plain token, got {tok!r}")
+    if not target_parts:
+        raise InvalidSubject("an outcome subject needs at least one target token")
+    return ".".join([REFLEX, handler_id, kind, *_target_tokens(target_parts)])
