@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from netcortex.config import BusConfig
+from netcortex.contracts.bus import EventBus
+from netcortex.metrics import Registry
+from netcortex.thalamus import InMemoryEventBus, NatsEventBus
+from tests.servers import NatsServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,3 +54,51 @@ def snmp_catalog() -> dict[str, Any]:
     """The SNMP notification catalog (``snmp/catalog.json``)."""
     data: dict[str, Any] = load_json_fixture("snmp", "catalog.json")
     return data
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A real ``nats-server -js`` (pinned binary, free port, temp store), one per
+    session and xdist worker; use ``nats_server.url``. Never the machine's NATS."""
+    server = NatsServer(store_dir=tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.cleanup()
+
+
+#: ``await make(backend, *, metrics=None, start=True, **bus_config_overrides)``
+BusFactory = Callable[..., Awaitable[EventBus]]
+
+
+@pytest.fixture
+async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusFactory]:
+    """Build buses (``"memory"`` or ``"nats"``) in a unique namespace; closed at teardown.
+
+    The NATS bus points at the session ``nats_server`` (started only when asked for).
+    """
+    made: list[InMemoryEventBus | NatsEventBus] = []
+
+    async def make(
+        backend: str = "memory",
+        *,
+        metrics: Registry | None = None,
+        start: bool = True,
+        **overrides: Any,
+    ) -> InMemoryEventBus | NatsEventBus:
+        overrides.setdefault("namespace", "t" + uuid.uuid4().hex[:12])
+        bus: InMemoryEventBus | NatsEventBus
+        if backend == "nats":
+            overrides.setdefault("nats_url", request.getfixturevalue("nats_server").url)
+            bus = NatsEventBus(BusConfig(backend="nats", **overrides), metrics)
+        elif backend == "memory":
+            bus = InMemoryEventBus(BusConfig(backend="memory", **overrides), metrics)
+        else:
+            raise ValueError(f"unknown bus backend {backend!r}")
+        made.append(bus)
+        if start:
+            await bus.start()
+        return bus
+
+    yield make
+    for bus in reversed(made):
+        await bus.close()

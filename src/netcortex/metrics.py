@@ -44,7 +44,7 @@ class Counter:
 
     kind = "counter"
 
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:  # noqa: A002
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         self.name, self.help, self.labelnames = name, help, tuple(labelnames)
         self._values: dict[tuple[str, ...], float] = {}
 
@@ -86,7 +86,7 @@ class Histogram:
     def __init__(
         self,
         name: str,
-        help: str,  # noqa: A002
+        help: str,
         labelnames: Sequence[str] = (),
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> None:
@@ -141,7 +141,7 @@ class Registry:
     def __init__(self) -> None:
         self._metrics: dict[str, Counter | Histogram] = {}
 
-    def _get(self, cls: type, name: str, help: str, labelnames: Sequence[str], **kw: object):  # type: ignore[no-untyped-def]  # noqa: A002
+    def _get(self, cls: type, name: str, help: str, labelnames: Sequence[str], **kw: object):  # type: ignore[no-untyped-def]
         existing = self._metrics.get(name)
         if existing is not None:
             if type(existing) is not cls or existing.labelnames != tuple(labelnames):
@@ -151,12 +151,12 @@ class Registry:
         self._metrics[name] = metric
         return metric
 
-    def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:  # noqa: A002
+    def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
         """Get or create a counter."""
         c: Counter = self._get(Counter, name, help, labelnames)
         return c
 
-    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:  # noqa: A002
+    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:
         """Get or create a gauge."""
         g: Gauge = self._get(Gauge, name, help, labelnames)
         return g
@@ -164,7 +164,7 @@ class Registry:
     def histogram(
         self,
         name: str,
-        help: str,  # noqa: A002
+        help: str,
         labelnames: Sequence[str] = (),
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> Histogram:

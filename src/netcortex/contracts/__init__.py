@@ -4,9 +4,22 @@ Every seam between regions is defined here once.
 """
 
 from netcortex.contracts.bus import BusMessage, EventBus, Subscription
-from netcortex.contracts.events import EVENT_CLASSES, SCHEMA_VERSION, SensoryEvent, Severity, new_event_id
+from netcortex.contracts.events import (
+    EVENT_CLASSES,
+    SCHEMA_VERSION,
+    SensoryEvent,
+    Severity,
+    new_event_id,
+)
 from netcortex.contracts.memory import OutcomeQuery, OutcomeStore
-from netcortex.contracts.reflex import Gate, OutcomeKind, ReflexHandler, ReflexOutcome, Sink, outcome_id_for
+from netcortex.contracts.reflex import (
+    Gate,
+    OutcomeKind,
+    ReflexHandler,
+    ReflexOutcome,
+    Sink,
+    outcome_id_for,
+)
 
 __all__ = [
     "EVENT_CLASSES",

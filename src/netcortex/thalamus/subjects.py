@@ -21,8 +21,8 @@ from netcortex.contracts.events import EVENT_CLASSES
 from netcortex.errors import InvalidSubject
 
 __all__ = [
-    "SENSORY",
     "REFLEX",
+    "SENSORY",
     "decode_token",
     "encode_token",
     "matches",
@@ -34,7 +34,7 @@ __all__ = [
 
 SENSORY = "sensory"
 REFLEX = "reflex"
-_EMPTY_TOKEN = "%00"  # an empty or missing part still occupies one token
+_EMPTY_TOKEN = "%00"  # noqa: S105 — an empty or missing part still occupies one token
 _MAX_SUBJECT = 1024
 
 
@@ -108,7 +108,9 @@ def validate_subject(subject: str) -> str:
     """
     for tok in _split(subject, "subject"):
         if "*" in tok or ">" in tok:
-            raise InvalidSubject(f"subject {subject!r} contains a wildcard; publish needs a concrete subject")
+            raise InvalidSubject(
+                f"subject {subject!r} contains a wildcard; publish needs a concrete subject"
+            )
     return subject
 
 

@@ -1,0 +1,847 @@
+"""Thalamus: ``NatsEventBus`` — the event bus on NATS JetStream (nats-py) for scale-out.
+
+May import contracts, errors, config, metrics and ``thalamus.subjects``; nats-py's
+exceptions are mapped into ``netcortex.errors`` in exactly one place,
+``nats_errors()`` (``raise ... from exc``).
+
+Streams. One stream per top-level subject root: ``SENSORY`` (``sensory.>``) and
+``REFLEX`` (``reflex.>``) are created or updated at ``start``; any other root
+(``incident.>`` ...) gets its stream, named after the root upper-cased, on first
+publish or subscribe (JetStream subjects cannot express "everything else", and
+one stream per root keeps retention and consumers per concern). With
+``namespace = N`` every wire subject is ``N.<subject>`` and streams and consumers
+are suffixed ``_N`` (``SENSORY_N`` on ``N.sensory.>``). Storage, ``max_age`` and
+the ``Nats-Msg-Id`` duplicate window come from ``BusConfig``. Consequence: a
+subscription pattern must start with a concrete root (``sensory.>`` is fine,
+``>`` or ``*.x`` is not: ``InvalidSubject``).
+
+Consumers. ``subscribe(patterns, durable=name)`` uses one durable pull consumer
+``name`` per root stream (explicit ack, ``ack_wait``, ``max_deliver``, the
+patterns as filter subjects) shared by every subscription of that name: a work
+queue that survives restarts and resumes where it left off. A brand-new durable
+(and every ephemeral subscription) delivers only messages published after it was
+created. Each consumer has a fetch loop: a pull request for ``fetch_batch``
+messages that lingers on the server, messages delivered to the subscription as
+they arrive (no waiting for a full batch), and the next request issued when the
+batch is used up, the request expires, or the connection comes back.
+
+Connection. ``start`` gives up after ``publish_timeout`` seconds
+(``BusUnavailable``); once connected, the client reconnects forever (a fixed
+back-off of ``RECONNECT_WAIT`` seconds) and logs ``bus_disconnected`` /
+``bus_reconnected``; fetch loops re-issue their pull requests (and re-create an
+ephemeral consumer the server lost) on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsCoreSubscription
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from netcortex.config import BusConfig
+from netcortex.errors import (
+    BusError,
+    BusUnavailable,
+    InvalidSubject,
+    NetcortexError,
+    PublishTimeout,
+)
+from netcortex.metrics import Registry
+from netcortex.thalamus.memory import normalize_patterns, validate_durable
+from netcortex.thalamus.subjects import REFLEX, SENSORY, validate_subject
+
+__all__ = ["NatsEventBus", "NatsMessage", "NatsSubscription", "nats_errors"]
+
+log = structlog.get_logger(__name__)
+
+_BACKEND: Final = "nats"
+#: roots whose streams are created (or updated) at start; others on first use
+START_ROOTS: Final = (SENSORY, REFLEX)
+#: seconds per TCP connect attempt
+CONNECT_TIMEOUT: Final = 2.0
+#: seconds between reconnect attempts (nats-py retries forever)
+RECONNECT_WAIT: Final = 0.5
+#: seconds a pull request lingers on the server before it is renewed
+PULL_EXPIRES: Final = 5.0
+#: an ephemeral consumer whose client vanished is removed after this many seconds
+EPHEMERAL_INACTIVE: Final = 60.0
+_MSG_ID: Final = "Nats-Msg-Id"
+_STATUS: Final = "Status"
+_PLAIN_ROOT = re.compile(r"[a-z0-9_-]+")
+_CLOSED: Final = object()  # queue sentinel: the subscription closed
+
+_TIMEOUT = object()  # placeholder in the map: "the caller's timeout error type"
+
+#: nats-py exception → netcortex error, first match wins (order matters:
+#: nats' TimeoutError is an asyncio.TimeoutError, which is an OSError).
+_Row = tuple[tuple[type[BaseException], ...], type[BusError] | object]
+NATS_ERROR_MAP: Final[tuple[_Row, ...]] = (
+    ((nats.errors.BadSubjectError,), InvalidSubject),
+    ((nats.js.errors.TooManyStalledMsgsError,), PublishTimeout),
+    ((nats.errors.TimeoutError, TimeoutError), _TIMEOUT),
+    (
+        (
+            nats.errors.NoRespondersError,
+            nats.js.errors.NoStreamResponseError,
+            nats.js.errors.ServiceUnavailableError,
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionDrainingError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.StaleConnectionError,
+            nats.errors.NoServersError,
+            nats.errors.OutboundBufferLimitError,
+            nats.errors.SecureConnRequiredError,
+            nats.errors.SecureConnWantedError,
+            nats.errors.SecureConnFailedError,
+            nats.errors.AuthorizationError,
+            nats.errors.InvalidUserCredentialsError,
+            nats.errors.ProtocolError,
+            nats.errors.ServerNotInPoolError,
+            OSError,
+        ),
+        BusUnavailable,
+    ),
+    # API errors (bad request, not found, server error), payload too large, bad
+    # headers, slow consumer ...: the bus could not do it, nothing more specific.
+    ((nats.js.errors.APIError, nats.errors.Error), BusError),
+)
+
+
+@contextlib.contextmanager
+def nats_errors(what: str, *, timeout: type[BusError] = BusUnavailable) -> Iterator[None]:
+    """Map nats-py (and socket) exceptions raised inside to ``netcortex.errors``.
+
+    ``timeout`` is the type a timeout becomes (``PublishTimeout`` for publishes,
+    ``BusUnavailable`` for connect / API calls). Netcortex errors and
+    cancellation pass through untouched; the original is the ``__cause__``.
+    """
+    try:
+        yield
+    except NetcortexError:
+        raise
+    except Exception as exc:
+        for classes, target in NATS_ERROR_MAP:
+            if isinstance(exc, classes):
+                kind = timeout if target is _TIMEOUT else target
+                assert isinstance(kind, type)
+                raise kind(f"{what}: {_describe(exc)}") from exc
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` even when the exception's ``__str__`` itself fails (some nats-py
+    errors format fields that may be unset)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the real error
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _covers(a: str, b: str) -> bool:
+    """True when every subject matching pattern ``b`` also matches pattern ``a``."""
+    at, bt = a.split("."), b.split(".")
+    for i, tok in enumerate(at):
+        if tok == ">":
+            return len(bt) > i
+        if i >= len(bt) or bt[i] == ">":
+            return False
+        if tok != "*" and tok != bt[i]:
+            return False
+    return len(at) == len(bt)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """True when some subject matches both patterns."""
+    at, bt = a.split("."), b.split(".")
+    for i in range(min(len(at), len(bt))):
+        x, y = at[i], bt[i]
+        if x == ">" or y == ">":
+            return True
+        if x != "*" and y != "*" and x != y:
+            return False
+    return len(at) == len(bt)
+
+
+def _filters(patterns: Sequence[str]) -> list[str]:
+    """Drop patterns covered by another; JetStream rejects overlapping filters.
+
+    Raises:
+        InvalidSubject: two patterns overlap without one covering the other.
+    """
+    kept = [p for p in patterns if not any(q != p and _covers(q, p) for q in patterns)]
+    for i, a in enumerate(kept):
+        for b in kept[i + 1 :]:
+            if _overlap(a, b):
+                raise InvalidSubject(
+                    f"patterns {a!r} and {b!r} overlap; a JetStream consumer cannot filter on both"
+                )
+    return kept
+
+
+class NatsMessage:
+    """One JetStream delivery (implements ``contracts.bus.BusMessage``).
+
+    ``ack``/``nak`` are idempotent (the first settlement wins). ``nak`` at the
+    last allowed delivery terminates the message (no redelivery) and counts it
+    in ``netcortex_bus_dead_letter_total``. Messages the server gives up on
+    after ``ack_wait`` expiries are not counted here.
+    """
+
+    __slots__ = ("_msg", "_settled", "_sub", "attempt", "data", "msg_id", "subject")
+
+    def __init__(
+        self, sub: NatsSubscription, msg: Msg, subject: str, msg_id: str | None, attempt: int
+    ) -> None:
+        self.subject = subject
+        self.data: bytes = msg.data
+        self.msg_id = msg_id
+        self.attempt = attempt
+        self._msg = msg
+        self._sub = sub
+        self._settled = False
+
+    def __repr__(self) -> str:
+        return f"NatsMessage({self.subject!r}, msg_id={self.msg_id!r}, attempt={self.attempt})"
+
+    async def ack(self) -> None:
+        """Confirm processing; the message will not be redelivered. Idempotent.
+
+        Raises:
+            BusUnavailable: the connection is closed.
+        """
+        if self._settled:
+            return
+        self._settled = True
+        self._sub._unsettled.discard(self)
+        with nats_errors("ack"):
+            await self._msg.ack()
+
+    async def nak(self, delay: float = 0.0) -> None:
+        """Ask for redelivery after ``delay`` seconds (``attempt + 1``), or give up at
+        ``max_deliver`` (terminate + count). Idempotent.
+
+        Raises:
+            BusUnavailable: the connection is closed.
+        """
+        if self._settled:
+            return
+        self._settled = True
+        self._sub._unsettled.discard(self)
+        with nats_errors("nak"):
+            if self.attempt >= self._sub._bus._config.max_deliver:
+                self._sub._bus._dead_letter(self)
+                await self._msg.term()
+            else:
+                await self._msg.nak(delay=delay if delay > 0 else None)
+
+
+class _PullConsumer:
+    """One JetStream pull consumer on one stream, feeding a subscription's queue."""
+
+    def __init__(
+        self,
+        bus: NatsEventBus,
+        sub: NatsSubscription,
+        root: str,
+        name: str,
+        filters: list[str],
+        durable: bool,
+    ) -> None:
+        self._bus = bus
+        self._sub = sub
+        self.root = root
+        self.name = name
+        self._filters = filters
+        self._durable = durable
+        self._stream = bus._stream_name(root)
+        self._inbox = ""
+        self._core: NatsCoreSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._pending = 0
+        self._check = False  # verify the consumer still exists before the next pull
+        self._last_stream_seq = 0
+        self._prefix_len = len(bus._prefix)
+
+    def _config(self, start_seq: int = 0) -> ConsumerConfig:
+        cfg = self._bus._config
+        one = len(self._filters) == 1
+        return ConsumerConfig(
+            name=self.name,
+            durable_name=self.name if self._durable else None,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.NEW,
+            opt_start_seq=start_seq or None,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=cfg.ack_wait,
+            max_deliver=cfg.max_deliver,
+            filter_subject=self._filters[0] if one else None,
+            filter_subjects=None if one else list(self._filters),
+            inactive_threshold=None if self._durable else EPHEMERAL_INACTIVE,
+        )
+
+    async def ensure(self) -> None:
+        """Create the consumer, or update an existing durable whose settings changed."""
+        js = self._bus._jetstream()
+        await self._bus._ensure_stream(self.root)
+        with nats_errors(f"consumer {self._stream}/{self.name}"):
+            info = None
+            if self._durable:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    info = await js.consumer_info(self._stream, self.name)
+            if info is None:
+                start = self._last_stream_seq + 1 if self._last_stream_seq else 0
+                await js.add_consumer(self._stream, self._config(start))
+                return
+            have = info.config
+            want = self._config()
+            if (
+                sorted(have.filter_subjects or [have.filter_subject or ""]) != sorted(self._filters)
+                or have.ack_wait != want.ack_wait
+                or have.max_deliver != want.max_deliver
+            ):
+                # The deliver policy of an existing consumer cannot change; keep it.
+                want.deliver_policy = have.deliver_policy
+                want.opt_start_seq = have.opt_start_seq
+                want.opt_start_time = have.opt_start_time
+                await js.add_consumer(self._stream, want)
+                log.info("bus_consumer_updated", stream=self._stream, consumer=self.name)
+
+    async def start(self) -> None:
+        nc = self._bus._client()
+        self._inbox = nc.new_inbox()
+        with nats_errors("subscribe"):
+            self._core = await nc.subscribe(self._inbox, cb=self._on_msg)
+        self._task = asyncio.create_task(self._loop(), name=f"nats-fetch-{self.name}")
+
+    def wake(self, check: bool) -> None:
+        """Renew the pull request now (after a reconnect: also re-check the consumer)."""
+        self._check = self._check or check
+        self._done.set()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        hdrs = msg.headers
+        if hdrs and not msg.data and _STATUS in hdrs:
+            status = hdrs[_STATUS]
+            if status == "100":  # idle heartbeat / flow control
+                return
+            # 404 no messages, 408 expired, 409 conflict (consumer deleted, leader
+            # change, max waiting), 503 no responders: this pull request is over.
+            if status == "503" or (status == "409" and "deleted" in str(hdrs).lower()):
+                self._check = True
+            self._done.set()
+            return
+        meta = msg.metadata
+        self._last_stream_seq = meta.sequence.stream
+        self._pending -= 1
+        if self._pending <= 0:
+            self._done.set()
+        msg_id = hdrs.get(_MSG_ID) if hdrs else None
+        self._sub._deliver(
+            NatsMessage(self._sub, msg, msg.subject[self._prefix_len :], msg_id, meta.num_delivered)
+        )
+
+    async def _loop(self) -> None:
+        bus = self._bus
+        batch = bus._config.fetch_batch
+        expires_ns = int(PULL_EXPIRES * 1e9)
+        backoff = 0.05
+        while True:
+            try:
+                if self._check:
+                    await self._recover()
+                await self._sub._wait_room(batch)
+                nc = bus._client()
+                self._done.clear()
+                self._pending = batch
+                request = json.dumps({"batch": batch, "expires": expires_ns}).encode()
+                with nats_errors("pull request"):
+                    await nc.publish(
+                        f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self.name}",
+                        request,
+                        reply=self._inbox,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PULL_EXPIRES + 1.0):
+                        await self._done.wait()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
+                log.warning(
+                    "bus_fetch_failed",
+                    stream=self._stream,
+                    consumer=self.name,
+                    error=_describe(exc),
+                )
+                self._check = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _recover(self) -> None:
+        js = self._bus._jetstream()
+        with nats_errors(f"consumer info {self._stream}/{self.name}"):
+            try:
+                await js.consumer_info(self._stream, self.name)
+            except nats.js.errors.NotFoundError:
+                await self.ensure()
+                log.warning(
+                    "bus_consumer_recreated",
+                    stream=self._stream,
+                    consumer=self.name,
+                    from_stream_seq=self._last_stream_seq + 1,
+                )
+        self._check = False
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._core is not None:
+            with contextlib.suppress(Exception):
+                await self._core.unsubscribe()
+            self._core = None
+        js = self._bus._js
+        if not self._durable and js is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(self._stream, self.name)
+
+
+class NatsSubscription:
+    """A subscription on JetStream (implements ``contracts.bus.Subscription``).
+
+    ``next`` may be awaited from several tasks (each message to one of them);
+    cancelling it loses nothing. Messages are buffered locally up to about two
+    fetch batches; the fetch loops wait while the buffer is fuller.
+    """
+
+    def __init__(self, bus: NatsEventBus, patterns: tuple[str, ...], durable: str | None) -> None:
+        self._bus = bus
+        self.patterns = patterns
+        self.durable = durable
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._low = max(1, bus._config.fetch_batch // 2)
+        self._consumers: list[_PullConsumer] = []
+        self._unsettled: set[NatsMessage] = set()
+        self._track = durable is not None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[NatsMessage]:
+        """Iterate messages until the subscription (or bus) is closed."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[NatsMessage]:
+        while True:
+            try:
+                msg = await self.next()
+            except BusUnavailable:
+                return
+            yield msg
+
+    def _deliver(self, msg: NatsMessage) -> None:
+        self._queue.put_nowait(msg)
+
+    async def _wait_room(self, batch: int) -> None:
+        while self._queue.qsize() >= batch:
+            self._room.clear()
+            await self._room.wait()
+
+    async def next(self, timeout: float | None = None) -> NatsMessage:  # noqa: ASYNC109 (Protocol)
+        """Return the next message.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+            netcortex.errors.BusUnavailable: the subscription or bus is closed.
+        """
+        if self._closed:
+            raise BusUnavailable("subscription is closed")
+        queue = self._queue
+        if queue.empty():
+            async with asyncio.timeout(timeout):
+                item = await queue.get()
+        else:
+            item = queue.get_nowait()
+        if item is _CLOSED:
+            queue.put_nowait(_CLOSED)  # wake the next waiter too
+            raise BusUnavailable("subscription is closed")
+        if queue.qsize() <= self._low:
+            self._room.set()
+        msg: NatsMessage = item
+        if self._track:
+            self._unsettled.add(msg)
+        return msg
+
+    async def close(self) -> None:
+        """Stop the fetch loops; hand unsettled messages back (``nak``) so the
+        durable group's other members get them now rather than after ``ack_wait``;
+        delete an ephemeral consumer. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in self._consumers:
+            await consumer.stop()
+        held: list[NatsMessage] = list(self._unsettled)
+        self._unsettled.clear()
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, NatsMessage):
+                held.append(item)
+        if self._track:
+            for msg in held:
+                if not msg._settled:
+                    msg._settled = True
+                    with contextlib.suppress(Exception):
+                        await msg._msg.nak()
+        self._queue.put_nowait(_CLOSED)
+        self._bus._subs.discard(self)
+
+
+class NatsEventBus:
+    """The event bus on NATS JetStream (implements ``contracts.bus.EventBus``).
+
+    Contract, beyond the Protocol's docstrings:
+
+    * delivery: at-least-once — a message is redelivered after ``nak`` or when
+      not acked within ``ack_wait``, up to ``max_deliver`` deliveries; per-subject
+      order for one subscriber with nothing unacked in between; a durable group's
+      members share the work with no order across them;
+    * idempotency: ``msg_id`` becomes ``Nats-Msg-Id``: a re-publish within
+      ``duplicate_window`` is stored once. ``PublishTimeout`` means "not
+      confirmed" — the message may still have been stored, so retry with the
+      same ``msg_id``;
+    * concurrency: every method is safe from many tasks; at most
+      ``max_inflight`` publishes await their ack at once (others wait for a slot,
+      counted as back-pressure), so concurrent publishers pipeline;
+    * cancellation: a cancelled ``publish`` may or may not have been stored (never
+      partially); cancelling ``next`` loses nothing;
+    * errors: nats-py exceptions surface as ``BusUnavailable``, ``PublishTimeout``,
+      ``InvalidSubject`` or ``BusError`` (see ``nats_errors``).
+
+    Args:
+        config: the ``bus`` config section.
+        metrics: the engine's registry (a private one when omitted).
+    """
+
+    def __init__(self, config: BusConfig, metrics: Registry | None = None) -> None:
+        self._config = config
+        self._prefix = f"{config.namespace}." if config.namespace else ""
+        self._suffix = f"_{config.namespace}" if config.namespace else ""
+        registry = metrics if metrics is not None else Registry()
+        self._backpressure = registry.counter(
+            "netcortex_bus_backpressure_total",
+            "Publishes that had to wait for room in a subscriber queue.",
+            ("backend",),
+        )
+        self._dead_letters = registry.counter(
+            "netcortex_bus_dead_letter_total",
+            "Messages given up after max_deliver deliveries.",
+            ("backend",),
+        )
+        self._publish_timeouts = registry.counter(
+            "netcortex_bus_publish_timeouts_total",
+            "Publishes that failed with PublishTimeout.",
+            ("backend",),
+        )
+        self._connection_events = registry.counter(
+            "netcortex_bus_connection_events_total",
+            "NATS connection state changes (disconnected, reconnected, closed).",
+            ("event",),
+        )
+        self._publish_seconds = registry.histogram(
+            "netcortex_bus_publish_seconds",
+            "Publish latency until the bus accepted the message.",
+            ("backend",),
+        )
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._running = False
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+        self._stream_lock = asyncio.Lock()
+        self._streams: set[str] = set()
+        self._inflight = asyncio.Semaphore(config.max_inflight)
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._subs: set[NatsSubscription] = set()
+
+    async def __aenter__(self) -> NatsEventBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- connection -----------------------------------------------------------------
+
+    def _client(self) -> NatsClient:
+        if self._nc is None or not self._running:
+            raise BusUnavailable("the bus is closed" if self._closed else "the bus is not started")
+        return self._nc
+
+    def _jetstream(self) -> JetStreamContext:
+        self._client()
+        assert self._js is not None
+        return self._js
+
+    async def start(self) -> None:
+        """Connect, then create or update the ``SENSORY`` and ``REFLEX`` streams. Idempotent.
+
+        Gives up after ``publish_timeout`` seconds of failed connection attempts.
+
+        Raises:
+            BusUnavailable: the server cannot be reached, JetStream is not enabled,
+                or the bus was closed.
+            BusError: a stream exists with settings that cannot be updated.
+        """
+        async with self._start_lock:
+            if self._running:
+                return
+            if self._closed:
+                raise BusUnavailable("the bus is closed")
+            nc = NatsClient()
+            try:
+                with nats_errors(f"connect {self._config.nats_url}"):
+                    async with asyncio.timeout(self._config.publish_timeout):
+                        await nc.connect(
+                            servers=[self._config.nats_url],
+                            name="netcortex",
+                            connect_timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]
+                            reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
+                            max_reconnect_attempts=-1,
+                            allow_reconnect=True,
+                            error_cb=self._on_error,
+                            disconnected_cb=self._on_disconnected,
+                            reconnected_cb=self._on_reconnected,
+                            closed_cb=self._on_closed,
+                        )
+                self._nc = nc
+                self._js = nc.jetstream(
+                    timeout=self._config.publish_timeout,
+                    publish_async_max_pending=self._config.max_inflight,
+                )
+                self._running = True
+                for root in START_ROOTS:
+                    await self._ensure_stream(root)
+            except BaseException:
+                self._running = False
+                self._nc = self._js = None
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                raise
+            log.info("bus_connected", backend=_BACKEND, url=self._config.nats_url)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("bus_error", backend=_BACKEND, error=_describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        if self._running:
+            self._connection_events.inc(event="disconnected")
+            log.warning("bus_disconnected", backend=_BACKEND, url=self._config.nats_url)
+
+    async def _on_reconnected(self) -> None:
+        self._connection_events.inc(event="reconnected")
+        log.info("bus_reconnected", backend=_BACKEND, url=self._config.nats_url)
+        for sub in list(self._subs):
+            for consumer in sub._consumers:
+                consumer.wake(check=True)
+
+    async def _on_closed(self) -> None:
+        self._connection_events.inc(event="closed")
+        log.info("bus_connection_closed", backend=_BACKEND)
+
+    async def close(self) -> None:
+        """Refuse new work, wait (up to ``publish_timeout``) for in-flight publishes,
+        close every subscription, drain and close the connection. Idempotent; safe
+        without ``start``."""
+        if self._closed:
+            return
+        self._closed = True
+        was_running, self._running = self._running, False
+        if not was_running:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._config.publish_timeout):
+                await self._idle.wait()
+        for sub in list(self._subs):
+            await sub.close()
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            try:
+                async with asyncio.timeout(self._config.publish_timeout):
+                    await nc.drain()
+            except Exception:  # noqa: BLE001 - drain failed or timed out: close regardless
+                with contextlib.suppress(Exception):
+                    await nc.close()
+
+    # -- streams ----------------------------------------------------------------------
+
+    def _stream_name(self, root: str) -> str:
+        if _PLAIN_ROOT.fullmatch(root):
+            base = root.upper().replace("-", "_")
+            if "-" in root:
+                base += "_" + hashlib.sha1(root.encode()).hexdigest()[:8]  # noqa: S324
+        else:
+            base = re.sub(r"[^A-Za-z0-9_]", "_", root).upper()
+            base += "_" + hashlib.sha1(root.encode()).hexdigest()[:8]  # noqa: S324
+        return base + self._suffix
+
+    async def _ensure_stream(self, root: str, *, force: bool = False) -> None:
+        if root in self._streams and not force:
+            return
+        async with self._stream_lock:
+            if root in self._streams and not force:
+                return
+            js = self._jetstream()
+            cfg = StreamConfig(
+                name=self._stream_name(root),
+                subjects=[f"{self._prefix}{root}.>"],
+                retention=RetentionPolicy.LIMITS,
+                discard=DiscardPolicy.OLD,
+                storage=StorageType.FILE if self._config.storage == "file" else StorageType.MEMORY,
+                max_age=self._config.stream_max_age,
+                duplicate_window=min(self._config.duplicate_window, self._config.stream_max_age),
+            )
+            with nats_errors(f"stream {cfg.name}"):
+                try:
+                    await js.add_stream(cfg)
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != 10058:  # "stream name already in use" (other settings)
+                        raise
+                    await js.update_stream(cfg)
+            self._streams.add(root)
+            log.debug("bus_stream_ready", stream=cfg.name, subjects=cfg.subjects)
+
+    # -- publish / subscribe --------------------------------------------------------
+
+    async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
+        """Store ``data`` on ``subject`` in JetStream; returns when the server acked it.
+
+        Raises:
+            InvalidSubject: ``subject`` breaks the grammar or has wildcards.
+            PublishTimeout: no ack (or no in-flight slot) within ``publish_timeout``.
+            BusUnavailable: not started, closed, or the server/stream is unreachable.
+            BusError: JetStream refused the message (e.g. too large).
+        """
+        if not self._running:
+            raise BusUnavailable("the bus is closed" if self._closed else "the bus is not started")
+        validate_subject(subject)
+        root = subject.split(".", 1)[0]
+        if root not in self._streams:
+            await self._ensure_stream(root)
+        headers = {_MSG_ID: msg_id} if msg_id else None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._active += 1
+        self._idle.clear()
+        try:
+            try:
+                await self._publish(self._prefix + subject, data, headers)
+            except BusUnavailable as exc:
+                if not isinstance(exc.__cause__, nats.js.errors.NoStreamResponseError):
+                    raise
+                # the stream vanished (memory storage and a server restart): recreate once
+                await self._ensure_stream(root, force=True)
+                await self._publish(self._prefix + subject, data, headers)
+        except PublishTimeout:
+            self._publish_timeouts.inc(backend=_BACKEND)
+            raise
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+        self._publish_seconds.observe(loop.time() - started, backend=_BACKEND)
+
+    async def _publish(self, wire: str, data: bytes, headers: dict[str, str] | None) -> None:
+        js = self._jetstream()
+        timeout = self._config.publish_timeout
+        with nats_errors(f"publish {wire}", timeout=PublishTimeout):
+            async with asyncio.timeout(timeout):
+                if self._inflight.locked():
+                    self._backpressure.inc(backend=_BACKEND)
+                async with self._inflight:
+                    # publish_async + awaiting the future: the ack comes back on one
+                    # shared reply subscription (cheaper than a request per message).
+                    ack = await js.publish_async(wire, data, headers=headers)
+                    await ack
+
+    async def subscribe(
+        self, patterns: str | Sequence[str], *, durable: str | None = None
+    ) -> NatsSubscription:
+        """Subscribe to every subject matching any of ``patterns``.
+
+        Messages published after this returns are delivered. With ``durable``,
+        every subscription of that name shares one JetStream consumer per root
+        (work queue); it survives restarts and resumes where it left off. A
+        changed pattern set updates the durable consumer's filters.
+
+        Raises:
+            InvalidSubject: a pattern breaks the grammar, has a wildcard root, or
+                two patterns on one root overlap partially.
+            BusUnavailable: not started, closed, or the server is unreachable.
+        """
+        pats = normalize_patterns(patterns)
+        validate_durable(durable)
+        by_root: dict[str, list[str]] = {}
+        for p in pats:
+            root = p.split(".", 1)[0]
+            if root in ("*", ">"):
+                raise InvalidSubject(
+                    f"pattern {p!r}: the NATS bus needs a concrete first token (stream root)"
+                )
+            by_root.setdefault(root, []).append(p)
+        plan = {root: _filters(ps) for root, ps in by_root.items()}
+        self._client()
+        sub = NatsSubscription(self, pats, durable)
+        token = uuid.uuid4().hex[:16]
+        try:
+            for root, filters in plan.items():
+                name = (durable + self._suffix) if durable else f"eph_{token}"
+                consumer = _PullConsumer(
+                    self, sub, root, name, [self._prefix + f for f in filters], durable is not None
+                )
+                await consumer.ensure()
+                sub._consumers.append(consumer)
+                await consumer.start()
+        except BaseException:
+            await sub.close()
+            raise
+        self._subs.add(sub)
+        return sub
+
+    def _dead_letter(self, msg: NatsMessage) -> None:
+        self._dead_letters.inc(backend=_BACKEND)
+        log.warning(
+            "bus_dead_letter",
+            backend=_BACKEND,
+            subject=msg.subject,
+            msg_id=msg.msg_id,
+            attempts=msg.attempt,
+        )

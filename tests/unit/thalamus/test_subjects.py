@@ -1,0 +1,151 @@
+"""thalamus.subjects: token encoding, subject/pattern validation, ``*``/``>`` matching."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from netcortex.errors import InvalidSubject
+from netcortex.thalamus.subjects import (
+    decode_token,
+    encode_token,
+    matches,
+    outcome_subject,
+    sensory_subject,
+    validate_pattern,
+    validate_subject,
+)
+
+
+class TestTokens:
+    @pytest.mark.parametrize(
+        ("raw", "token"),
+        [
+            ("r1", "r1"),
+            ("Gi1/0/3", "Gi1/0/3"),
+            ("10.0.0.1", "10%2E0%2E0%2E1"),
+            ("r1.example.com", "r1%2Eexample%2Ecom"),
+            ("a*b>c", "a%2Ab%3Ec"),
+            ("100%", "100%25"),
+            ("Gi 1", "Gi%201"),
+            ("tab\there", "tab%09here"),
+            ("", "%00"),
+            ("é", "é"),
+        ],
+    )
+    def test_encode_examples(self, raw: str, token: str) -> None:
+        """Grammar characters, %, whitespace and control characters are percent-encoded."""
+        assert encode_token(raw) == token
+        assert decode_token(token) == raw
+
+    @given(st.text(max_size=60))
+    def test_round_trip_and_always_one_valid_token(self, raw: str) -> None:
+        """Any string encodes to one valid subject token that decodes back to it."""
+        token = encode_token(raw)
+        assert decode_token(token) == raw
+        assert not {".", "*", ">"} & set(token)
+        assert validate_subject(f"sensory.snmp.trap.link_down.{token}")
+        assert matches("sensory.snmp.trap.link_down.*", f"sensory.snmp.trap.link_down.{token}")
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        "subject", ["", "a..b", ".a", "a.", "a.*", "a.>", "a.b*", "a b", "a.\x01", "x" * 1025]
+    )
+    def test_invalid_subjects(self, subject: str) -> None:
+        """Empty tokens, wildcards, whitespace, control characters and overlong subjects raise."""
+        with pytest.raises(InvalidSubject):
+            validate_subject(subject)
+
+    @pytest.mark.parametrize("pattern", ["", "a..b", "a.>.b", "a.b>", "a.*b", "> .a", "a. b"])
+    def test_invalid_patterns(self, pattern: str) -> None:
+        """``>`` not last, partial-token wildcards and malformed tokens raise."""
+        with pytest.raises(InvalidSubject):
+            validate_pattern(pattern)
+
+    @pytest.mark.parametrize(
+        "pattern", [">", "*", "a.*", "a.>", "*.*.c.>", "sensory.*.*.link_down.>"]
+    )
+    def test_valid_patterns(self, pattern: str) -> None:
+        """Whole-token ``*`` anywhere and a final ``>`` are valid."""
+        assert validate_pattern(pattern) == pattern
+
+    def test_invalid_subject_is_a_value_error(self) -> None:
+        """InvalidSubject is also a ValueError, so generic validation code can catch it."""
+        with pytest.raises(ValueError, match="wildcard"):
+            validate_subject("a.*")
+
+
+class TestMatching:
+    @pytest.mark.parametrize(
+        ("pattern", "subject", "expected"),
+        [
+            ("sensory.*.*.link_down.>", "sensory.snmp.trap.link_down.r1", True),
+            ("sensory.*.*.link_down.>", "sensory.meraki.api.link_down.r1.p3", True),
+            ("sensory.*.*.link_down.>", "sensory.snmp.trap.link_down", False),
+            ("sensory.*.*.link_down.>", "sensory.snmp.link_down.r1", False),
+            ("sensory.*.*.link_down.>", "sensory.snmp.trap.link_up.r1", False),
+            ("sensory.snmp.>", "sensory.snmp.trap.link_down.r1", True),
+            ("sensory.snmp.>", "sensory.snmp", False),
+            ("a.*", "a.b", True),
+            ("a.*", "a.b.c", False),
+            ("a.*", "a", False),
+            ("a.b", "a.b", True),
+            ("a.b", "a.b.c", False),
+            ("a.b.c", "a.b", False),
+            (">", "anything.at.all", True),
+            ("*", "one", True),
+            ("*", "one.two", False),
+            ("reflex.*.logged.>", "reflex.link_down.logged.r1%2Eexample", True),
+        ],
+    )
+    def test_matching_table(self, pattern: str, subject: str, expected: bool) -> None:
+        """``*`` matches exactly one token, ``>`` one or more trailing tokens."""
+        assert matches(pattern, subject) is expected
+
+    def test_matching_validates_both_sides(self) -> None:
+        """A malformed pattern or subject raises instead of silently not matching."""
+        with pytest.raises(InvalidSubject):
+            matches("a.>.b", "a.x.b")
+        with pytest.raises(InvalidSubject):
+            matches("a.*", "a.*")
+
+
+class TestBuilders:
+    def test_sensory_subject_encodes_each_target_part(self) -> None:
+        """Each target part is one encoded token after the event class."""
+        subject = sensory_subject("snmp.trap", "link_down", "10.0.0.1", "Gi1/0/3")
+        assert subject == "sensory.snmp.trap.link_down.10%2E0%2E0%2E1.Gi1/0/3"
+        assert matches("sensory.*.*.link_down.>", subject)
+
+    def test_missing_part_still_takes_one_token(self) -> None:
+        """A None or empty target part becomes the %00 token."""
+        assert sensory_subject("snmp.trap", "bgp_established", "r1", None).endswith(".r1.%00")
+
+    @pytest.mark.parametrize(
+        ("source", "event_class", "parts"),
+        [
+            ("snmp", "link_down", ("r1",)),
+            ("snmp.trap.x", "link_down", ("r1",)),
+            ("snmp.tr*p", "link_down", ("r1",)),
+            ("snmp.trap", "not_a_class", ("r1",)),
+            ("snmp.trap", "link_down", ()),
+        ],
+    )
+    def test_sensory_subject_rejects_bad_input(
+        self, source: str, event_class: str, parts: tuple[str, ...]
+    ) -> None:
+        """A source that is not two plain tokens, an unknown class or no target raises."""
+        with pytest.raises(InvalidSubject):
+            sensory_subject(source, event_class, *parts)
+
+    def test_outcome_subject(self) -> None:
+        """Outcome subjects are reflex.<handler>.<kind>.<target tokens>."""
+        assert (
+            outcome_subject("link_down", "logged", "r1", "Gi1") == "reflex.link_down.logged.r1.Gi1"
+        )
+        with pytest.raises(InvalidSubject):
+            outcome_subject("link.down", "logged", "r1")
+        with pytest.raises(InvalidSubject):
+            outcome_subject("link_down", "logged")
