@@ -1,0 +1,373 @@
+"""Reflex: the runner — one asyncio task per handler, failures turned into data.
+
+For each handler the runner opens one durable subscription
+(``durable="reflex-<handler id>"``, so JetStream workers share the work) on the
+handler's patterns and, per message::
+
+    decode → gates (each passes the event on or stops it with a terminal kind)
+      → handler.handle(event) → outcome (None: nothing recorded)
+      → every sink in order → ack
+
+A message that does not decode is logged, counted as rejected and acked (it
+would fail again on redelivery). A raising handler (or gate) becomes an
+``errored`` outcome with a truncated traceback, and the task goes on. A failing
+sink is logged and counted; the other sinks still run and the message is still
+acked (a redelivery would repeat every other sink, and a sink that stays down
+would multiply the load by the bus's max deliveries). Anything unexpected in
+that path is logged with its traceback and the message is left unacked for the
+bus to redeliver; the task never dies of it.
+
+Per event the runner does no I/O of its own besides the sinks and the ack.
+
+Durability: the ack follows the sinks, and the store sink only queues the
+outcome (the store commits it within its ``flush_interval``). A process crash
+in that window loses the outcome of an already-acked event; an orderly
+shutdown stops the runner before closing the store, which flushes.
+
+May import: ``contracts``, ``errors``, ``metrics`` (no concrete bus or store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from datetime import UTC, datetime
+
+import structlog
+
+from netcortex.contracts.bus import BusMessage, EventBus, Subscription
+from netcortex.contracts.codec import decode_event
+from netcortex.errors import BusError, BusUnavailable, DecodeError
+from netcortex.metrics import Registry
+from netcortex.reflex.pipeline import Pipeline
+from netcortex.reflex.protocol import (
+    OutcomeKind,
+    ReflexHandler,
+    ReflexOutcome,
+    SensoryEvent,
+    Severity,
+)
+from netcortex.reflex.registry import HandlerRegistry
+
+__all__ = ["DIAGNOSTIC_LIMIT", "ReflexRunner", "truncate_traceback"]
+
+log = structlog.get_logger(__name__)
+
+#: Longest ``diagnostic`` (characters) an ``errored`` outcome carries.
+DIAGNOSTIC_LIMIT = 2048
+_SUMMARY_LIMIT = 200
+_TRUNCATED = "\n  … (traceback truncated) …\n"
+# After a transient receive error, wait this long before asking again (no hot loop).
+_RECEIVE_RETRY_DELAY = 0.1
+
+
+def truncate_traceback(exc: BaseException, limit: int = DIAGNOSTIC_LIMIT) -> str:
+    """The formatted traceback of ``exc``, at most ``limit`` characters.
+
+    Keeps the first line and the tail — the innermost frames and the exception
+    message, which are what a reader needs — with a marker where it was cut.
+    """
+    text = "".join(traceback.format_exception(exc))
+    if len(text) <= limit:
+        return text
+    head, _, _ = text.partition("\n")
+    head = head[: limit // 4]
+    room = limit - len(head) - len(_TRUNCATED)
+    return head + _TRUNCATED + text[len(text) - room :]
+
+
+class _Metrics:
+    """The runner's metrics, declared in one place."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.outcomes = registry.counter(
+            "netcortex_reflex_outcomes_total",
+            "Outcomes produced, by handler and kind.",
+            ("handler", "kind"),
+        )
+        self.errors = registry.counter(
+            "netcortex_reflex_handler_errors_total",
+            "Handler (or gate) exceptions turned into errored outcomes.",
+            ("handler",),
+        )
+        self.stopped = registry.counter(
+            "netcortex_reflex_stopped_total",
+            "Events a gate stopped before the handler, by handler and gate.",
+            ("handler", "reason"),
+        )
+        self.sink_failures = registry.counter(
+            "netcortex_reflex_sink_failures_total",
+            "Sink emits that raised, by sink.",
+            ("sink",),
+        )
+        self.rejected = registry.counter(
+            "netcortex_rejected_total",
+            "Input rejected at a boundary, by source and reason.",
+            ("source", "reason"),
+        )
+        self.ack_failures = registry.counter(
+            "netcortex_reflex_ack_failures_total",
+            "Acks the bus refused (the message will be redelivered), by handler.",
+            ("handler",),
+        )
+        self.handler_seconds = registry.histogram(
+            "netcortex_reflex_handler_seconds",
+            "Time spent in handler.handle, by handler.",
+            ("handler",),
+        )
+        self.e2e_seconds = registry.histogram(
+            "netcortex_reflex_event_to_outcome_seconds",
+            "From the event's received_at to its outcome having passed every sink.",
+            ("handler",),
+        )
+
+
+class _Worker:
+    """One handler's subscription, task and in-flight flag."""
+
+    __slots__ = ("busy", "handler", "subscription", "task")
+
+    def __init__(self, handler: ReflexHandler, subscription: Subscription) -> None:
+        self.handler = handler
+        self.subscription = subscription
+        self.task: asyncio.Task[None] | None = None
+        self.busy = False
+
+
+class ReflexRunner:
+    """Runs every registered handler on its own task, fed by the bus.
+
+    Attributes:
+        ready_event: set once every handler's subscription is open (at the end of
+            ``start``); cleared by ``stop``.
+    """
+
+    def __init__(
+        self,
+        registry: HandlerRegistry,
+        bus: EventBus,
+        pipeline: Pipeline,
+        metrics: Registry | None = None,
+        *,
+        drain_timeout: float = 5.0,
+    ) -> None:
+        """Prepare (no I/O): handlers are read from ``registry`` at ``start``.
+
+        Args:
+            registry: the handlers to run.
+            bus: an ``EventBus`` the caller starts before ``start`` and closes after
+                ``stop``.
+            pipeline: gates and sinks (``reflex.pipeline.build_pipeline``).
+            metrics: where to count; a private registry when ``None``.
+            drain_timeout: how long ``stop`` lets in-flight events finish before
+                cancelling them (seconds).
+        """
+        self._registry = registry
+        self._bus = bus
+        self._gates = pipeline.gates
+        self._sinks = pipeline.sinks
+        self._metrics = _Metrics(metrics if metrics is not None else Registry())
+        self._drain_timeout = drain_timeout
+        self._workers: list[_Worker] = []
+        self._lock = asyncio.Lock()
+        self._running = False
+        self._stopping = False
+        self.ready_event = asyncio.Event()
+
+    async def start(self) -> None:
+        """Open one durable subscription per handler and start its task. Idempotent.
+
+        Returns once every subscription is open (``ready_event`` is then set), so an
+        event published afterwards reaches every matching handler.
+
+        Raises:
+            netcortex.errors.BusError: a subscription could not be opened; the ones
+                already opened are closed again and the runner stays stopped.
+        """
+        async with self._lock:
+            if self._running:
+                return
+            workers: list[_Worker] = []
+            try:
+                for handler in self._registry.all_handlers():
+                    sub = await self._bus.subscribe(
+                        handler.patterns, durable=f"reflex-{handler.id}"
+                    )
+                    workers.append(_Worker(handler, sub))
+            except BaseException:
+                for worker in workers:
+                    await _close_quietly(worker.subscription)
+                raise
+            self._stopping = False
+            for worker in workers:
+                worker.task = asyncio.create_task(
+                    self._consume(worker), name=f"reflex-{worker.handler.id}"
+                )
+            self._workers = workers
+            self._running = True
+            self.ready_event.set()
+            log.info("reflex_started", handlers=[w.handler.id for w in workers])
+
+    async def stop(self) -> None:
+        """Let in-flight events finish (up to ``drain_timeout``), then close subscriptions.
+
+        Idempotent, and safe without ``start``. Idle handler tasks are cancelled at
+        once; a task in the middle of an event finishes it (sinks and ack
+        included) unless the drain timeout passes first, in which case it is
+        cancelled and its unacked message is left to the bus to redeliver.
+        """
+        async with self._lock:
+            if not self._running:
+                return
+            self._stopping = True
+            self.ready_event.clear()
+            tasks = [w.task for w in self._workers if w.task is not None]
+            for worker in self._workers:
+                if not worker.busy and worker.task is not None:
+                    worker.task.cancel()
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
+                for task in pending:
+                    log.warning("reflex_drain_timeout", task=task.get_name())
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for worker in self._workers:
+                await _close_quietly(worker.subscription)
+            self._workers = []
+            self._running = False
+            log.info("reflex_stopped")
+
+    async def _consume(self, worker: _Worker) -> None:
+        handler = worker.handler
+        sub = worker.subscription
+        structlog.contextvars.bind_contextvars(handler_id=handler.id)
+        while not self._stopping:
+            try:
+                msg = await sub.next()
+            except BusUnavailable:
+                break  # closed: by stop(), or by the bus going away (logged below)
+            except BusError as exc:
+                log.warning("reflex_receive_failed", error=str(exc))
+                await asyncio.sleep(_RECEIVE_RETRY_DELAY)
+                continue
+            worker.busy = True
+            try:
+                await self._process(handler, msg)
+            except Exception:  # the task must outlive any one message (logged with traceback)
+                self._metrics.errors.inc(handler=handler.id)
+                log.exception("reflex_message_failed", msg_id=msg.msg_id)
+            finally:
+                worker.busy = False
+        if not self._stopping:
+            log.error("reflex_subscription_closed")
+
+    async def _process(self, handler: ReflexHandler, msg: BusMessage) -> None:
+        """Run one message through decode → gates → handler → sinks → ack."""
+        hid = handler.id
+        structlog.contextvars.bind_contextvars(subject=msg.subject)
+        try:
+            event = decode_event(msg.data)
+        except DecodeError as exc:
+            self._metrics.rejected.inc(source="reflex", reason=exc.reason)
+            log.warning("event_rejected", reason=exc.reason, error=str(exc), msg_id=msg.msg_id)
+            await self._ack(hid, msg)
+            return
+        outcome = await self._outcome(handler, event)
+        if outcome is not None:
+            metrics = self._metrics
+            metrics.outcomes.inc(handler=hid, kind=outcome.kind.value)
+            for sink in self._sinks:
+                try:
+                    await sink.emit(outcome)
+                except Exception as exc:  # noqa: BLE001 - a failing sink must not stop the others
+                    metrics.sink_failures.inc(sink=sink.name)
+                    # One line per failure; a traceback would repeat for every event.
+                    log.error(  # noqa: TRY400
+                        "sink_failed",
+                        sink=sink.name,
+                        outcome_id=outcome.outcome_id,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+            elapsed = (datetime.now(UTC) - event.received_at).total_seconds()
+            metrics.e2e_seconds.observe(max(elapsed, 0.0), handler=hid)
+        await self._ack(hid, msg)
+
+    async def _outcome(self, handler: ReflexHandler, event: SensoryEvent) -> ReflexOutcome | None:
+        """Gates then the handler; any exception becomes an ``errored`` outcome."""
+        stage = "gate"
+        try:
+            for gate in self._gates:
+                result = await gate(handler, event)
+                if isinstance(result, OutcomeKind):
+                    self._metrics.stopped.inc(handler=handler.id, reason=gate.name)
+                    return ReflexOutcome.for_event(
+                        handler.id,
+                        event,
+                        kind=result,
+                        severity=_nominal_severity(handler),
+                        summary=f"{result.value} by {gate.name}: {event.target}",
+                        diagnostic=gate.name,
+                    )
+                if not isinstance(result, SensoryEvent):
+                    raise TypeError(  # noqa: TRY301 - a broken gate is a failure like any other
+                        f"gate {gate.name!r} returned {type(result).__name__}, "
+                        "expected a SensoryEvent or an OutcomeKind"
+                    )
+                event = result
+            stage = "handler"
+            started = time.perf_counter()
+            try:
+                outcome = await handler.handle(event)
+            finally:
+                self._metrics.handler_seconds.observe(
+                    time.perf_counter() - started, handler=handler.id
+                )
+            if outcome is not None and not isinstance(outcome, ReflexOutcome):
+                raise TypeError(  # noqa: TRY301 - a bad return value is a handler failure too
+                    f"handle() returned {type(outcome).__name__}, expected ReflexOutcome or None"
+                )
+        except Exception as exc:  # noqa: BLE001 - failure is data: an errored outcome
+            return self._errored(handler, event, stage, exc)
+        return outcome
+
+    def _errored(
+        self, handler: ReflexHandler, event: SensoryEvent, stage: str, exc: Exception
+    ) -> ReflexOutcome:
+        self._metrics.errors.inc(handler=handler.id)
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("handler_failed", stage=stage, event_id=event.id, error=error[:_SUMMARY_LIMIT])
+        summary = f"{handler.id} {stage} raised {error}"
+        if len(summary) > _SUMMARY_LIMIT:
+            summary = summary[: _SUMMARY_LIMIT - 1] + "…"
+        return ReflexOutcome.for_event(
+            handler.id,
+            event,
+            kind=OutcomeKind.ERRORED,
+            severity=Severity.WARN,
+            summary=summary,
+            diagnostic=truncate_traceback(exc),
+        )
+
+    async def _ack(self, handler_id: str, msg: BusMessage) -> None:
+        try:
+            await msg.ack()
+        except BusError as exc:
+            self._metrics.ack_failures.inc(handler=handler_id)
+            log.warning("ack_failed", error=str(exc))
+
+
+def _nominal_severity(handler: ReflexHandler) -> Severity:
+    """The handler's declared ``severity`` if it has one (built-ins do), else ``info``."""
+    value = getattr(handler, "severity", Severity.INFO)
+    try:
+        return Severity(value)
+    except ValueError:
+        return Severity.INFO
+
+
+async def _close_quietly(sub: Subscription) -> None:
+    try:
+        await sub.close()
+    except BusError as exc:
+        log.warning("subscription_close_failed", error=str(exc))

@@ -1,0 +1,296 @@
+"""Contract suite for ``OutcomeStore``: every backend passes the same tests.
+
+Backends are parameters of ``new_store``; adding one (PostgreSQL in a later
+issue) is one ``pytest.param`` line in ``STORE_BACKENDS`` pointing at a factory.
+The tests use only the Protocol (``start``/``close``/``record``/``flush``/
+``query``/``get``) and contain no backend branches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from netcortex.config import StoreConfig
+from netcortex.contracts.events import Severity
+from netcortex.contracts.memory import OutcomeQuery, OutcomeStore
+from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
+from netcortex.errors import StoreError
+from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+from netcortex.testing import make_event
+
+#: ``() -> OutcomeStore``: a new, unstarted store instance on the test's own location.
+NewStore = Callable[[], OutcomeStore]
+
+
+def _sqlite(tmp_path: Path) -> NewStore:
+    config = StoreConfig(sqlite_path=tmp_path / "store" / "outcomes.db", flush_interval=0.005)
+    return lambda: SqliteOutcomeStore(config)
+
+
+STORE_BACKENDS = [
+    pytest.param(_sqlite, id="sqlite"),
+]
+
+T0 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
+    """Factory of store instances of the backend under test, all on one location."""
+    factory: Callable[[Path], NewStore] = request.param
+    return factory(tmp_path)
+
+
+@pytest.fixture
+async def store(new_store: NewStore) -> AsyncIterator[OutcomeStore]:
+    """A started store of the backend under test, closed after the test."""
+    s = new_store()
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def outcome(
+    n: int,
+    *,
+    handler_id: str = "link_down",
+    kind: OutcomeKind = OutcomeKind.LOGGED,
+    severity: Severity = Severity.HIGH,
+    device: str = "r1",
+    at: datetime | None = None,
+) -> ReflexOutcome:
+    """Outcome number ``n``, recorded ``n`` seconds after T0 unless ``at`` says otherwise."""
+    event = make_event("link_down", device=device, interface=f"Gi1/0/{n}", payload={"n": n})
+    made = ReflexOutcome.for_event(
+        handler_id,
+        event,
+        severity=severity,
+        kind=kind,
+        summary=f"outcome {n} — ünïcode",
+        details={"ifIndex": n, "ok": True, "note": None, "ratio": 0.5},
+        diagnostic="diag" if kind is OutcomeKind.ERRORED else "",
+        site="branch-west",
+    )
+    return replace(made, recorded_at=at or T0 + timedelta(seconds=n), occurred_at=T0)
+
+
+async def record_all(store: OutcomeStore, outcomes: list[ReflexOutcome]) -> None:
+    """Record every outcome, then flush."""
+    for o in outcomes:
+        await store.record(o)
+    await store.flush()
+
+
+class TestWrites:
+    async def test_round_trip(self, store: OutcomeStore) -> None:
+        """A recorded outcome comes back from get and query equal in every field."""
+        o = outcome(1)
+        await record_all(store, [o])
+        assert await store.get(o.outcome_id) == o
+        assert await store.query(OutcomeQuery()) == [o]
+
+    async def test_get_unknown_is_none(self, store: OutcomeStore) -> None:
+        """get answers None for an id never recorded."""
+        assert await store.get("0" * 32) is None
+
+    async def test_idempotent_on_outcome_id(self, store: OutcomeStore) -> None:
+        """Recording the same outcome id again (even changed) keeps one row, the first."""
+        o = outcome(1)
+        await record_all(store, [o, o, replace(o, summary="changed")])
+        await record_all(store, [o])
+        assert await store.query(OutcomeQuery()) == [o]
+
+    async def test_concurrent_record_from_many_tasks(self, store: OutcomeStore) -> None:
+        """Many tasks recording at once lose nothing and duplicate nothing."""
+        outcomes = [outcome(i) for i in range(1200)]
+
+        async def writer(part: list[ReflexOutcome]) -> None:
+            for o in part:
+                await store.record(o)
+                await asyncio.sleep(0)
+
+        async with asyncio.TaskGroup() as tg:
+            for k in range(40):
+                tg.create_task(writer(outcomes[k::40]))
+                tg.create_task(writer(outcomes[k::40]))  # every outcome recorded twice
+        await store.flush()
+        stored = await store.query(OutcomeQuery(limit=5000))
+        assert sorted(o.outcome_id for o in stored) == sorted(o.outcome_id for o in outcomes)
+
+    async def test_flush_makes_records_visible_to_another_reader(
+        self, store: OutcomeStore, new_store: NewStore
+    ) -> None:
+        """After flush, a separate store instance on the same location reads every record."""
+        outcomes = [outcome(i) for i in range(50)]
+        for o in outcomes:
+            await store.record(o)
+        await store.flush()
+        reader = new_store()
+        await reader.start()
+        try:
+            assert len(await reader.query(OutcomeQuery(limit=100))) == 50
+        finally:
+            await reader.close()
+
+    async def test_flush_with_nothing_recorded_returns(self, store: OutcomeStore) -> None:
+        """flush with nothing pending returns at once."""
+        await asyncio.wait_for(store.flush(), 5)
+
+    async def test_durable_after_close_and_reopen(self, new_store: NewStore) -> None:
+        """Outcomes recorded before close (without an explicit flush) survive a reopen."""
+        first = new_store()
+        await first.start()
+        outcomes = [outcome(i) for i in range(20)]
+        for o in outcomes:
+            await first.record(o)
+        await first.close()
+        second = new_store()
+        await second.start()
+        try:
+            stored = await second.query(OutcomeQuery(limit=100))
+            assert stored == sorted(outcomes, key=lambda o: o.recorded_at, reverse=True)
+        finally:
+            await second.close()
+
+
+class TestQueries:
+    @pytest.fixture
+    async def filled(self, store: OutcomeStore) -> list[ReflexOutcome]:
+        """Ten outcomes of varied handler, kind, severity and device, one second apart."""
+        outcomes = [
+            outcome(0, handler_id="link_down", severity=Severity.HIGH, device="r1"),
+            outcome(1, handler_id="link_up", severity=Severity.INFO, device="r1"),
+            outcome(2, handler_id="bgp_drop", severity=Severity.HIGH, device="r2"),
+            outcome(3, handler_id="link_down", kind=OutcomeKind.SKIPPED, device="r2"),
+            outcome(4, handler_id="security_webhook", severity=Severity.CRITICAL, device="mx"),
+            outcome(5, handler_id="security_webhook", severity=Severity.WARN, device="mx"),
+            outcome(6, handler_id="link_down", kind=OutcomeKind.ERRORED, severity=Severity.WARN),
+            outcome(7, handler_id="link_down", kind=OutcomeKind.SUPPRESSED, device="r3"),
+            outcome(8, handler_id="device_reboot", severity=Severity.WARN, device="r3"),
+            outcome(9, handler_id="link_down", severity=Severity.HIGH, device="r1"),
+        ]
+        await record_all(store, outcomes)
+        return outcomes
+
+    @staticmethod
+    def ns(outcomes: list[ReflexOutcome]) -> list[int]:
+        """The ``n`` of each outcome (its details' ifIndex), in the given order."""
+        return [o.details["ifIndex"] for o in outcomes]
+
+    async def test_newest_first(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """Without filters every outcome comes back, newest recorded_at first."""
+        assert self.ns(await store.query(OutcomeQuery())) == list(range(9, -1, -1))
+
+    async def test_newest_first_regardless_of_record_order(self, store: OutcomeStore) -> None:
+        """Order follows recorded_at, not the order of recording."""
+        await record_all(store, [outcome(5), outcome(1), outcome(9), outcome(3)])
+        assert self.ns(await store.query(OutcomeQuery())) == [9, 5, 3, 1]
+
+    async def test_limit(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """limit returns at most that many, the newest ones."""
+        assert self.ns(await store.query(OutcomeQuery(limit=3))) == [9, 8, 7]
+
+    async def test_limit_below_one_returns_nothing(
+        self, store: OutcomeStore, filled: list[ReflexOutcome]
+    ) -> None:
+        """A limit below one returns no rows."""
+        assert await store.query(OutcomeQuery(limit=0)) == []
+
+    async def test_filter_handler(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """handler_id keeps only that handler's outcomes."""
+        result = await store.query(OutcomeQuery(handler_id="link_down"))
+        assert self.ns(result) == [9, 7, 6, 3, 0]
+
+    async def test_filter_severity(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """severity keeps outcomes of any of the given severities."""
+        result = await store.query(OutcomeQuery(severity=[Severity.CRITICAL, Severity.INFO]))
+        assert self.ns(result) == [4, 1]
+
+    async def test_filter_kind(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """kind keeps outcomes of any of the given kinds."""
+        result = await store.query(OutcomeQuery(kind=[OutcomeKind.ERRORED, OutcomeKind.SKIPPED]))
+        assert self.ns(result) == [6, 3]
+
+    async def test_filter_device(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """device keeps only that device's outcomes."""
+        assert self.ns(await store.query(OutcomeQuery(device="r3"))) == [8, 7]
+
+    async def test_empty_sequence_matches_nothing(
+        self, store: OutcomeStore, filled: list[ReflexOutcome]
+    ) -> None:
+        """An empty severity or kind sequence matches no outcome (None means any)."""
+        assert await store.query(OutcomeQuery(severity=[])) == []
+        assert await store.query(OutcomeQuery(kind=[])) == []
+
+    async def test_time_range(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """since is inclusive and until exclusive on recorded_at."""
+        q = OutcomeQuery(since=T0 + timedelta(seconds=3), until=T0 + timedelta(seconds=6))
+        assert self.ns(await store.query(q)) == [5, 4, 3]
+        assert self.ns(await store.query(OutcomeQuery(since=T0 + timedelta(seconds=8)))) == [9, 8]
+        assert self.ns(await store.query(OutcomeQuery(until=T0 + timedelta(seconds=1)))) == [0]
+
+    async def test_time_range_in_another_timezone(
+        self, store: OutcomeStore, filled: list[ReflexOutcome]
+    ) -> None:
+        """Bounds given in another timezone mean the same instant."""
+        plus2 = timezone(timedelta(hours=2))
+        q = OutcomeQuery(since=(T0 + timedelta(seconds=7)).astimezone(plus2))
+        assert self.ns(await store.query(q)) == [9, 8, 7]
+
+    async def test_filters_combine(self, store: OutcomeStore, filled: list[ReflexOutcome]) -> None:
+        """Several filters together keep only outcomes matching all of them."""
+        q = OutcomeQuery(
+            handler_id="link_down",
+            severity=[Severity.HIGH],
+            kind=[OutcomeKind.LOGGED],
+            device="r1",
+            since=T0 + timedelta(seconds=1),
+        )
+        assert self.ns(await store.query(q)) == [9]
+
+    async def test_naive_time_is_refused(self, store: OutcomeStore) -> None:
+        """A naive datetime bound raises StoreError rather than guessing a timezone."""
+        with pytest.raises(StoreError, match="timezone"):
+            await store.query(OutcomeQuery(since=datetime(2026, 1, 1)))
+
+
+class TestLifecycle:
+    async def test_close_is_idempotent_and_safe_without_start(self, new_store: NewStore) -> None:
+        """close works on a never-started store and can be called twice."""
+        s = new_store()
+        await s.close()
+        await s.start()
+        await s.close()
+        await s.close()
+
+    async def test_start_is_idempotent(self, new_store: NewStore) -> None:
+        """start twice is harmless and the store works."""
+        s = new_store()
+        await s.start()
+        await s.start()
+        try:
+            await record_all(s, [outcome(1)])
+            assert len(await s.query(OutcomeQuery())) == 1
+        finally:
+            await s.close()
+
+    async def test_record_after_close_raises(self, new_store: NewStore) -> None:
+        """record on a closed store raises StoreError, never silently drops."""
+        s = new_store()
+        await s.start()
+        await s.close()
+        with pytest.raises(StoreError):
+            await s.record(outcome(1))
+
+    async def test_record_before_start_raises(self, new_store: NewStore) -> None:
+        """record on a store that was never started raises StoreError."""
+        with pytest.raises(StoreError):
+            await new_store().record(outcome(1))

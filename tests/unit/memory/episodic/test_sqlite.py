@@ -1,0 +1,220 @@
+"""Unit tests for ``SqliteOutcomeStore`` specifics: WAL, batching, schema, error mapping.
+
+Behaviour every store shares is in ``tests/contracts/test_outcome_store.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netcortex.config import StoreConfig
+from netcortex.contracts.events import Severity
+from netcortex.contracts.memory import OutcomeQuery
+from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.errors import StoreError
+from netcortex.memory.episodic.sqlite import SCHEMA_VERSION, SqliteOutcomeStore, _sqlite_errors
+from netcortex.metrics import Registry
+from netcortex.testing import make_event
+
+
+def _outcome(n: int = 0, **details: Any) -> ReflexOutcome:
+    event = make_event("link_down", interface=f"Gi{n}")
+    return ReflexOutcome.for_event(
+        "link_down", event, severity=Severity.HIGH, summary=f"o{n}", details=details
+    )
+
+
+def _config(path: Path, **kw: Any) -> StoreConfig:
+    return StoreConfig(sqlite_path=path, **kw)
+
+
+def _raw_count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        count: int = conn.execute("SELECT count(*) FROM outcomes").fetchone()[0]
+    conn.close()
+    return count
+
+
+class TestFile:
+    async def test_creates_parent_directories_and_uses_wal(self, tmp_path: Path) -> None:
+        """start creates missing parent directories and the file is in WAL journal mode."""
+        path = tmp_path / "a" / "b" / "outcomes.db"
+        async with SqliteOutcomeStore(_config(path)):
+            assert path.exists()
+            conn = sqlite3.connect(path)
+            try:
+                assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            finally:
+                conn.close()
+
+    async def test_indexes_exist(self, tmp_path: Path) -> None:
+        """Indexes cover recorded_at, handler, severity, kind and device."""
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path)):
+            conn = sqlite3.connect(path)
+            try:
+                rows = conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outcomes'"
+                ).fetchall()
+            finally:
+                conn.close()
+        names = {r[0] for r in rows}
+        assert {
+            "outcomes_recorded",
+            "outcomes_handler",
+            "outcomes_severity",
+            "outcomes_kind",
+            "outcomes_device",
+        } <= names
+
+    async def test_memory_path_is_refused(self) -> None:
+        """':memory:' is refused because the reader and the writer would see different databases."""
+        with pytest.raises(StoreError, match="memory"):
+            await SqliteOutcomeStore(_config(Path(":memory:"))).start()
+
+    async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A file written by a newer schema version is refused with a clear error."""
+        path = tmp_path / "o.db"
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+        conn.close()
+        with pytest.raises(StoreError, match="upgrade netcortex"):
+            await SqliteOutcomeStore(_config(path)).start()
+
+    async def test_garbage_file_is_a_store_error(self, tmp_path: Path) -> None:
+        """A file that is not SQLite fails start with StoreError, caused by the sqlite3 error."""
+        path = tmp_path / "o.db"
+        path.write_bytes(b"this is not a database" * 100)
+        with pytest.raises(StoreError) as info:
+            await SqliteOutcomeStore(_config(path)).start()
+        assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+    async def test_reader_in_another_connection_does_not_block_writes(self, tmp_path: Path) -> None:
+        """An open read transaction elsewhere (the CLI) does not block the writer (WAL)."""
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path)) as store:
+            await store.record(_outcome(1))
+            await store.flush()
+            reader = sqlite3.connect(path, isolation_level=None)
+            try:
+                reader.execute("BEGIN")
+                assert reader.execute("SELECT count(*) FROM outcomes").fetchone()[0] == 1
+                await store.record(_outcome(2))
+                await asyncio.wait_for(store.flush(), 5)
+                # the reader's snapshot is stable; a new one sees the new row
+                assert reader.execute("SELECT count(*) FROM outcomes").fetchone()[0] == 1
+                reader.execute("COMMIT")
+                assert reader.execute("SELECT count(*) FROM outcomes").fetchone()[0] == 2
+            finally:
+                reader.close()
+
+
+class TestBatching:
+    async def test_batches_close_at_batch_size(self, tmp_path: Path) -> None:
+        """With a long interval, 1,000 records are written in exactly 10 batches of 100."""
+        metrics = Registry()
+        config = _config(tmp_path / "o.db", batch_size=100, flush_interval=60.0)
+        async with SqliteOutcomeStore(config, metrics) as store:
+            for i in range(1000):
+                await store.record(_outcome(i))
+            await store.flush()
+            batches = metrics.histogram("netcortex_store_batch_seconds", "", ("backend",))
+            rows = metrics.counter("netcortex_store_rows_total", "", ("backend",))
+            assert batches.count(backend="sqlite") == 10
+            assert rows.value(backend="sqlite") == 1000
+
+    async def test_interval_writes_without_flush(self, tmp_path: Path) -> None:
+        """A lone record is committed within flush_interval without anyone calling flush."""
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path, flush_interval=0.01)) as store:
+            await store.record(_outcome(1))
+            async with asyncio.timeout(5):
+                # the commit is observable only in the file: poll it, bounded by the timeout
+                while _raw_count(path) == 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+
+    async def test_duplicates_are_counted(self, tmp_path: Path) -> None:
+        """Rows ignored for an existing outcome_id are counted as duplicates."""
+        metrics = Registry()
+        async with SqliteOutcomeStore(_config(tmp_path / "o.db"), metrics) as store:
+            o = _outcome(1)
+            for _ in range(3):
+                await store.record(o)
+            await store.flush()
+        dups = metrics.counter("netcortex_store_duplicates_total", "", ("backend",))
+        assert dups.value(backend="sqlite") == 2
+
+
+class TestErrors:
+    def test_every_sqlite3_exception_maps_to_store_error(self, tmp_path: Path) -> None:
+        """Each sqlite3 exception class is mapped to StoreError, chained to the original."""
+        classes = [
+            obj
+            for _, obj in inspect.getmembers(sqlite3, inspect.isclass)
+            if issubclass(obj, Exception)
+        ]
+        assert sqlite3.OperationalError in classes
+        assert sqlite3.Warning in classes
+        for cls in classes:
+            with pytest.raises(StoreError) as info, _sqlite_errors("test", tmp_path):
+                raise cls("boom")
+            assert isinstance(info.value.__cause__, cls)
+
+    async def test_failed_batch_fails_flush_and_store_goes_on(self, tmp_path: Path) -> None:
+        """A batch that cannot be written makes flush raise StoreError; the writer survives."""
+        path = tmp_path / "o.db"
+        metrics = Registry()
+        async with SqliteOutcomeStore(_config(path), metrics) as store:
+            conn = sqlite3.connect(path)
+            conn.execute("ALTER TABLE outcomes RENAME TO moved")
+            conn.commit()
+            await store.record(_outcome(1))
+            with pytest.raises(StoreError, match="no such table"):
+                await store.flush()
+            conn.execute("ALTER TABLE moved RENAME TO outcomes")
+            conn.commit()
+            conn.close()
+            await store.record(_outcome(2))
+            await store.flush()
+            assert [o.summary for o in await store.query(OutcomeQuery())] == ["o2"]
+        failures = metrics.counter("netcortex_store_write_failures_total", "", ("backend",))
+        assert failures.value(backend="sqlite") == 1
+
+    async def test_details_not_json_is_refused_at_record(self, tmp_path: Path) -> None:
+        """An outcome whose details are not JSON is refused by record, not lost in a batch."""
+        async with SqliteOutcomeStore(_config(tmp_path / "o.db")) as store:
+            with pytest.raises(StoreError, match="JSON"):
+                await store.record(_outcome(1, when=object()))
+            with pytest.raises(StoreError, match="JSON"):
+                await store.record(_outcome(2, bad=float("nan")))
+
+    async def test_closed_store_can_start_again(self, tmp_path: Path) -> None:
+        """A closed store can be started again and still holds what it stored."""
+        store = SqliteOutcomeStore(_config(tmp_path / "o.db"))
+        await store.start()
+        await store.record(_outcome(1))
+        await store.close()
+        await store.start()
+        try:
+            await store.record(_outcome(2))
+            await store.flush()
+            assert [o.summary for o in await store.query(OutcomeQuery())] == ["o2", "o1"]
+        finally:
+            await store.close()
+
+    async def test_query_on_closed_store_raises(self, tmp_path: Path) -> None:
+        """Reading from a closed store raises StoreError."""
+        store = SqliteOutcomeStore(_config(tmp_path / "o.db"))
+        await store.start()
+        await store.close()
+        with pytest.raises(StoreError, match="not open"):
+            await store.query(OutcomeQuery())
+        with pytest.raises(StoreError, match="not open"):
+            await store.flush()
