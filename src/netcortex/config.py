@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -63,7 +63,8 @@ PRIV_PROTOCOLS: dict[str, str] = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # YAML turns `community: 12345678` or `namespace: 123` into numbers; keep them text.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class BusConfig(_Section):
@@ -121,6 +122,15 @@ class V3User(_Section):
     priv_protocol: str | None = None
     priv_key: Secret | None = None
 
+    @field_validator("engine_id", mode="before")
+    @classmethod
+    def _engine_from_yaml_int(cls, v: Any) -> Any:
+        # Unquoted `engine_id: 0x80001f88...` (as copied from snmptrapd.conf) is a YAML int.
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            h = f"{v:x}"
+            return "0x" + ("0" + h if len(h) % 2 else h)
+        return v
+
     @field_validator("engine_id")
     @classmethod
     def _engine_hex(cls, v: str) -> str:
@@ -136,7 +146,9 @@ class V3User(_Section):
             return None
         key = v.strip().upper().replace("_", "-")
         if key not in AUTH_PROTOCOLS:
-            raise ValueError(f"unknown auth protocol {v!r}; one of MD5, SHA, SHA-224, SHA-256, SHA-384, SHA-512")
+            raise ValueError(
+                f"unknown auth protocol {v!r}; one of MD5, SHA, SHA-224, SHA-256, SHA-384, SHA-512"
+            )
         return AUTH_PROTOCOLS[key]
 
     @field_validator("priv_protocol")
@@ -223,21 +235,41 @@ class Config(_Section):
     source: str = Field(default="<defaults>", exclude=True)
 
 
+def _is_list_field(section: str, key: str) -> bool:
+    """Whether ``section.key`` is a list setting (so a bare env string may be split)."""
+    sec = Config.model_fields.get(section)
+    model = sec.annotation if sec is not None else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return False
+    field = model.model_fields.get(key)
+    return field is not None and get_origin(field.annotation) is list
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``NETCORTEX_<SECTION>__<KEY>`` variables as ``{section: {key: value}}``.
+
+    Values are parsed as YAML with every scalar kept a string (``BaseLoader``), so
+    pydantic coerces them to the field's type: ``NETCORTEX_TRAP__PORT=1162`` is an
+    int, ``NETCORTEX_BUS__NAMESPACE=123`` stays the string ``"123"`` and a numeric
+    community stays a string. Lists are YAML flow sequences
+    (``NETCORTEX_TRAP__COMMUNITIES='[public, lab]'``) or, for list settings, a
+    comma-separated string (``public,lab``).
+    """
     out: dict[str, dict[str, Any]] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        section, key = section.lower(), key.lower()
         if not section or not key:
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
+            value: Any = yaml.load(raw, Loader=yaml.BaseLoader) if raw.strip() else raw  # noqa: S506 - BaseLoader builds only str/list/dict
         except yaml.YAMLError:
             value = raw
-        # A bare string that YAML turned into something else is fine for pydantic;
-        # secrets and hosts stay strings because pydantic coerces them.
-        out.setdefault(section.lower(), {})[key.lower()] = value
+        if isinstance(value, str) and _is_list_field(section, key):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        out.setdefault(section, {})[key] = value
     return out
 
 
@@ -271,7 +303,9 @@ def load_config(
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"{where}: cannot read config file: {exc.strerror}", [(where, "", str(exc))]) from exc
+            raise ConfigError(
+                f"{where}: cannot read config file: {exc.strerror}", [(where, "", str(exc))]
+            ) from exc
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -279,7 +313,10 @@ def load_config(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{where}: the top level must be a mapping of sections", [(where, "", "not a mapping")])
+            raise ConfigError(
+                f"{where}: the top level must be a mapping of sections",
+                [(where, "", "not a mapping")],
+            )
         data = loaded
     overrides = _env_overrides(env)
     merged = _merge(data, overrides)
@@ -293,6 +330,8 @@ def load_config(
             parts = [str(p) for p in err["loc"]]
             if len(parts) >= 2 and parts[1] in overrides.get(parts[0], {}):
                 origin = f"env {ENV_PREFIX}{parts[0].upper()}__{parts[1].upper()}"
+            elif len(parts) == 1 and parts[0] in overrides and parts[0] not in data:
+                origin = f"env {ENV_PREFIX}{parts[0].upper()}__*"
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"

@@ -1,0 +1,250 @@
+"""Unit tests for ``netcortex.config``: file → environment → defaults, errors, secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from netcortex.config import AUTH_PROTOCOLS, PRIV_PROTOCOLS, Config, load_config
+from netcortex.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "netcortex.yaml"
+
+V3_USER = {
+    "user": "netcortex",
+    "engine_id": "0x80001f880472312d6c6162",
+    "auth_protocol": "SHA-256",
+    "auth_key": "netcortex-auth-01",
+    "priv_protocol": "AES",
+    "priv_key": "netcortex-priv-01",
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    """Write ``text`` as a config file and return its path."""
+    path = tmp_path / "netcortex.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class TestLoadConfig:
+    def test_defaults_without_file(self) -> None:
+        """No file and no environment gives the embedded default tree."""
+        config = load_config(None, {})
+        assert config.bus.backend == "memory"
+        assert config.store.backend == "sqlite"
+        assert (config.trap.host, config.trap.port) == ("127.0.0.1", 1162)
+        assert config.source == "<defaults>"
+
+    def test_shipped_example_is_valid_and_names_every_issue_key(self) -> None:
+        """examples/netcortex.yaml validates and spells out every key the issue requires."""
+        config = load_config(EXAMPLE, {})
+        assert config.bus.backend == "memory"
+        assert str(config.store.sqlite_path) == "var/netcortex.db"
+        assert (config.trap.host, config.trap.port) == ("127.0.0.1", 1162)
+        assert [c.get_secret_value() for c in config.trap.communities] == ["public"]
+        (user,) = config.trap.v3_users
+        assert (user.user, user.engine_id, user.auth_protocol, user.priv_protocol) == (
+            "netcortex",
+            "0x80001f880472312d6c6162",
+            "SHA-256",
+            "AES",
+        )
+        text = EXAMPLE.read_text(encoding="utf-8")
+        for key in (
+            "backend",
+            "nats_url",
+            "sqlite_path",
+            "host",
+            "port",
+            "communities",
+            "v3_users",
+            "engine_id",
+            "auth_protocol",
+            "auth_key",
+            "priv_protocol",
+            "priv_key",
+            "allowed_sources",
+        ):
+            assert f"{key}:" in text, key
+
+    def test_file_values_override_defaults(self, tmp_path: Path) -> None:
+        """Keys in the file replace defaults; untouched keys keep their defaults."""
+        path = write(tmp_path, "trap:\n  port: 2162\nbus:\n  backend: nats\n")
+        config = load_config(path, {})
+        assert config.trap.port == 2162
+        assert config.trap.host == "127.0.0.1"
+        assert config.bus.backend == "nats"
+        assert config.source == str(path)
+
+    def test_env_overrides_file(self, tmp_path: Path) -> None:
+        """NETCORTEX_TRAP__PORT beats the file's trap.port and is coerced to an int."""
+        path = write(tmp_path, "trap:\n  port: 2162\n")
+        config = load_config(path, {"NETCORTEX_TRAP__PORT": "3162", "UNRELATED": "x"})
+        assert config.trap.port == 3162
+
+    def test_env_list_as_yaml_flow_or_commas(self) -> None:
+        """A list setting comes from the environment as '[a, b]' or as 'a,b'."""
+        flow = load_config(None, {"NETCORTEX_TRAP__COMMUNITIES": "[public, 12345678]"})
+        commas = load_config(None, {"NETCORTEX_TRAP__ALLOWED_SOURCES": "127.0.0.1, 10.0.0.0/8"})
+        assert [c.get_secret_value() for c in flow.trap.communities] == ["public", "12345678"]
+        assert commas.trap.allowed_sources == ["127.0.0.1", "10.0.0.0/8"]
+
+    def test_env_scalars_keep_their_text(self) -> None:
+        """An all-digit env value for a string key stays a string; 'no' is a boolean."""
+        config = load_config(
+            None, {"NETCORTEX_BUS__NAMESPACE": "123", "NETCORTEX_TRAP__ENABLED": "no"}
+        )
+        assert config.bus.namespace == "123"
+        assert config.trap.enabled is False
+
+    def test_env_v3_users_as_flow_mapping(self) -> None:
+        """A whole v3 user list can be given in one environment variable."""
+        env = {
+            "NETCORTEX_TRAP__V3_USERS": "[{user: a, engine_id: '0x80001f880472312d6c6162', "
+            "auth_protocol: sha, auth_key: 12345678}]"
+        }
+        (user,) = load_config(None, env).trap.v3_users
+        assert (user.user, user.auth_protocol, user.level) == ("a", "SHA", "authNoPriv")
+
+    def test_unquoted_hex_engine_id_from_yaml(self, tmp_path: Path) -> None:
+        """An engine ID copied unquoted from snmptrapd.conf (a YAML int) still loads."""
+        path = write(
+            tmp_path,
+            "trap:\n  v3_users:\n    - user: u\n      engine_id: 0x80001f880472312d6c6162\n",
+        )
+        (user,) = load_config(path, {}).trap.v3_users
+        assert user.engine_id == "0x80001f880472312d6c6162"
+
+
+class TestConfigErrors:
+    def test_all_problems_reported_at_once_with_key_and_file(self, tmp_path: Path) -> None:
+        """Every invalid key is in one ConfigError, each naming its key and the file."""
+        path = write(
+            tmp_path,
+            "bus:\n  backend: kafka\ntrap:\n  port: 70000\n  allowed_sources: [not-an-ip]\n"
+            "store:\n  batch_size: 0\n",
+        )
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {})
+        problems = {key: (origin, msg) for origin, key, msg in info.value.problems}
+        assert set(problems) == {
+            "bus.backend",
+            "trap.port",
+            "trap.allowed_sources",
+            "store.batch_size",
+        }
+        assert all(origin == str(path) for origin, _ in problems.values())
+        text = str(info.value)
+        assert "4 configuration problem(s)" in text
+        assert f"{path}: trap.port:" in text
+        assert "not-an-ip" in text
+
+    def test_unknown_key_is_an_error(self, tmp_path: Path) -> None:
+        """A misspelt key is reported as 'unknown key' rather than silently ignored."""
+        path = write(tmp_path, "trap:\n  prot: 1162\nlogging: {}\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {})
+        assert sorted((k, m) for _, k, m in info.value.problems) == [
+            ("logging", "unknown key"),
+            ("trap.prot", "unknown key"),
+        ]
+
+    def test_env_problem_names_the_variable(self, tmp_path: Path) -> None:
+        """A bad override is blamed on its environment variable, not on the file."""
+        path = write(tmp_path, "trap:\n  port: 2162\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {"NETCORTEX_TRAP__PORT": "not-a-port"})
+        ((origin, key, _),) = info.value.problems
+        assert (origin, key) == ("env NETCORTEX_TRAP__PORT", "trap.port")
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file is a ConfigError naming the file."""
+        path = tmp_path / "nope.yaml"
+        with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config file"):
+            load_config(path, {})
+
+    @pytest.mark.parametrize(
+        ("text", "fragment"),
+        [("trap: [unclosed\n", "not valid YAML"), ("- just\n- a list\n", "mapping of sections")],
+    )
+    def test_not_a_config_document(self, tmp_path: Path, text: str, fragment: str) -> None:
+        """Broken YAML or a non-mapping document is rejected with the file's name."""
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=fragment) as info:
+            load_config(path, {})
+        assert str(path) in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("user", "fragment"),
+        [
+            ({**V3_USER, "auth_protocol": "SHA-999"}, "unknown auth protocol"),
+            ({**V3_USER, "priv_protocol": "3DES-XYZ"}, "unknown priv protocol"),
+            ({**V3_USER, "auth_key": "short"}, "at least 8 characters"),
+            ({**V3_USER, "engine_id": "0xzz"}, "hex"),
+            ({"user": "u", "engine_id": V3_USER["engine_id"], "priv_protocol": "AES",
+              "priv_key": "12345678"}, "priv_protocol needs"),
+        ],
+    )  # fmt: skip
+    def test_bad_v3_user(self, user: dict[str, str], fragment: str) -> None:
+        """Invalid USM users are rejected with a message that says what is wrong."""
+        with pytest.raises(ConfigError, match=fragment) as info:
+            load_config(None, {"NETCORTEX_TRAP__V3_USERS": json.dumps([user])})
+        assert info.value.problems[0][1].startswith("trap.v3_users.0")
+
+
+class TestProtocols:
+    @pytest.mark.parametrize(
+        ("spelling", "canonical"),
+        [("MD5", "MD5"), ("md5", "MD5"), ("SHA", "SHA"), ("sha1", "SHA"), ("SHA-224", "SHA-224"),
+         ("sha-256", "SHA-256"), ("SHA256", "SHA-256"), ("Sha-384", "SHA-384"),
+         ("sha_512", "SHA-512")],
+    )  # fmt: skip
+    def test_auth_protocol_spellings(self, spelling: str, canonical: str) -> None:
+        """Auth protocols are accepted as net-snmp spells them, case-insensitively."""
+        user = {**V3_USER, "auth_protocol": spelling}
+        config = Config.model_validate({"trap": {"v3_users": [user]}})
+        assert config.trap.v3_users[0].auth_protocol == canonical
+        assert canonical in AUTH_PROTOCOLS.values()
+
+    @pytest.mark.parametrize(
+        ("spelling", "canonical"),
+        [("DES", "DES"), ("des", "DES"), ("AES", "AES"), ("aes128", "AES"), ("AES-128", "AES"),
+         ("aes-192", "AES-192"), ("AES256", "AES-256"), ("aes-256", "AES-256"),
+         ("AES-256-C", "AES-256-C")],
+    )  # fmt: skip
+    def test_priv_protocol_spellings(self, spelling: str, canonical: str) -> None:
+        """Privacy protocols are accepted as net-snmp spells them, case-insensitively."""
+        user = {**V3_USER, "priv_protocol": spelling}
+        config = Config.model_validate({"trap": {"v3_users": [user]}})
+        assert config.trap.v3_users[0].priv_protocol == canonical
+        assert canonical in PRIV_PROTOCOLS.values()
+
+
+class TestSecrets:
+    def test_secrets_redacted_in_repr_str_and_json(self) -> None:
+        """Communities and USM keys never appear in repr, str or the JSON dump."""
+        config = Config.model_validate(
+            {"trap": {"communities": ["s3cret-community"], "v3_users": [V3_USER]}}
+        )
+        for text in (repr(config), str(config), config.model_dump_json(), repr(config.trap)):
+            assert "s3cret-community" not in text
+            assert "netcortex-auth-01" not in text
+            assert "netcortex-priv-01" not in text
+        assert config.trap.communities[0].get_secret_value() == "s3cret-community"
+        assert config.trap.v3_users[0].auth_key is not None
+        assert config.trap.v3_users[0].auth_key.get_secret_value() == "netcortex-auth-01"
+
+    def test_error_message_does_not_echo_secrets(self, tmp_path: Path) -> None:
+        """A validation error on a USM user does not print its keys."""
+        path = write(
+            tmp_path,
+            "trap:\n  v3_users:\n    - user: u\n      engine_id: '0x80001f880472312d6c6162'\n"
+            "      auth_protocol: SHA-999\n      auth_key: very-secret-key\n",
+        )
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {})
+        assert "very-secret-key" not in str(info.value)
