@@ -1,0 +1,400 @@
+"""Sensory / trap: the UDP receiver — datagram → decode → normalize → bounded queue → bus.
+
+``TrapReceiver`` owns one UDP socket (large ``SO_RCVBUF``; what the kernel
+granted is logged) and a pool of publisher tasks. Decoding runs synchronously in
+the datagram callback (a few µs on the v2c path), the event goes on a bounded
+``asyncio.Queue``, and the publishers drain it concurrently so a NATS bus can
+pipeline its acks. A full queue is counted (``netcortex_trap_queue_full_total``)
+and the datagram rejected as ``overloaded`` — never silently lost.
+
+Every ``IngestError`` stops at this boundary: counted in
+``netcortex_rejected_total{source="snmp.trap",reason}`` and logged as
+``trap_rejected`` at most once per (agent, reason) per ``log_interval`` seconds
+(with the number suppressed meanwhile), so a flood cannot flood the logs. The
+receiver never dies on input.
+
+Imports: stdlib, structlog, netcortex.config/contracts/errors/metrics, siblings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from netcortex.config import TrapConfig
+from netcortex.contracts.bus import EventBus
+from netcortex.contracts.codec import encode_event
+from netcortex.contracts.events import SensoryEvent
+from netcortex.errors import BusError, IngestError
+from netcortex.metrics import Registry
+from netcortex.sensory.trap.decode import TrapDecoder
+from netcortex.sensory.trap.normalize import SOURCE, Normalizer
+
+__all__ = ["TrapReceiver", "read_udp_rcvbuf_errors"]
+
+log = structlog.get_logger(__name__)
+
+_LOG_KEYS_MAX: Final = 10_000  # bound on remembered (agent, reason) pairs
+_BATCH: Final = 32  # events a publisher takes per wake-up
+
+
+def read_udp_rcvbuf_errors(
+    paths: tuple[str, ...] = ("/proc/net/snmp", "/proc/net/snmp6"),
+) -> int | None:
+    """Kernel-wide UDP receive-buffer drops (``RcvbufErrors``, v4 + v6), best effort.
+
+    Returns ``None`` where ``/proc/net/snmp`` is not readable (non-Linux).
+    """
+    total: int | None = None
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="ascii")
+        except OSError:
+            continue
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("Udp: ") and i + 1 < len(lines) and "RcvbufErrors" in line:
+                names, values = line.split()[1:], lines[i + 1].split()[1:]
+                with contextlib.suppress(ValueError, IndexError):
+                    total = (total or 0) + int(values[names.index("RcvbufErrors")])
+                break
+            if line.startswith("Udp6RcvbufErrors"):
+                with contextlib.suppress(ValueError, IndexError):
+                    total = (total or 0) + int(line.split()[1])
+    return total
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, receiver: TrapReceiver) -> None:
+        self._receiver = receiver
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._receiver._datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("trap_socket_error", error=str(exc))
+
+
+class TrapReceiver:
+    """SNMP trap/inform receiver publishing ``SensoryEvent`` on the injected bus.
+
+    Args:
+        config: the ``trap`` section.
+        bus: where events go (``encode_event`` bytes, ``msg_id=event.id``, on the
+            event's ``sensory.snmp.trap.<class>.<target>`` subject).
+        metrics: registry for the counters (a private one by default).
+        queue_size: accepted events waiting for a publisher, at most.
+        publishers: concurrent publisher tasks (pipelining on NATS).
+        drain_timeout: how long ``close`` waits for accepted events to publish.
+        log_interval: at most one ``trap_rejected`` line per (agent, reason) per
+            this many seconds.
+    """
+
+    def __init__(
+        self,
+        config: TrapConfig,
+        bus: EventBus,
+        metrics: Registry | None = None,
+        *,
+        queue_size: int = 10_000,
+        publishers: int = 32,
+        drain_timeout: float = 10.0,
+        log_interval: float = 10.0,
+    ) -> None:
+        self._config = config
+        self._bus = bus
+        self._decoder = TrapDecoder(config)
+        self._normalizer = Normalizer(honour_trap_address=config.honour_trap_address)
+        self._allowed = tuple(ipaddress.ip_network(s, strict=False) for s in config.allowed_sources)
+        self._allow_cache: dict[str, bool] = {}
+        self._queue_size = queue_size
+        self._publishers = publishers
+        self._drain_timeout = drain_timeout
+        self._log_interval = log_interval
+        self._log_state: dict[tuple[str, str], list[float]] = {}
+        self._queue: asyncio.Queue[SensoryEvent] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._transport: asyncio.DatagramTransport | None = None
+        self._bound: tuple[str, int] | None = None
+        self._closed = False
+        self._rcvbuf_errors_start: int | None = None
+
+        reg = metrics if metrics is not None else Registry()
+        self.metrics = reg
+        self._received = reg.counter(
+            "netcortex_trap_received_total", "UDP datagrams received by the trap receiver"
+        )
+        self._decoded = reg.counter(
+            "netcortex_trap_decoded_total", "traps decoded into events", ["event_class"]
+        )
+        self._published = reg.counter(
+            "netcortex_trap_published_total", "trap events published on the bus", ["event_class"]
+        )
+        self._rejected = reg.counter(
+            "netcortex_rejected_total", "inputs rejected by a receiver", ["source", "reason"]
+        )
+        self._queue_full = reg.counter(
+            "netcortex_trap_queue_full_total", "trap events refused because the queue was full"
+        )
+        self._publish_failed = reg.counter(
+            "netcortex_trap_publish_failed_total", "trap events the bus did not accept", ["error"]
+        )
+        self._informs = reg.counter(
+            "netcortex_trap_informs_answered_total", "v2c InformRequests answered"
+        )
+        self._decode_seconds = reg.histogram(
+            "netcortex_trap_decode_seconds", "datagram → SensoryEvent time (decode + normalize)"
+        )
+        self._rcvbuf_gauge = reg.gauge(
+            "netcortex_udp_rcvbuf_errors",
+            "kernel UDP RcvbufErrors (system-wide, from /proc/net/snmp) at start/close",
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        """``(host, port)`` the socket is bound to (the real port when 0 was asked).
+
+        Raises:
+            RuntimeError: not started.
+        """
+        if self._bound is None:
+            raise RuntimeError("TrapReceiver is not started")
+        return self._bound
+
+    async def start(self) -> None:
+        """Bind the UDP socket and start the publishers. Idempotent.
+
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: the receiver was closed (it is not restartable).
+        """
+        if self._closed:
+            raise RuntimeError("TrapReceiver is closed")
+        if self._transport is not None:
+            return
+        loop = asyncio.get_running_loop()
+        sock = self._make_socket()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._transport = transport
+        addr = sock.getsockname()
+        self._bound = (str(addr[0]), int(addr[1]))
+        self._queue = asyncio.Queue(maxsize=self._queue_size)
+        self._tasks = [
+            asyncio.create_task(self._publisher(), name=f"trap-publisher-{i}")
+            for i in range(self._publishers)
+        ]
+        self._rcvbuf_errors_start = self.refresh_kernel_stats()
+        log.info(
+            "trap_receiver_started",
+            host=self._bound[0],
+            port=self._bound[1],
+            communities=len(self._config.communities),
+            v3_users=len(self._config.v3_users),
+            allowed_sources=len(self._allowed),
+        )
+
+    def _make_socket(self) -> socket.socket:
+        host, port = self._config.host, self._config.port
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            wanted = self._config.recv_buffer
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            force = getattr(socket, "SO_RCVBUFFORCE", None)
+            if granted < wanted and force is not None:
+                # Beyond net.core.rmem_max only with CAP_NET_ADMIN; harmless otherwise.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, force, wanted)
+                granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            # Linux reports twice the usable size (bookkeeping overhead included).
+            event = "trap_socket_buffer" if granted >= wanted else "trap_socket_buffer_small"
+            (log.info if granted >= wanted else log.warning)(
+                event,
+                requested=wanted,
+                granted=granted,
+                hint=None if granted >= wanted else "raise net.core.rmem_max",
+            )
+            sock.bind(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def refresh_kernel_stats(self) -> int | None:
+        """Read ``RcvbufErrors`` into the ``netcortex_udp_rcvbuf_errors`` gauge."""
+        value = read_udp_rcvbuf_errors()
+        if value is not None:
+            self._rcvbuf_gauge.set(value)
+        return value
+
+    async def close(self) -> None:
+        """Stop receiving, publish what was already accepted, stop the publishers.
+
+        Idempotent; safe without ``start``. Events still queued after
+        ``drain_timeout`` are counted as ``publish_failed{error="drain_timeout"}``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._transport is None:
+            return
+        self._transport.close()
+        queue = self._queue
+        if queue is not None and self._tasks:
+            drained = True
+            try:
+                async with asyncio.timeout(self._drain_timeout):
+                    await queue.join()
+            except TimeoutError:
+                drained = False
+            if not drained:
+                left = queue.qsize()
+                self._publish_failed.inc(left, error="drain_timeout")
+                log.error("trap_drain_timeout", left=left)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        errors = self.refresh_kernel_stats()
+        log.info(
+            "trap_receiver_stopped",
+            received=int(self._received.total()),
+            published=int(self._published.total()),
+            rejected=int(self._rejected.total()),
+            kernel_rcvbuf_errors_delta=(
+                None
+                if errors is None or self._rcvbuf_errors_start is None
+                else errors - self._rcvbuf_errors_start
+            ),
+        )
+
+    async def __aenter__(self) -> TrapReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ hot path
+
+    def _source_allowed(self, host: str) -> bool:
+        allowed = self._allow_cache.get(host)
+        if allowed is None:
+            try:
+                ip = ipaddress.ip_address(host.partition("%")[0])
+            except ValueError:
+                allowed = False
+            else:
+                allowed = any(ip in net for net in self._allowed)
+            if len(self._allow_cache) >= _LOG_KEYS_MAX:
+                self._allow_cache.clear()
+            self._allow_cache[host] = allowed
+        return allowed
+
+    def _datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._received.inc()
+        host = str(addr[0])
+        if host.startswith("::ffff:") and "." in host:  # IPv4 via a dual-stack socket
+            host = host[7:]
+        if self._closed:
+            return
+        if self._allowed and not self._source_allowed(host):
+            self._reject(host, "unknown_source", f"source {host} is not allowed")
+            return
+        t0 = time.perf_counter()
+        try:
+            note = self._decoder.decode(data)
+            event = self._normalizer.normalize(note, host, datetime.now(UTC))
+        except IngestError as exc:
+            self._reject(host, exc.reason, str(exc))
+            return
+        except Exception as exc:  # a bug must not kill the receiver; make it loud
+            self._reject(host, "internal_error", repr(exc))
+            log.exception("trap_decode_crashed", agent=host)
+            return
+        self._decode_seconds.observe(time.perf_counter() - t0)
+        self._decoded.inc(event_class=event.event_class)
+        queue = self._queue
+        assert queue is not None  # set in start() before the transport delivers
+        try:
+            queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # An unanswered inform is retried by its sender: the right back-pressure.
+            self._queue_full.inc()
+            self._reject(event.agent or host, "overloaded", "publish queue full")
+            return
+        if note.response is not None and self._transport is not None:
+            self._transport.sendto(note.response, addr)
+            self._informs.inc()
+
+    def _reject(self, agent: str, reason: str, detail: str) -> None:
+        self._rejected.inc(source=SOURCE, reason=reason)
+        key = (agent, reason)
+        now = time.monotonic()
+        state = self._log_state.get(key)
+        if state is None:
+            if len(self._log_state) >= _LOG_KEYS_MAX:
+                self._log_state.clear()
+            self._log_state[key] = [now, 0.0]
+            log.warning("trap_rejected", agent=agent, reason=reason, detail=detail, suppressed=0)
+        elif now - state[0] >= self._log_interval:
+            log.warning(
+                "trap_rejected", agent=agent, reason=reason, detail=detail, suppressed=int(state[1])
+            )
+            state[0], state[1] = now, 0.0
+        else:
+            state[1] += 1
+
+    async def _publisher(self) -> None:
+        # Each wake-up takes what is queued (up to _BATCH) so a burst costs one task
+        # switch per batch, not per event; several publishers keep publishes
+        # concurrent (JetStream acks pipeline across them).
+        queue = self._queue
+        assert queue is not None
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            for event in batch:
+                try:
+                    await self._publish(event)
+                finally:
+                    queue.task_done()
+
+    async def _publish(self, event: SensoryEvent) -> None:
+        try:
+            await self._bus.publish(event.subject, encode_event(event), msg_id=event.id)
+        except BusError as exc:
+            self._publish_failed.inc(error=type(exc).__name__)
+            log.error(  # noqa: TRY400 - a BusError is expected; no traceback wanted
+                "trap_publish_failed",
+                event_id=event.id,
+                subject=event.subject,
+                error=str(exc),
+            )
+        except Exception as exc:  # keep the publisher alive whatever the bus does
+            self._publish_failed.inc(error=type(exc).__name__)
+            log.exception("trap_publish_failed", event_id=event.id, subject=event.subject)
+        else:
+            self._published.inc(event_class=event.event_class)

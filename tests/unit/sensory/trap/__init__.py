@@ -1,0 +1,1 @@
+"""Tests for the SNMP trap receiver (sensory/trap)."""
