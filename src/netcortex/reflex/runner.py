@@ -215,7 +215,9 @@ class ReflexRunner:
         Idempotent, and safe without ``start``. Idle handler tasks are cancelled at
         once; a task in the middle of an event finishes it (sinks and ack
         included) unless the drain timeout passes first, in which case it is
-        cancelled and its unacked message is left to the bus to redeliver.
+        cancelled and its unacked message is left to the bus to redeliver. Then
+        every message already delivered to a subscription is processed (see
+        ``_sweep``), all within ``drain_timeout`` in total.
         """
         async with self._lock:
             if not self._running:
@@ -226,6 +228,7 @@ class ReflexRunner:
             for worker in self._workers:
                 if not worker.busy and worker.task is not None:
                     worker.task.cancel()
+            deadline = asyncio.get_running_loop().time() + self._drain_timeout
             if tasks:
                 _, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
                 for task in pending:
@@ -233,10 +236,39 @@ class ReflexRunner:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
             for worker in self._workers:
+                await self._sweep(worker, deadline)
+            for worker in self._workers:
                 await _close_quietly(worker.subscription)
             self._workers = []
             self._running = False
             log.info("reflex_stopped")
+
+    async def _sweep(self, worker: _Worker, deadline: float) -> None:
+        """Process what the subscription already holds locally, until empty or ``deadline``.
+
+        Receivers are closed before the runner stops, so every event they accepted
+        is already in a subscription: on the memory bus this is what makes a
+        graceful stop lose nothing; on JetStream it leaves nothing to redeliver.
+        A cancelled ``next`` loses nothing (bus contract), so the idle tasks
+        cancelled above left their messages here.
+        """
+        loop = asyncio.get_running_loop()
+        swept = 0
+        while loop.time() < deadline:
+            try:
+                msg = await worker.subscription.next(timeout=0)
+            except (TimeoutError, BusError):
+                break
+            try:
+                await self._process(worker.handler, msg)
+            except Exception:  # the sweep must reach every message (logged with traceback)
+                self._metrics.errors.inc(handler=worker.handler.id)
+                log.exception("reflex_message_failed", msg_id=msg.msg_id)
+            swept += 1
+        else:
+            log.warning("reflex_drain_timeout", handler_id=worker.handler.id, swept=swept)
+        if swept:
+            log.info("reflex_drained", handler_id=worker.handler.id, events=swept)
 
     async def _consume(self, worker: _Worker) -> None:
         handler = worker.handler

@@ -485,6 +485,31 @@ class TestLifecycle:
         assert handler.finished
         assert len(rec.outcomes) == 1
 
+    async def test_stop_processes_every_event_already_delivered(
+        self, bus: InMemoryEventBus
+    ) -> None:
+        """Events already queued for a handler when stop() is called are all handled, none lost."""
+
+        class YieldingHandler:
+            """Gives the loop a turn inside every event, as real I/O-bound sinks do."""
+
+            id = "yielding"
+            patterns: tuple[str, ...] = ("sensory.>",)
+            dedup_window = 0.0
+
+            async def handle(self, event: SensoryEvent) -> ReflexOutcome:
+                await asyncio.sleep(0)
+                return ReflexOutcome.for_event(self.id, event, severity=Severity.INFO, summary="")
+
+        pipeline, rec = recording_pipeline()
+        runner = ReflexRunner(HandlerRegistry([YieldingHandler()]), bus, pipeline)
+        await runner.start()
+        events = [make_event(interface=f"Gi1/0/{i}") for i in range(50)]
+        for ev in events:
+            await publish(bus, ev)
+        await asyncio.wait_for(runner.stop(), WAIT)
+        assert {o.event_id for o in rec.outcomes} == {ev.id for ev in events}
+
     async def test_stop_is_bounded_by_drain_timeout(self, bus: InMemoryEventBus) -> None:
         """A handler that never finishes is cancelled once the drain timeout passes."""
         handler = BlockingHandler()
