@@ -1,0 +1,270 @@
+"""Composition root: ``Config`` → concrete backends → a running ``Engine``.
+
+The only module (with ``bridge/``) that picks implementations. ``Engine`` builds
+the regions in the order data flows through them::
+
+    metrics Registry → bus (memory | nats) → outcome store (sqlite)
+        → reflex pipeline + handler registry + runner → receivers (trap)
+
+and starts them in that order too, so nothing arrives before the handlers
+listen: the runner's ``ready_event`` is awaited before the first receiver binds
+its socket. ``stop`` runs the other way: receivers first (no new input, their
+accepted events published), then the runner (which processes every event
+already delivered to it, bounded by ``drain_timeout``), the store (flushed) and
+the bus. Swapping a backend is a change of ``bus.backend`` / ``store.backend``
+in the config, never of code.
+
+``Engine`` also runs in-process for fast scenario tests (as Alertmanager's
+``app`` package does); ``run_engine`` is what ``netcortex run`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+import structlog
+
+from netcortex.config import BusConfig, Config, StoreConfig
+from netcortex.contracts.bus import EventBus
+from netcortex.contracts.memory import OutcomeStore
+from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+from netcortex.metrics import Counter, Registry
+from netcortex.reflex.pipeline import build_pipeline
+from netcortex.reflex.registry import builtin_registry
+from netcortex.reflex.runner import ReflexRunner
+from netcortex.sensory.trap import TrapReceiver
+from netcortex.thalamus.memory import InMemoryEventBus
+from netcortex.thalamus.nats import NatsEventBus
+
+__all__ = ["Engine", "EngineSummary", "run_engine"]
+
+log = structlog.get_logger(__name__)
+
+#: Name of the rejected-input counter every receiver increments (brief: fixed name).
+REJECTED_METRIC = "netcortex_rejected_total"
+
+
+class _Receiver(Protocol):
+    """What the engine needs of a receiver (``TrapReceiver`` and later webhooks)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def bound_address(self) -> tuple[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSummary:
+    """Totals for the ``engine_stopped`` line (read from the engine's metrics).
+
+    Attributes:
+        events: sensory events published by the receivers.
+        outcomes: reflex outcomes produced by the runner (every kind).
+        rejected: inputs the receivers rejected (``netcortex_rejected_total``).
+        uptime_s: seconds between ``start`` and ``stop``.
+    """
+
+    events: int
+    outcomes: int
+    rejected: int
+    uptime_s: float
+
+
+def _make_bus(config: BusConfig, metrics: Registry) -> EventBus:
+    if config.backend == "nats":
+        return NatsEventBus(config, metrics)
+    return InMemoryEventBus(config, metrics)
+
+
+def _make_store(config: StoreConfig, metrics: Registry) -> OutcomeStore:
+    # store.backend is "sqlite" only for now; PostgreSQL arrives as another branch here.
+    return SqliteOutcomeStore(config, metrics)
+
+
+def _metric_total(metrics: Registry, *names: str) -> int:
+    """Sum of the first registered metric among ``names`` (0 when none is)."""
+    for name in names:
+        metric = metrics.get(name)
+        if isinstance(metric, Counter):
+            return int(metric.total())
+    return 0
+
+
+class Engine:
+    """The running netcortex: one bus, one store, the reflex runner, the receivers.
+
+    Args:
+        config: the validated configuration tree.
+        drain_timeout: longest ``stop`` waits for in-flight events (seconds).
+
+    Attributes:
+        config: the configuration it was built from.
+        metrics: this engine's metrics ``Registry`` (one per engine).
+        bus: the ``EventBus`` picked by ``bus.backend``.
+        store: the ``OutcomeStore`` picked by ``store.backend``.
+        bound_addresses: listener name → ``(host, port)`` actually bound; filled
+            by ``start`` (port 0 in the config becomes the kernel's choice).
+
+    Construction does no I/O; ``start``/``stop`` (or ``async with``) do.
+    """
+
+    def __init__(self, config: Config, *, drain_timeout: float = 5.0) -> None:
+        self.config = config
+        self.drain_timeout = drain_timeout
+        # Regions in flow order: metrics → bus → store → reflex → receivers.
+        self.metrics = Registry()
+        self.bus: EventBus = _make_bus(config.bus, self.metrics)
+        self.store: OutcomeStore = _make_store(config.store, self.metrics)
+        self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
+        self.pipeline = build_pipeline(store=self.store, bus=self.bus)
+        self.runner = ReflexRunner(
+            self.registry,
+            self.bus,
+            self.pipeline,
+            metrics=self.metrics,
+            drain_timeout=drain_timeout,
+        )
+        self.receivers: dict[str, _Receiver] = {}
+        if config.trap.enabled:
+            self.receivers["trap"] = TrapReceiver(config.trap, self.bus, self.metrics)
+        self.bound_addresses: dict[str, tuple[str, int]] = {}
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._stopped = False
+        self._started_at = 0.0
+        self._summary: EngineSummary | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self, *, ready_timeout: float = 30.0) -> None:
+        """Start bus, store and runner, wait until handlers listen, then receivers.
+
+        Idempotent. On failure everything already started is stopped again, the
+        engine cannot be started again, and the error propagates
+        (``BusUnavailable``, ``StoreError``, ``OSError`` for a port in use ...).
+
+        Raises:
+            RuntimeError: the engine was stopped (or failed to start) before.
+        """
+        async with self._lock:
+            if self._started:
+                return
+            if self._stopped:
+                raise RuntimeError("an Engine cannot be restarted after stop(); build a new one")
+            self._started = True
+            self._started_at = time.monotonic()
+            try:
+                await self.bus.start()
+                await self.store.start()
+                await self.runner.start()
+                # Handlers must be subscribed before the first datagram is accepted.
+                async with asyncio.timeout(ready_timeout):
+                    await self.runner.ready_event.wait()
+                for name, receiver in self.receivers.items():
+                    await receiver.start()
+                    host, port = receiver.bound_address[:2]
+                    self.bound_addresses[name] = (host, port)
+                    log.info("listening", listener=name, transport="udp", host=host, port=port)
+            except BaseException as exc:
+                # The caller reports the failure; one line here, no duplicate traceback.
+                log.error("engine_start_failed", error=str(exc), error_type=type(exc).__name__)  # noqa: TRY400
+                await self._shutdown()
+                # Its parts are closed now; a new Engine is needed to try again.
+                self._started, self._stopped = False, True
+                raise
+            log.info(
+                "engine_started",
+                bus=self.config.bus.backend,
+                store=self.config.store.backend,
+                handlers=sorted(h.id for h in self.registry.all_handlers()),
+                listeners={k: f"{h}:{p}" for k, (h, p) in self.bound_addresses.items()},
+            )
+
+    async def stop(self) -> EngineSummary:
+        """Stop receivers, drain in-flight events (bounded), stop runner, store, bus.
+
+        Idempotent (later calls return the first summary); safe without ``start``.
+        Returns the totals also logged as ``engine_stopped``.
+        """
+        async with self._lock:
+            if self._summary is not None:
+                return self._summary
+            if self._started:
+                log.info("engine_stopping", drain_timeout=self.drain_timeout)
+                await self._shutdown()
+            self._stopped = True
+            self._summary = self.summary()
+            if self._started:
+                log.info(
+                    "engine_stopped",
+                    events=self._summary.events,
+                    outcomes=self._summary.outcomes,
+                    rejected=self._summary.rejected,
+                    uptime_s=self._summary.uptime_s,
+                )
+            return self._summary
+
+    async def _shutdown(self) -> None:
+        """Close everything in reverse flow order; one failing step never skips the rest."""
+        for name, receiver in self.receivers.items():
+            await self._step(f"close_receiver_{name}", receiver.close())
+        # The runner's stop processes every event the receivers accepted (bounded
+        # by drain_timeout) before closing its subscriptions; a forced shutdown
+        # after a failed start has nothing in flight.
+        await self._step("stop_runner", self.runner.stop())
+        await self._step("close_store", self.store.close())
+        await self._step("close_bus", self.bus.close())
+
+    @staticmethod
+    async def _step(name: str, aw: Awaitable[object]) -> None:
+        try:
+            await aw
+        except Exception:
+            log.error("engine_stop_step_failed", step=name, exc_info=True)
+
+    def summary(self) -> EngineSummary:
+        """Current totals (events published, outcomes, rejected inputs)."""
+        return EngineSummary(
+            events=_metric_total(self.metrics, *_EVENT_METRICS),
+            outcomes=_metric_total(self.metrics, *_OUTCOME_METRICS),
+            rejected=_metric_total(self.metrics, REJECTED_METRIC),
+            uptime_s=round(time.monotonic() - self._started_at, 3) if self._started else 0.0,
+        )
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+#: Metrics the summary reads (declared by the trap receiver and the reflex runner).
+_EVENT_METRICS = ("netcortex_trap_published_total",)
+_OUTCOME_METRICS = ("netcortex_reflex_outcomes_total",)
+
+
+async def run_engine(config: Config, stop_event: asyncio.Event) -> EngineSummary:
+    """Run an ``Engine`` until ``stop_event`` is set, then drain and stop it.
+
+    Used by ``netcortex run`` (which sets ``stop_event`` on SIGINT/SIGTERM).
+    """
+    engine = Engine(config)
+    await engine.start()
+    try:
+        await stop_event.wait()
+    finally:
+        summary = await engine.stop()
+    return summary

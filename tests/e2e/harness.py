@@ -1,0 +1,400 @@
+"""End-to-end harness: the real ``python -m netcortex run`` process, real SNMP traps.
+
+``EngineProcess`` writes a config (trap port 0, JSON logs), starts the engine as a
+subprocess and reads its stderr in a background thread, one JSON log line at a
+time. The bound trap port comes from the structured ``listening`` event (as
+Alertmanager's acceptance tests read theirs), never from a guessed port.
+Expectations wait on log lines or stored outcomes with a deadline — no
+sleep-and-hope. ``stop()`` sends SIGTERM (or SIGINT) and the caller asserts exit
+code 0 and an ``engine_stopped`` line.
+
+Traps are sent with net-snmp's ``snmptrap``, built from the shared catalog's
+command lines (``send_traps`` runs several at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest
+import yaml
+
+from netcortex.bridge.cli import query_outcomes
+from netcortex.config import load_config
+from netcortex.contracts.memory import OutcomeQuery
+from netcortex.contracts.reflex import ReflexOutcome
+
+__all__ = [
+    "BACKENDS",
+    "CATALOG_RECEIVER",
+    "V3_USER",
+    "EngineProcess",
+    "LogLine",
+    "bus_overrides",
+    "capture_trap",
+    "catalog_command",
+    "send_datagrams",
+    "send_traps",
+    "snmptrap_argv",
+]
+
+LogLine = dict[str, Any]
+
+#: The fixture's v3 user (``../shared/fixtures/snmp/README.md``), as config.
+V3_USER = {
+    "user": "netcortex",
+    "engine_id": "0x80001f880472312d6c6162",
+    "auth_protocol": "SHA-256",
+    "auth_key": "netcortex-auth-01",
+    "priv_protocol": "AES",
+    "priv_key": "netcortex-priv-01",
+}
+
+BACKENDS = [
+    pytest.param("memory", id="memory", marks=pytest.mark.xdist_group("e2e-memory")),
+    pytest.param("nats", id="nats", marks=[pytest.mark.nats, pytest.mark.xdist_group("e2e-nats")]),
+]
+
+
+def bus_overrides(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ``bus`` section for ``backend``: NATS gets the session server and a namespace."""
+    if backend == "memory":
+        return {"backend": "memory"}
+    server = request.getfixturevalue("nats_server")
+    url = getattr(server, "url", server)
+    return {
+        "backend": "nats",
+        "nats_url": str(url),
+        "namespace": f"e2e{uuid.uuid4().hex[:10]}",
+        "storage": "memory",
+    }
+
+
+#: The receiver address in the catalog's command lines (rewritten to the bound port).
+CATALOG_RECEIVER = "127.0.0.1:1162"
+
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 30.0
+
+
+class EngineProcess:
+    """One ``python -m netcortex run --config FILE`` subprocess.
+
+    Args:
+        tmp_path: a private directory for the config and the SQLite file.
+        overrides: config sections merged over the defaults written here
+            (trap on 127.0.0.1 port 0, SQLite under ``tmp_path``, JSON logs).
+        env: extra environment variables.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.db_path = tmp_path / "outcomes.db"
+        config: dict[str, dict[str, Any]] = {
+            "bus": {"backend": "memory"},
+            "store": {"backend": "sqlite", "sqlite_path": str(self.db_path)},
+            "trap": {"host": "127.0.0.1", "port": 0},
+            "log": {"level": "info", "format": "json"},
+        }
+        for section, values in (overrides or {}).items():
+            config.setdefault(section, {}).update(values)
+        self.config_data = config
+        self.config_path = tmp_path / "netcortex.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NETCORTEX_")}
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[LogLine] = []
+        self.returncode: int | None = None
+        self.trap_port = 0
+        self._cond = threading.Condition()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def backend(self) -> str:
+        """The bus backend this engine runs on."""
+        return str(self.config_data["bus"]["backend"])
+
+    # -- process -----------------------------------------------------------------
+
+    def start(self, timeout: float = _START_TIMEOUT) -> EngineProcess:
+        """Start the process and return once its trap listener is bound.
+
+        Raises:
+            TimeoutError: no ``listening`` event within ``timeout`` seconds.
+            RuntimeError: the process exited before listening.
+        """
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "netcortex", "run", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=self.tmp_path,
+        )
+        self._reader = threading.Thread(target=self._read, name="engine-stderr", daemon=True)
+        self._reader.start()
+        line = self.wait_for_log("listening", timeout=timeout, listener="trap")
+        self.trap_port = int(line["port"])
+        self.wait_for_log("engine_started", timeout=timeout)
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            text = raw.rstrip("\n")
+            if not text:
+                continue
+            try:
+                parsed = json.loads(text)
+                line: LogLine = parsed if isinstance(parsed, dict) else {"raw": text}
+            except ValueError:
+                line = {"raw": text}
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = _STOP_TIMEOUT) -> int:
+        """Send ``sig``, wait for exit and the last log line; return the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
+            raise
+        finally:
+            self._release(timeout)
+        return self.returncode
+
+    def _release(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Join the reader thread and close the pipe (no leaked file descriptors)."""
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def stop_cleanly(self, sig: signal.Signals = signal.SIGTERM) -> LogLine:
+        """Stop with ``sig``; assert exit 0 and return the ``engine_stopped`` line."""
+        code = self.stop(sig)
+        assert code == 0, f"exit code {code}; last lines: {self.lines[-10:]}"
+        stopped = self.logs("engine_stopped")
+        assert len(stopped) == 1, f"no engine_stopped line; last lines: {self.lines[-10:]}"
+        return stopped[0]
+
+    def __enter__(self) -> EngineProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.alive:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.stop()
+        elif self.proc is not None:
+            self.proc.wait()
+            self._release()
+
+    # -- logs --------------------------------------------------------------------
+
+    def logs(self, event: str | None = None, **fields: Any) -> list[LogLine]:
+        """Log lines so far, optionally only ``event`` lines whose ``fields`` match."""
+        with self._cond:
+            snapshot = list(self.lines)
+        return [line for line in snapshot if _matches(line, event, fields)]
+
+    def wait_for_log(self, event: str, *, timeout: float = 10.0, **fields: Any) -> LogLine:
+        """Return the first ``event`` line whose ``fields`` match, waiting up to ``timeout``.
+
+        Raises:
+            TimeoutError: none within ``timeout`` seconds.
+            RuntimeError: the process exited without writing one.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if _matches(line, event, fields):
+                        return line
+                if (
+                    self.proc is not None
+                    and self.proc.poll() is not None
+                    and not (self._reader and self._reader.is_alive())
+                ):
+                    raise RuntimeError(
+                        f"engine exited ({self.proc.returncode}) without {event} {fields}; "
+                        f"last lines: {self.lines[-10:]}"
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"no {event} {fields} within {timeout}s; last lines: {self.lines[-10:]}"
+                    )
+                self._cond.wait(left)
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def outcomes(self, query: OutcomeQuery | None = None) -> list[ReflexOutcome]:
+        """Outcomes in the engine's store now (read beside the running engine)."""
+        if not self.db_path.exists():
+            return []
+        config = load_config(self.config_path, {})
+        return asyncio.run(query_outcomes(config, query or OutcomeQuery(limit=10_000)))
+
+    def wait_for_outcomes(
+        self,
+        predicate: Callable[[ReflexOutcome], bool],
+        count: int = 1,
+        *,
+        timeout: float = 10.0,
+        interval: float = 0.05,
+    ) -> list[ReflexOutcome]:
+        """Poll the store until at least ``count`` outcomes satisfy ``predicate``.
+
+        Raises:
+            TimeoutError: fewer within ``timeout`` seconds (the message lists what
+                the store holds).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [o for o in self.outcomes() if predicate(o)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{len(found)}/{count} matching outcomes within {timeout}s; store has "
+                    f"{[(o.handler_id, o.kind.value, o.target) for o in self.outcomes()]}; "
+                    f"last lines: {self.lines[-10:]}"
+                )
+            if not self.alive:
+                raise RuntimeError(f"engine died; last lines: {self.lines[-10:]}")
+            time.sleep(interval)
+
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run another ``python -m netcortex`` command against this engine's config."""
+        return subprocess.run(
+            [sys.executable, "-m", "netcortex", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.tmp_path,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def _matches(line: LogLine, event: str | None, fields: Mapping[str, Any]) -> bool:
+    if event is not None and line.get("event") != event:
+        return False
+    return all(line.get(k) == v for k, v in fields.items())
+
+
+# -- traps -----------------------------------------------------------------------
+
+
+def catalog_command(catalog: Mapping[str, Any], key: str, version: str) -> str:
+    """The catalog's ``snmptrap`` command line for notification ``key`` and ``version``."""
+    for entry in catalog["notifications"]:
+        if entry["key"] == key or entry["name"] == key:
+            command: str = entry["commands"][version]
+            return command
+    raise KeyError(key)
+
+
+def snmptrap_argv(
+    command: str,
+    port: int,
+    *,
+    clientaddr: str | None = None,
+    replace: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Turn a catalog command line into argv aimed at ``127.0.0.1:port``.
+
+    Args:
+        command: an ``snmptrap ...`` line from the catalog.
+        port: the engine's bound trap port (replaces the catalog's 1162).
+        clientaddr: send from this local address (``127.0.0.N``) so the UDP
+            source — the device of a v2c/v3 trap — is unique to a test.
+        replace: argument values to swap (e.g. a community or an auth key).
+    """
+    argv = shlex.split(command)
+    if argv[0] != "snmptrap":
+        raise ValueError(f"not an snmptrap command: {command}")
+    swaps = dict(replace or {})
+    swaps[CATALOG_RECEIVER] = f"127.0.0.1:{port}"
+    argv = [swaps.get(arg, arg) for arg in argv]
+    if f"127.0.0.1:{port}" not in argv:
+        raise ValueError(f"receiver {CATALOG_RECEIVER} not found in: {command}")
+    if clientaddr is not None:
+        argv.insert(1, f"--clientaddr={clientaddr}")
+    return argv
+
+
+def send_traps(argvs: Iterable[Sequence[str]], *, timeout: float = 10.0) -> None:
+    """Run several ``snmptrap`` commands at once; assert each one succeeded."""
+    commands = [list(argv) for argv in argvs]
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in commands
+    ]
+    for argv, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, f"{shlex.join(argv)} failed: {err or out}"
+
+
+def send_datagrams(port: int, payloads: Iterable[bytes], *, source: str = "127.0.0.1") -> None:
+    """Send raw UDP datagrams (garbage, replayed traps) to ``127.0.0.1:port``."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        for payload in payloads:
+            sock.sendto(payload, ("127.0.0.1", port))
+
+
+def capture_trap(argv_for_port: Callable[[int], Sequence[str]], timeout: float = 5.0) -> bytes:
+    """The datagram an ``snmptrap`` command sends (to a private socket), for replaying."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(timeout)
+        send_traps([argv_for_port(sock.getsockname()[1])])
+        data, _ = sock.recvfrom(65535)
+        return data

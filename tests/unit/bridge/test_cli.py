@@ -1,0 +1,301 @@
+"""Unit tests for ``netcortex.bridge.cli``: argument parsing, check-config and outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import structlog
+
+from netcortex import __version__
+from netcortex.bridge.cli import UsageError, main, parse_time, render_table
+from netcortex.config import StoreConfig
+from netcortex.contracts.events import Severity
+from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
+from netcortex.testing import make_event
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLE = REPO / "examples" / "netcortex.yaml"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+DESIGN_FIELDS = {
+    "outcome_id", "handler_id", "event_id", "subject", "kind", "severity", "target", "device",
+    "site", "summary", "diagnostic", "fact_key", "occurred_at", "recorded_at",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands configure logging for the process; put it back after each test."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+class TestParseTime:
+    @pytest.mark.parametrize(
+        ("text", "delta"),
+        [("30s", timedelta(seconds=30)), ("10m", timedelta(minutes=10)),
+         ("2h", timedelta(hours=2)), ("1d", timedelta(days=1)), ("1w", timedelta(weeks=1)),
+         (" 90 min ", timedelta(minutes=90)), ("1.5h", timedelta(minutes=90)),
+         ("now", timedelta(0))],
+    )  # fmt: skip
+    def test_durations_ago(self, text: str, delta: timedelta) -> None:
+        """A duration means that long before now."""
+        assert parse_time(text, now=NOW) == NOW - delta
+
+    @pytest.mark.parametrize(
+        "text", ["2026-03-01T11:00:00Z", "2026-03-01T11:00:00+00:00", "2026-03-01 11:00:00"]
+    )
+    def test_iso_times(self, text: str) -> None:
+        """ISO-8601 times are accepted; a time without zone is UTC."""
+        assert parse_time(text, now=NOW) == datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
+
+    def test_iso_with_offset_keeps_the_instant(self) -> None:
+        """An explicit offset is honoured."""
+        assert parse_time("2026-03-01T13:00:00+02:00") == datetime(2026, 3, 1, 11, tzinfo=UTC)
+
+    @pytest.mark.parametrize("text", ["10x", "yesterday", "-5m", ""])
+    def test_invalid(self, text: str) -> None:
+        """Anything else is a usage error explaining the accepted forms."""
+        with pytest.raises(UsageError, match="30s, 10m, 2h, 1d"):
+            parse_time(text, now=NOW)
+
+
+class TestBasics:
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """'netcortex version' prints the package version."""
+        assert main(["version"]) == 0
+        assert capsys.readouterr().out.strip() == f"netcortex {__version__}"
+
+    @pytest.mark.parametrize(
+        ("argv", "words"),
+        [
+            ([], ["run", "check-config", "outcomes", "version"]),
+            (["run"], ["--config", "SIGTERM", "drains", "NETCORTEX_"]),
+            (["check-config"], ["FILE", "every problem"]),
+            (["outcomes"], ["--since", "--severity", "--kind", "--handler", "--device",
+                            "--limit", "--json", "--config"]),
+        ],
+    )  # fmt: skip
+    def test_help_texts(
+        self, argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Every command has a --help that explains its options."""
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--help"])
+        assert info.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())
+        for word in words:
+            assert word in out
+
+    def test_no_command_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Running without a command exits 2 with a usage message."""
+        with pytest.raises(SystemExit) as info:
+            main([])
+        assert info.value.code == 2
+        assert "usage" in capsys.readouterr().err
+
+
+class TestCheckConfig:
+    def test_example_is_ok(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The shipped example passes with a one-line summary."""
+        assert main(["check-config", str(EXAMPLE)]) == 0
+        assert capsys.readouterr().out.strip() == (
+            f"OK: {EXAMPLE} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users)"
+        )
+
+    def test_problems_listed_exit_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A broken file exits 2 and names every bad key and the file on stderr."""
+        path = tmp_path / "bad.yaml"
+        path.write_text("trap:\n  port: 99999\nbus:\n  backend: kafka\n", encoding="utf-8")
+        assert main(["check-config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: trap.port:" in err
+        assert f"{path}: bus.backend:" in err
+
+    def test_unknown_disabled_handler(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A typo in reflex.disabled is a configuration error, not a silent no-op."""
+        path = tmp_path / "bad.yaml"
+        path.write_text("reflex:\n  disabled: [link_dwon]\n", encoding="utf-8")
+        assert main(["check-config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: reflex.disabled:" in err
+        assert "link_dwon" in err
+
+    def test_missing_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A missing file exits 2 naming it."""
+        assert main(["check-config", str(tmp_path / "nope.yaml")]) == 2
+        assert "nope.yaml" in capsys.readouterr().err
+
+
+def _outcome(
+    handler: str,
+    severity: Severity,
+    device: str,
+    interface: str,
+    age: timedelta,
+    kind: OutcomeKind = OutcomeKind.LOGGED,
+) -> ReflexOutcome:
+    event = make_event("link_down", device=device, interface=interface)
+    outcome = ReflexOutcome.for_event(
+        handler, event, severity=severity, kind=kind, summary=f"{interface} on {device} went down"
+    )
+    return replace(outcome, recorded_at=datetime.now(UTC) - age)
+
+
+SAMPLES = [
+    _outcome("link_down", Severity.HIGH, "192.0.2.11", "Gi1/0/3", timedelta(minutes=1)),
+    _outcome("link_up", Severity.INFO, "192.0.2.11", "Gi1/0/3", timedelta(minutes=5)),
+    _outcome("bgp_drop", Severity.CRITICAL, "192.0.2.1", "203.0.113.1", timedelta(hours=3)),
+    _outcome("link_down", Severity.HIGH, "192.0.2.12", "Gi1/0/4", timedelta(days=2),
+             kind=OutcomeKind.ERRORED),
+]  # fmt: skip
+
+
+@pytest.fixture
+def store_config(tmp_path: Path) -> Path:
+    """A config file whose SQLite store holds ``SAMPLES``."""
+    from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+
+    db = tmp_path / "outcomes.db"
+
+    async def fill() -> None:
+        async with SqliteOutcomeStore(StoreConfig(sqlite_path=db)) as store:
+            for outcome in SAMPLES:
+                await store.record(outcome)
+            await store.flush()
+
+    asyncio.run(fill())
+    path = tmp_path / "netcortex.yaml"
+    path.write_text(f"store:\n  sqlite_path: {db}\n", encoding="utf-8")
+    return path
+
+
+def run_json(
+    config: Path, *args: str, capsys: pytest.CaptureFixture[str]
+) -> list[dict[str, object]]:
+    """Run 'netcortex outcomes --json' and parse its output."""
+    assert main(["outcomes", "--config", str(config), "--json", *args]) == 0
+    data: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    return data
+
+
+class TestOutcomes:
+    def test_json_array_with_design_field_names(
+        self, store_config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--json prints every outcome, newest first, with the DESIGN.md field names."""
+        rows = run_json(store_config, capsys=capsys)
+        assert [r["outcome_id"] for r in rows] == [o.outcome_id for o in SAMPLES]
+        assert set(rows[0]) >= DESIGN_FIELDS
+        first = rows[0]
+        assert (first["handler_id"], first["severity"], first["kind"], first["target"]) == (
+            "link_down",
+            "high",
+            "logged",
+            "192.0.2.11|Gi1/0/3",
+        )
+
+    @pytest.mark.parametrize(
+        ("args", "expected"),
+        [
+            (["--severity", "high"], [0, 3]),
+            (["--severity", "high,critical"], [0, 2, 3]),
+            (["--severity", "info", "--severity", "CRITICAL"], [1, 2]),
+            (["--handler", "link_down"], [0, 3]),
+            (["--device", "192.0.2.11"], [0, 1]),
+            (["--kind", "errored"], [3]),
+            (["--since", "10m"], [0, 1]),
+            (["--since", "1d", "--until", "2m"], [1, 2]),
+            (["--limit", "2"], [0, 1]),
+            (["--handler", "link_down", "--since", "1h", "--severity", "high"], [0]),
+            (["--handler", "nobody"], []),
+        ],
+    )
+    def test_filters(
+        self,
+        store_config: Path,
+        args: list[str],
+        expected: list[int],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Each filter narrows the result as its help says."""
+        rows = run_json(store_config, *args, capsys=capsys)
+        assert [r["outcome_id"] for r in rows] == [SAMPLES[i].outcome_id for i in expected]
+
+    def test_table(self, store_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The default output is an aligned table with a header and a count line."""
+        assert main(["outcomes", "--config", str(store_config), "--severity", "high"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["TIME", "(UTC)", "SEVERITY", "HANDLER", "KIND", "TARGET",
+                                    "SUMMARY"]  # fmt: skip
+        assert len(lines) == 4
+        assert "192.0.2.11|Gi1/0/3" in lines[1]
+        assert "Gi1/0/3 on 192.0.2.11 went down" in lines[1]
+        # Columns line up: every row has its target where the header's TARGET starts.
+        col = lines[0].index("TARGET")
+        assert lines[1][col:].startswith("192.0.2.11|Gi1/0/3")
+        assert lines[2][col:].startswith("192.0.2.12|Gi1/0/4")
+        assert lines[-1] == "2 outcomes, newest first"
+
+    def test_limit_reached_is_said(
+        self, store_config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """When the limit cuts the list, the count line says so."""
+        assert main(["outcomes", "--config", str(store_config), "--limit", "1"]) == 0
+        assert "limit 1 reached" in capsys.readouterr().out.splitlines()[-1]
+
+    def test_empty_result(self, store_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """No match prints just the count line."""
+        assert main(["outcomes", "--config", str(store_config), "--device", "10.9.9.9"]) == 0
+        assert capsys.readouterr().out == "0 outcomes, newest first\n"
+
+    @pytest.mark.parametrize(
+        ("args", "fragment"),
+        [
+            (["--since", "soon"], "invalid time 'soon'"),
+            (["--severity", "urgent"], "invalid severity 'urgent'"),
+            (["--kind", "logged,maybe"], "invalid kind 'maybe'"),
+            (["--limit", "0"], "invalid --limit 0"),
+            (["--since", "1m", "--until", "1h"], "--since must be earlier"),
+        ],
+    )
+    def test_bad_filter_values(
+        self,
+        store_config: Path,
+        args: list[str],
+        fragment: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Bad filter values exit 2 with a message saying what is accepted."""
+        assert main(["outcomes", "--config", str(store_config), *args]) == 2
+        assert fragment in capsys.readouterr().err
+
+    def test_missing_store(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without a store file the command says where it looked and exits 1."""
+        path = tmp_path / "netcortex.yaml"
+        path.write_text(f"store:\n  sqlite_path: {tmp_path / 'none.db'}\n", encoding="utf-8")
+        assert main(["outcomes", "--config", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert "none.db" in err
+        assert "store.sqlite_path" in err
+
+    def test_render_table_collapses_whitespace(self) -> None:
+        """Multi-line summaries stay on one table row."""
+        outcome = replace(SAMPLES[0], summary="line one\nline two")
+        assert render_table([outcome]).splitlines()[1].endswith("line one line two")
