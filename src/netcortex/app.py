@@ -123,7 +123,12 @@ class Engine:
         self.bus: EventBus = _make_bus(config.bus, self.metrics)
         self.store: OutcomeStore = _make_store(config.store, self.metrics)
         self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
-        self.pipeline = build_pipeline(store=self.store, bus=self.bus)
+        self.pipeline = build_pipeline(
+            store=self.store,
+            bus=self.bus,
+            metrics=self.metrics,
+            bus_inflight=config.bus.max_inflight,
+        )
         self.runner = ReflexRunner(
             self.registry,
             self.bus,
@@ -174,7 +179,7 @@ class Engine:
                     log.info("listening", listener=name, transport="udp", host=host, port=port)
             except BaseException as exc:
                 # The caller reports the failure; one line here, no duplicate traceback.
-                log.error("engine_start_failed", error=str(exc), error_type=type(exc).__name__)  # noqa: TRY400
+                log.error("engine_start_failed", error=str(exc), error_type=type(exc).__name__)
                 await self._shutdown()
                 # Its parts are closed now; a new Engine is needed to try again.
                 self._started, self._stopped = False, True

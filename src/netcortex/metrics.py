@@ -23,6 +23,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 
 def _key(labelnames: tuple[str, ...], labels: dict[str, str]) -> tuple[str, ...]:
+    # Fast path (the hot one): labels passed in declaration order.
+    if tuple(labels) == labelnames:
+        return tuple(map(str, labels.values()))
     if set(labels) != set(labelnames):
         raise ValueError(f"labels {sorted(labels)} != declared {sorted(labelnames)}")
     return tuple(str(labels[n]) for n in labelnames)

@@ -66,6 +66,9 @@ class RecordingSink:
         self.outcomes.append(outcome)
         self._changed.set()
 
+    async def flush(self) -> None:
+        """Nothing is buffered."""
+
     async def wait_for(self, count: int, timeout: float = 5.0) -> list[ReflexOutcome]:
         """Return once at least ``count`` outcomes arrived; ``TimeoutError`` otherwise."""
         async with asyncio.timeout(timeout):

@@ -213,7 +213,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     except (NetcortexError, OSError) as exc:
         # Expected failures (port in use, NATS unreachable): the message says it all.
-        log.error("engine_failed", error=str(exc), error_type=type(exc).__name__)  # noqa: TRY400
+        log.error("engine_failed", error=str(exc), error_type=type(exc).__name__)
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -196,3 +196,12 @@ class Sink(Protocol):
     async def emit(self, outcome: ReflexOutcome) -> None:
         """Deliver one outcome (may buffer; see the concrete sink for durability)."""
         ...
+
+    async def flush(self) -> None:
+        """Return when every outcome emitted before the call is delivered.
+
+        The runner calls it when it stops, after its last event, so buffering
+        sinks (a pipelined bus publish, a batched store) lose nothing on a
+        graceful stop. Failures are the sink's to log and count.
+        """
+        ...

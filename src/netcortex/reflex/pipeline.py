@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.memory import OutcomeStore
+from netcortex.metrics import Registry
 from netcortex.reflex.protocol import Gate, Sink
 from netcortex.reflex.sinks import BusSink, LogSink, StoreSink
 
@@ -33,7 +34,14 @@ class Pipeline:
     sinks: tuple[Sink, ...] = ()
 
 
-def build_pipeline(*, store: OutcomeStore, bus: EventBus, gates: Sequence[Gate] = ()) -> Pipeline:
+def build_pipeline(
+    *,
+    store: OutcomeStore,
+    bus: EventBus,
+    gates: Sequence[Gate] = (),
+    metrics: Registry | None = None,
+    bus_inflight: int = 256,
+) -> Pipeline:
     """Assemble the reflex pipeline.
 
     Args:
@@ -43,6 +51,8 @@ def build_pipeline(*, store: OutcomeStore, bus: EventBus, gates: Sequence[Gate] 
         gates: gates to run before the handler, in order. None exist yet; the
             later issue adds ``EnrichGate``, ``MaintenanceGate``, ``DedupGate``
             here — suppression before dedup, as in Alertmanager.
+        metrics: the engine's registry (sink failures are counted there).
+        bus_inflight: outcome publishes awaiting their ack at once (``BusSink``).
 
     Returns:
         The pipeline: ``gates`` as given, sinks ``LogSink`` → ``StoreSink`` →
@@ -54,6 +64,6 @@ def build_pipeline(*, store: OutcomeStore, bus: EventBus, gates: Sequence[Gate] 
         sinks=(
             LogSink(),
             StoreSink(store),
-            BusSink(bus),
+            BusSink(bus, max_inflight=bus_inflight, metrics=metrics),
         ),
     )

@@ -9,11 +9,15 @@ others. Sinks talk to backends only through ``contracts`` Protocols. May import:
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.codec import encode_outcome
 from netcortex.contracts.memory import OutcomeStore
+from netcortex.errors import BusError
+from netcortex.metrics import Registry
 from netcortex.reflex.protocol import ReflexOutcome
 from netcortex.thalamus.subjects import outcome_subject
 
@@ -40,6 +44,9 @@ class LogSink:
             event_id=outcome.event_id,
         )
 
+    async def flush(self) -> None:
+        """Nothing is buffered."""
+
 
 class StoreSink:
     """Hands each outcome to the ``OutcomeStore`` (which batches; idempotent on outcome_id)."""
@@ -54,23 +61,76 @@ class StoreSink:
         """Queue ``outcome`` in the store. Raises ``StoreError`` when the store fails."""
         await self._store.record(outcome)
 
+    async def flush(self) -> None:
+        """Return when every recorded outcome is durable (``OutcomeStore.flush``)."""
+        await self._store.flush()
+
 
 class BusSink:
     """Publishes each outcome on ``reflex.<handler_id>.<kind>.<target tokens...>``.
 
     The message id is the outcome id, so a re-delivered event's outcome is
     deduplicated by JetStream within its duplicate window.
+
+    Publishes are pipelined: ``emit`` starts the publish and returns, with at
+    most ``max_inflight`` publishes awaiting their acknowledgement at once
+    (``emit`` waits for room beyond that). Awaiting each JetStream ack in the
+    handler's task would cap a handler near one publish round trip per event
+    (DESIGN.md "Speed by design"). Consequences: outcomes of one handler may
+    reach ``reflex.>`` out of order, and a failed publish is logged
+    (``outcome_publish_failed``) and counted in
+    ``netcortex_reflex_sink_failures_total{sink="bus"}`` after ``emit`` returned;
+    the outcome itself is still in the store.
     """
 
     name = "bus"
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(
+        self, bus: EventBus, *, max_inflight: int = 256, metrics: Registry | None = None
+    ) -> None:
         """Publish outcomes on ``bus`` (started and closed by its owner)."""
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
         self._bus = bus
+        self._room = asyncio.Semaphore(max_inflight)
+        self._inflight: set[asyncio.Task[None]] = set()
+        registry = metrics if metrics is not None else Registry()
+        self._failures = registry.counter(
+            "netcortex_reflex_sink_failures_total",
+            "Outcomes a sink failed to take (logged; the other sinks still ran), by sink.",
+            ("sink",),
+        )
 
     async def emit(self, outcome: ReflexOutcome) -> None:
-        """Publish ``outcome`` as codec JSON. Raises ``BusError`` on failure."""
+        """Start publishing ``outcome`` as codec JSON; wait only for room in the window.
+
+        Raises:
+            netcortex.errors.InvalidSubject: the outcome's ids cannot form a subject.
+        """
         subject = outcome_subject(
             outcome.handler_id, outcome.kind.value, *outcome.target.split("|")
         )
-        await self._bus.publish(subject, encode_outcome(outcome), msg_id=outcome.outcome_id)
+        data = encode_outcome(outcome)
+        await self._room.acquire()
+        task = asyncio.create_task(self._publish(subject, data, outcome.outcome_id))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _publish(self, subject: str, data: bytes, outcome_id: str) -> None:
+        try:
+            await self._bus.publish(subject, data, msg_id=outcome_id)
+        except BusError as exc:
+            self._failures.inc(sink=self.name)
+            log.error(
+                "outcome_publish_failed",
+                outcome_id=outcome_id,
+                subject=subject,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        finally:
+            self._room.release()
+
+    async def flush(self) -> None:
+        """Return when every publish started before the call has finished (or failed)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)

@@ -39,7 +39,7 @@ import structlog
 from netcortex.config import BusConfig
 from netcortex.errors import BusUnavailable, InvalidSubject, PublishTimeout
 from netcortex.metrics import Registry
-from netcortex.thalamus.subjects import matches, validate_pattern, validate_subject
+from netcortex.thalamus.subjects import compile_patterns, validate_pattern, validate_subject
 
 __all__ = ["InMemoryEventBus", "MemoryMessage", "MemorySubscription"]
 
@@ -148,16 +148,21 @@ def _abandon(
 class _Group:
     """A mailbox plus the subscriptions reading it (one, or a durable group's members)."""
 
-    __slots__ = ("durable", "mailbox", "members", "patterns")
+    __slots__ = ("_regex", "durable", "mailbox", "members", "patterns")
 
     def __init__(self, durable: str | None, patterns: tuple[str, ...], maxsize: int) -> None:
         self.durable = durable
         self.patterns = patterns
+        self._regex = compile_patterns(patterns)
         self.mailbox = _Mailbox(maxsize)
         self.members: list[MemorySubscription] = []
 
+    def set_patterns(self, patterns: tuple[str, ...]) -> None:
+        self.patterns = patterns
+        self._regex = compile_patterns(patterns)
+
     def matches(self, subject: str) -> bool:
-        return any(matches(p, subject) for p in self.patterns)
+        return self._regex.fullmatch(subject) is not None
 
 
 class MemoryMessage:
@@ -251,7 +256,7 @@ class MemorySubscription:
                 return
             yield msg
 
-    async def next(self, timeout: float | None = None) -> MemoryMessage:  # noqa: ASYNC109 (Protocol)
+    async def next(self, timeout: float | None = None) -> MemoryMessage:
         """Return the next message.
 
         Raises:
@@ -463,7 +468,7 @@ class InMemoryEventBus:
             if durable is not None:
                 self._durables[durable] = group
         else:
-            group.patterns = pats
+            group.set_patterns(pats)
         sub = MemorySubscription(self, group)
         group.members.append(sub)
         self._route.clear()

@@ -472,7 +472,7 @@ class NatsSubscription:
             self._room.clear()
             await self._room.wait()
 
-    async def next(self, timeout: float | None = None) -> NatsMessage:  # noqa: ASYNC109 (Protocol)
+    async def next(self, timeout: float | None = None) -> NatsMessage:
         """Return the next message.
 
         Raises:

@@ -14,6 +14,7 @@ as NATS does. Nobody parses subjects for data: events carry their raw target.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -34,12 +35,24 @@ __all__ = [
 
 SENSORY = "sensory"
 REFLEX = "reflex"
-_EMPTY_TOKEN = "%00"  # noqa: S105 — an empty or missing part still occupies one token
+# An empty or missing part still occupies one token. A lone '%' is never produced
+# by encoding a value ('%' itself becomes %25), so it cannot be confused with one.
+_EMPTY_TOKEN = "%"  # noqa: S105 - not a password
 _MAX_SUBJECT = 1024
 
 
-def _must_escape(ch: str) -> bool:
-    return ch in ".*>%" or ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F
+# Characters that may not stand in a token: grammar, '%', whitespace, controls.
+_ESCAPE = re.compile(r"[.*>%\s\x00-\x1f\x7f]")
+
+
+def _escape_match(m: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in m.group().encode())
+
+
+@lru_cache(maxsize=256)
+def _plain_token(value: str) -> bool:
+    """True for a non-empty token that needs no escaping (cached: ids, kinds, sources)."""
+    return bool(value) and _ESCAPE.search(value) is None
 
 
 @lru_cache(maxsize=65536)
@@ -47,20 +60,12 @@ def encode_token(value: str) -> str:
     """Encode one target part as a single subject token.
 
     ``.``, ``*``, ``>``, ``%``, whitespace and control characters become ``%XX``
-    (UTF-8 bytes); an empty value becomes ``%00``. The result never contains
+    (UTF-8 bytes); an empty value becomes a lone ``%``. The result never contains
     grammar characters and ``decode_token`` reverses it.
     """
     if value == "":
         return _EMPTY_TOKEN
-    if not any(_must_escape(ch) for ch in value):
-        return value
-    out: list[str] = []
-    for ch in value:
-        if _must_escape(ch):
-            out.extend(f"%{b:02X}" for b in ch.encode())
-        else:
-            out.append(ch)
-    return "".join(out)
+    return _ESCAPE.sub(_escape_match, value)
 
 
 def decode_token(token: str) -> str:
@@ -85,18 +90,20 @@ def _is_hex(s: str) -> bool:
     return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
 
 
+# One C-level scan instead of a Python loop per character: whitespace and controls.
+_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def _split(subject: str, what: str) -> list[str]:
     if not isinstance(subject, str) or not subject:
         raise InvalidSubject(f"{what} must be a non-empty string, got {subject!r}")
     if len(subject) > _MAX_SUBJECT:
         raise InvalidSubject(f"{what} longer than {_MAX_SUBJECT} characters")
-    tokens = subject.split(".")
-    for tok in tokens:
-        if tok == "":
-            raise InvalidSubject(f"{what} {subject!r} has an empty token")
-        if any(ch.isspace() or ord(ch) < 0x20 for ch in tok):
-            raise InvalidSubject(f"{what} {subject!r} contains whitespace or control characters")
-    return tokens
+    if subject[0] == "." or subject[-1] == "." or ".." in subject:
+        raise InvalidSubject(f"{what} {subject!r} has an empty token")
+    if _BAD_CHARS.search(subject):
+        raise InvalidSubject(f"{what} {subject!r} contains whitespace or control characters")
+    return subject.split(".")
 
 
 @lru_cache(maxsize=65536)
@@ -106,11 +113,11 @@ def validate_subject(subject: str) -> str:
     Raises:
         InvalidSubject: empty tokens, whitespace, wildcards, or too long.
     """
-    for tok in _split(subject, "subject"):
-        if "*" in tok or ">" in tok:
-            raise InvalidSubject(
-                f"subject {subject!r} contains a wildcard; publish needs a concrete subject"
-            )
+    _split(subject, "subject")
+    if "*" in subject or ">" in subject:
+        raise InvalidSubject(
+            f"subject {subject!r} contains a wildcard; publish needs a concrete subject"
+        )
     return subject
 
 
@@ -135,31 +142,52 @@ def validate_pattern(pattern: str) -> str:
     return pattern
 
 
-@lru_cache(maxsize=65536)
-def _match_tokens(pattern: str, subject: str) -> bool:
-    ptoks = pattern.split(".")
-    stoks = subject.split(".")
-    for i, ptok in enumerate(ptoks):
-        if ptok == ">":
-            return len(stoks) > i
-        if i >= len(stoks):
-            return False
-        if ptok != "*" and ptok != stoks[i]:
-            return False
-    return len(ptoks) == len(stoks)
+@lru_cache(maxsize=4096)
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile ``pattern`` into a regex whose ``fullmatch`` decides a match.
+
+    ``*`` becomes one token (``[^.]+``), ``>`` one or more (``.+``); literal
+    tokens are escaped. Matching is then one C-level call, which is what keeps
+    routing a never-seen subject cheap (a storm of distinct interfaces).
+
+    Raises:
+        InvalidSubject: the pattern breaks the grammar.
+    """
+    validate_pattern(pattern)
+    return re.compile(_pattern_regex(pattern))
+
+
+def _pattern_regex(pattern: str) -> str:
+    parts = [
+        "[^.]+" if tok == "*" else ".+" if tok == ">" else re.escape(tok)
+        for tok in pattern.split(".")
+    ]
+    return r"\.".join(parts)
+
+
+def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regex matching a subject when any of ``patterns`` does (see ``compile_pattern``).
+
+    Raises:
+        InvalidSubject: a pattern breaks the grammar, or there is none.
+    """
+    pats = [validate_pattern(p) for p in patterns]
+    if not pats:
+        raise InvalidSubject("at least one pattern is needed")
+    return re.compile("|".join(f"(?:{_pattern_regex(p)})" for p in pats))
 
 
 def matches(pattern: str, subject: str) -> bool:
     """True when concrete ``subject`` matches ``pattern`` (``*`` one token, ``>`` the rest).
 
-    Both are validated; results are cached, so the hot path is a dict hit.
+    Both are validated; validation and compilation are cached, so the hot path
+    is two dict hits and one regex call.
 
     Raises:
         InvalidSubject: either argument breaks the grammar.
     """
-    validate_pattern(pattern)
     validate_subject(subject)
-    return _match_tokens(pattern, subject)
+    return compile_pattern(pattern).fullmatch(subject) is not None
 
 
 def _target_tokens(parts: Iterable[str | None]) -> list[str]:
@@ -178,7 +206,7 @@ def sensory_subject(source: str, event_class: str, *target_parts: str | None) ->
         InvalidSubject: bad source, unknown event class, or no target part.
     """
     src = source.split(".")
-    if len(src) != 2 or not all(src) or any(_must_escape(c) for t in src for c in t):
+    if len(src) != 2 or not (_plain_token(src[0]) and _plain_token(src[1])):
         raise InvalidSubject(f"source must be '<modality>.<channel>', got {source!r}")
     if event_class not in EVENT_CLASSES:
         raise InvalidSubject(f"unknown event_class {event_class!r}")
@@ -194,7 +222,7 @@ def outcome_subject(handler_id: str, kind: str, *target_parts: str | None) -> st
         InvalidSubject: handler id or kind is not a plain token, or no target part.
     """
     for name, tok in (("handler_id", handler_id), ("kind", kind)):
-        if not tok or any(_must_escape(c) for c in tok):
+        if not _plain_token(tok):
             raise InvalidSubject(f"{name} must be a plain token, got {tok!r}")
     if not target_parts:
         raise InvalidSubject("an outcome subject needs at least one target token")

@@ -74,7 +74,37 @@ class TestSinks:
         outcome = await LinkDownHandler().handle(make_event(interface="Gi1"))
         await BusSink(bus).emit(dataclasses.replace(outcome, target="|Gi1"))
         msg = await sub.next(timeout=5)
-        assert msg.subject == "reflex.link_down.logged.%00.Gi1"
+        assert msg.subject == "reflex.link_down.logged.%.Gi1"
+
+    async def test_bus_sink_failure_is_counted_and_logged_after_emit(self) -> None:
+        """A publish failing after emit returned is counted and logged once; flush waits for it."""
+        from netcortex.config import BusConfig
+        from netcortex.metrics import Registry
+
+        closed = InMemoryEventBus(BusConfig())  # never started: publish raises BusUnavailable
+        metrics = Registry()
+        sink = BusSink(closed, metrics=metrics)
+        outcome = await LinkDownHandler().handle(make_event(interface="Gi1"))
+        with capture_logs() as logs:
+            await sink.emit(outcome)
+            await sink.flush()
+        failures = metrics.get("netcortex_reflex_sink_failures_total")
+        assert failures is not None
+        assert failures.value(sink="bus") == 1  # type: ignore[union-attr]
+        assert [e["event"] for e in logs] == ["outcome_publish_failed"]
+
+    async def test_bus_sink_window_bounds_inflight_publishes(self, bus: InMemoryEventBus) -> None:
+        """With a window of one, every outcome is still published and flush leaves none pending."""
+        sub = await bus.subscribe("reflex.>")
+        sink = BusSink(bus, max_inflight=1)
+        outcomes = [
+            await LinkDownHandler().handle(make_event(interface=f"Gi{i}")) for i in range(20)
+        ]
+        for outcome in outcomes:
+            await sink.emit(outcome)
+        await sink.flush()
+        got = [decode_outcome((await sub.next(timeout=5)).data) for _ in outcomes]
+        assert sorted(o.outcome_id for o in got) == sorted(o.outcome_id for o in outcomes)
 
     async def test_log_sink_line(self) -> None:
         """LogSink writes one INFO outcome_recorded line naming severity, handler, kind, target."""

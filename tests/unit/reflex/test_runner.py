@@ -84,6 +84,9 @@ class FailingSink:
     async def emit(self, outcome: ReflexOutcome) -> None:
         raise RuntimeError("sink down")
 
+    async def flush(self) -> None:
+        """Nothing is buffered."""
+
 
 class SkipGate:
     """A gate that stops every event as ``skipped``."""

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from netcortex.errors import InvalidSubject
 from netcortex.thalamus.subjects import (
+    compile_patterns,
     decode_token,
     encode_token,
     matches,
@@ -30,7 +31,8 @@ class TestTokens:
             ("100%", "100%25"),
             ("Gi 1", "Gi%201"),
             ("tab\there", "tab%09here"),
-            ("", "%00"),
+            ("", "%"),
+            ("\x00", "%00"),
             ("é", "é"),
         ],
     )
@@ -120,8 +122,8 @@ class TestBuilders:
         assert matches("sensory.*.*.link_down.>", subject)
 
     def test_missing_part_still_takes_one_token(self) -> None:
-        """A None or empty target part becomes the %00 token."""
-        assert sensory_subject("snmp.trap", "bgp_established", "r1", None).endswith(".r1.%00")
+        """A None or empty target part becomes the lone % token."""
+        assert sensory_subject("snmp.trap", "bgp_established", "r1", None).endswith(".r1.%")
 
     @pytest.mark.parametrize(
         ("source", "event_class", "parts"),
@@ -149,3 +151,40 @@ class TestBuilders:
             outcome_subject("link.down", "logged", "r1")
         with pytest.raises(InvalidSubject):
             outcome_subject("link_down", "logged")
+
+
+def _reference_match(pattern: str, subject: str) -> bool:
+    """Token-by-token NATS matching, written plainly as the oracle for the regex matcher."""
+    ptoks, stoks = pattern.split("."), subject.split(".")
+    for i, ptok in enumerate(ptoks):
+        if ptok == ">":
+            return len(stoks) > i
+        if i >= len(stoks) or (ptok != "*" and ptok != stoks[i]):
+            return False
+    return len(ptoks) == len(stoks)
+
+
+_tok = st.sampled_from(["a", "b", "ab", "10%2E0", "Gi1/0/3", "x-y"])
+_subjects = st.lists(_tok, min_size=1, max_size=5).map(".".join)
+_patterns = st.tuples(
+    st.lists(st.one_of(_tok, st.just("*")), min_size=0, max_size=4),
+    st.booleans(),
+).map(lambda t: ".".join([*t[0], ">"] if t[1] or not t[0] else t[0]))
+
+
+class TestCompiledMatching:
+    @given(_patterns, _subjects)
+    def test_compiled_regex_agrees_with_token_matching(self, pattern: str, subject: str) -> None:
+        """The compiled-regex matcher decides exactly as token-by-token matching does."""
+        assert matches(pattern, subject) == _reference_match(pattern, subject)
+
+    @given(st.lists(_patterns, min_size=1, max_size=4), _subjects)
+    def test_combined_patterns_match_when_any_does(self, patterns: list[str], subject: str) -> None:
+        """compile_patterns matches a subject exactly when one of its patterns does."""
+        combined = compile_patterns(patterns).fullmatch(subject) is not None
+        assert combined == any(_reference_match(p, subject) for p in patterns)
+
+    def test_no_pattern_is_an_error(self) -> None:
+        """An empty pattern list is refused rather than matching nothing silently."""
+        with pytest.raises(InvalidSubject):
+            compile_patterns([])

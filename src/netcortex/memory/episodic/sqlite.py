@@ -502,9 +502,7 @@ class SqliteOutcomeStore:
                     raise
         except StoreError as exc:
             # One line per failed batch; the StoreError carries the sqlite message.
-            log.error(  # noqa: TRY400
-                "store_write_failed", backend="sqlite", rows=len(rows), error=str(exc)
-            )
+            log.error("store_write_failed", backend="sqlite", rows=len(rows), error=str(exc))
             self._from_thread(self._metrics.failure)
             return exc
         self._from_thread(self._metrics.batch, len(rows), written, time.perf_counter() - started)

@@ -387,7 +387,7 @@ class TrapReceiver:
             await self._bus.publish(event.subject, encode_event(event), msg_id=event.id)
         except BusError as exc:
             self._publish_failed.inc(error=type(exc).__name__)
-            log.error(  # noqa: TRY400 - a BusError is expected; no traceback wanted
+            log.error(
                 "trap_publish_failed",
                 event_id=event.id,
                 subject=event.subject,
