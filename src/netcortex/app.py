@@ -145,6 +145,7 @@ class Engine:
         self._stopped = False
         self._started_at = 0.0
         self._summary: EngineSummary | None = None
+        self._stats_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -191,6 +192,10 @@ class Engine:
                 handlers=sorted(h.id for h in self.registry.all_handlers()),
                 listeners={k: f"{h}:{p}" for k, (h, p) in self.bound_addresses.items()},
             )
+            if self.config.log.stats_interval > 0:
+                self._stats_task = asyncio.create_task(
+                    self._log_stats(self.config.log.stats_interval), name="engine-stats"
+                )
 
     async def stop(self) -> EngineSummary:
         """Stop receivers, drain in-flight events (bounded), stop runner, store, bus.
@@ -218,6 +223,10 @@ class Engine:
 
     async def _shutdown(self) -> None:
         """Close everything in reverse flow order; one failing step never skips the rest."""
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            await asyncio.gather(self._stats_task, return_exceptions=True)
+            self._stats_task = None
         for name, receiver in self.receivers.items():
             await self._step(f"close_receiver_{name}", receiver.close())
         # The runner's stop processes every event the receivers accepted (bounded
@@ -233,6 +242,25 @@ class Engine:
             await aw
         except Exception:
             log.error("engine_stop_step_failed", step=name, exc_info=True)
+
+    async def _log_stats(self, interval: float) -> None:
+        """Every ``interval`` seconds, one ``engine_stats`` line: totals, rates, rejections."""
+        last = self.summary()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.summary()
+            rejected = self.metrics.get(REJECTED_METRIC)
+            by_reason = rejected.by_label("reason") if isinstance(rejected, Counter) else {}
+            log.info(
+                "engine_stats",
+                events=now.events,
+                outcomes=now.outcomes,
+                rejected=now.rejected,
+                events_per_s=round((now.events - last.events) / interval, 1),
+                outcomes_per_s=round((now.outcomes - last.outcomes) / interval, 1),
+                rejected_by_reason={k: int(v) for k, v in sorted(by_reason.items())},
+            )
+            last = now
 
     def summary(self) -> EngineSummary:
         """Current totals (events published, outcomes, rejected inputs)."""

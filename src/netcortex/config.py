@@ -220,6 +220,8 @@ class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: ``auto`` = console renderer on a TTY, JSON otherwise
     format: Literal["auto", "json", "console"] = "auto"
+    #: seconds between ``engine_stats`` lines (totals and rates); 0 turns them off
+    stats_interval: Annotated[float, Field(ge=0)] = 60.0
 
 
 class Config(_Section):

@@ -64,6 +64,14 @@ class Counter:
         """Sum over every series."""
         return sum(self._values.values())
 
+    def by_label(self, name: str) -> dict[str, float]:
+        """Values summed per value of label ``name`` (e.g. rejected inputs per ``reason``)."""
+        idx = self.labelnames.index(name)
+        out: dict[str, float] = {}
+        for key, v in self._values.items():
+            out[key[idx]] = out.get(key[idx], 0.0) + v
+        return out
+
     def render(self) -> list[str]:
         return [
             f"{self.name}{_fmt_labels(self.labelnames, k)} {v:g}"

@@ -132,3 +132,29 @@ def test_disabled_handlers_are_left_out(tmp_path: Path) -> None:
 def test_config_error_type_is_distinct() -> None:
     """Config problems and registry problems are different errors (exit 2 vs runtime)."""
     assert not issubclass(RegistryError, ConfigError)
+
+
+async def test_engine_stats_line_reports_totals_and_rejections(tmp_path: Path) -> None:
+    """With log.stats_interval set, the engine logs engine_stats lines whose totals
+    include rejected input by reason."""
+    config = engine_config(tmp_path, log={"stats_interval": 0.05})
+    with capture_logs() as logs:
+        async with Engine(config) as engine:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"not snmp at all", engine.bound_addresses["trap"])
+
+            def rejected_line() -> dict[str, Any] | None:
+                return next(
+                    (e for e in logs if e["event"] == "engine_stats" and e["rejected_by_reason"]),
+                    None,
+                )
+
+            async with asyncio.timeout(10):  # polled with a deadline: the line is periodic
+                while True:
+                    line = rejected_line()
+                    if line is not None:
+                        break
+                    await asyncio.sleep(0.02)
+    assert line["rejected"] == 1
+    assert line["rejected_by_reason"] == {"malformed": 1}
+    assert (line["events"], line["outcomes"]) == (0, 0)
