@@ -70,9 +70,9 @@ class TestLinkDown:
     @pytest.mark.parametrize(
         ("payload", "interface"),
         [
-            ({"ifName": "Gi1/0/9", "ifDescr": "GigabitEthernet1/0/9", "ifIndex": 9}, "Gi1/0/9"),
-            ({"ifDescr": "GigabitEthernet1/0/9", "ifIndex": 9}, "GigabitEthernet1/0/9"),
-            ({"ifIndex": 9}, "ifIndex=9"),
+            ({"if_name": "Gi1/0/9", "if_descr": "GigabitEthernet1/0/9", "if_index": 9}, "Gi1/0/9"),
+            ({"if_descr": "GigabitEthernet1/0/9", "if_index": 9}, "GigabitEthernet1/0/9"),
+            ({"if_index": 9}, "ifIndex=9"),
         ],
     )
     async def test_interface_falls_back_to_payload(
@@ -95,12 +95,12 @@ class TestLinkDown:
     async def test_details_echo_at_most_16_scalar_fields_in_order(self) -> None:
         """Details hold at most 16 scalar payload fields: IF-MIB names first, then by name."""
         payload: dict[str, Any] = {f"z{i:02d}": i for i in range(30)}
-        payload |= {"ifOperStatus": "down", "ifIndex": 3, "ifName": "Gi1/0/3", "nested": {"a": 1}}
+        payload |= {"if_oper_status": 2, "if_index": 3, "if_name": "Gi1/0/3", "nested": {"a": 1}}
         payload |= {"list": [1, 2], "a_none": None, "nan": float("nan")}
         outcome = await LinkDownHandler().handle(make_event(payload=payload))
         keys = list(outcome.details)
         assert len(keys) == MAX_DETAILS
-        assert keys[:4] == ["ifName", "ifIndex", "ifOperStatus", "a_none"]
+        assert keys[:4] == ["if_name", "if_index", "if_oper_status", "a_none"]
         assert keys[4:] == [f"z{i:02d}" for i in range(12)]
         assert "nested" not in outcome.details
         assert "list" not in outcome.details
@@ -160,11 +160,11 @@ class TestBgp:
         event = make_event(
             "bgp_backward_transition",
             device="r1",
-            payload={"bgpPeerRemoteAddr": "192.0.2.7", "bgpPeerState": "idle"},
+            payload={"bgp_remote_addr": "192.0.2.7", "bgp_state": 1},
         )
         outcome = await BgpDropHandler().handle(event)
         assert outcome.target == "r1|192.0.2.7"
-        assert list(outcome.details) == ["bgpPeerRemoteAddr", "bgpPeerState"]
+        assert list(outcome.details) == ["bgp_remote_addr", "bgp_state"]
 
     async def test_established_is_info(self) -> None:
         """A BGP session reaching Established is an ``info`` outcome on device|peer."""

@@ -12,15 +12,19 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from netcortex.reflex.protocol import ReflexOutcome, SensoryEvent, Severity
+
 __all__ = [
     "BGP_DETAIL_KEYS",
     "LINK_DETAIL_KEYS",
     "MAX_DETAILS",
     "MAX_VALUE_CHARS",
+    "bgp_outcome",
     "bgp_parts",
     "bgp_where",
     "echo_details",
     "join_target",
+    "link_outcome",
     "link_parts",
 ]
 
@@ -29,16 +33,19 @@ MAX_DETAILS = 16
 #: Longest string value echoed; longer ones are cut and marked with "…".
 MAX_VALUE_CHARS = 256
 
-#: Payload fields echoed first (IF-MIB names), most useful first; others follow by name.
+#: Payload fields echoed first, most useful first; others follow by name. The
+#: names are the receivers' payload vocabulary (``sensory/trap/normalize.py``:
+#: IF-MIB columns in snake_case).
 LINK_DETAIL_KEYS: tuple[str, ...] = (
-    "ifName",
-    "ifDescr",
-    "ifIndex",
-    "ifAlias",
-    "ifAdminStatus",
-    "ifOperStatus",
-    "ifType",
-    "trap",
+    "if_name",
+    "if_descr",
+    "if_index",
+    "if_alias",
+    "if_admin_status",
+    "if_oper_status",
+    "if_type",
+    "if_reason",
+    "trap_name",
     "trap_oid",
 )
 
@@ -121,36 +128,35 @@ def link_parts(
     """``(device, interface)`` of a link event, falling back to what the event carries.
 
     The device falls back to the sending agent; the interface to the payload's
-    ``ifName``, then ``ifDescr``, then ``ifIndex`` (as ``ifIndex=N``, the trap
+    ``if_name``, then ``if_descr``, then ``if_index`` (as ``ifIndex=N``, the trap
     receiver's own spelling when no name is known).
     """
     dev = device or agent
     if interface:
         return dev, interface
-    for key in ("ifName", "ifDescr"):
+    for key in ("if_name", "if_descr"):
         value = payload.get(key)
         if isinstance(value, str) and value:
             return dev, value
-    index = payload.get("ifIndex")
+    index = payload.get("if_index")
     if isinstance(index, int | str) and not isinstance(index, bool) and str(index):
         return dev, f"ifIndex={index}"
     return dev, None
 
 
-#: Payload fields echoed first (BGP4-MIB / CISCO-BGP4-MIB names); others follow by name.
+#: Payload fields echoed first (BGP4-MIB / CISCO-BGP4-MIB columns as the trap
+#: receiver names them); others follow by name.
 BGP_DETAIL_KEYS: tuple[str, ...] = (
-    "bgpPeerRemoteAddr",
-    "bgpPeerState",
-    "bgpPeerLastError",
-    "cbgpPeer2RemoteAddr",
-    "cbgpPeer2State",
-    "cbgpPeer2LastError",
-    "cbgpPeer2PrevState",
-    "trap",
+    "bgp_remote_addr",
+    "bgp_state",
+    "bgp_prev_state",
+    "bgp_last_error",
+    "bgp_last_error_text",
+    "trap_name",
     "trap_oid",
 )
 
-_PEER_KEYS = ("bgpPeerRemoteAddr", "cbgpPeer2RemoteAddr", "peer")
+_PEER_KEYS = ("bgp_remote_addr", "peer")
 
 
 def bgp_parts(
@@ -164,6 +170,39 @@ def bgp_parts(
                 peer = value
                 break
     return device or agent, peer or None
+
+
+def link_outcome(
+    handler_id: str, severity: Severity, event: SensoryEvent, verb: str
+) -> ReflexOutcome:
+    """The outcome of a link handler: "Link <verb> on r1 Gi1/0/3", target ``device|interface``."""
+    device, interface = link_parts(event.device, event.interface, event.agent, event.payload)
+    where = " ".join(p for p in (device, interface) if p) or event.target
+    return ReflexOutcome.for_event(
+        handler_id,
+        event,
+        severity=severity,
+        summary=f"Link {verb} on {where}",
+        target=join_target(device, interface, fallback=event.target),
+        device=device,
+        details=echo_details(event.payload, LINK_DETAIL_KEYS),
+    )
+
+
+def bgp_outcome(
+    handler_id: str, severity: Severity, event: SensoryEvent, what: str
+) -> ReflexOutcome:
+    """The outcome of a BGP handler: "BGP session <what> on r1 with peer …", ``device|peer``."""
+    device, peer = bgp_parts(event.device, event.peer, event.agent, event.payload)
+    return ReflexOutcome.for_event(
+        handler_id,
+        event,
+        severity=severity,
+        summary=f"BGP session {what} on {bgp_where(device, peer, event.target)}",
+        target=join_target(device, peer, fallback=event.target),
+        device=device,
+        details=echo_details(event.payload, BGP_DETAIL_KEYS),
+    )
 
 
 def bgp_where(device: str | None, peer: str | None, target: str) -> str:

@@ -7,13 +7,7 @@ Pattern ``sensory.*.*.bgp_established.>``; target ``device|peer`` like
 
 from __future__ import annotations
 
-from netcortex.reflex.handlers._common import (
-    BGP_DETAIL_KEYS,
-    bgp_parts,
-    bgp_where,
-    echo_details,
-    join_target,
-)
+from netcortex.reflex.handlers._common import bgp_outcome
 from netcortex.reflex.protocol import ReflexOutcome, SensoryEvent, Severity
 
 __all__ = ["BgpEstablishedHandler"]
@@ -29,13 +23,4 @@ class BgpEstablishedHandler:
 
     async def handle(self, event: SensoryEvent) -> ReflexOutcome:
         """Record the session establishment on ``device|peer``."""
-        device, peer = bgp_parts(event.device, event.peer, event.agent, event.payload)
-        return ReflexOutcome.for_event(
-            self.id,
-            event,
-            severity=self.severity,
-            summary=f"BGP session established on {bgp_where(device, peer, event.target)}",
-            target=join_target(device, peer, fallback=event.target),
-            device=device,
-            details=echo_details(event.payload, BGP_DETAIL_KEYS),
-        )
+        return bgp_outcome(self.id, self.severity, event, "established")

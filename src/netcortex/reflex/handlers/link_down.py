@@ -7,12 +7,7 @@ payload fields are echoed into ``details``. May import: ``reflex.protocol``.
 
 from __future__ import annotations
 
-from netcortex.reflex.handlers._common import (
-    LINK_DETAIL_KEYS,
-    echo_details,
-    join_target,
-    link_parts,
-)
+from netcortex.reflex.handlers._common import link_outcome
 from netcortex.reflex.protocol import ReflexOutcome, SensoryEvent, Severity
 
 __all__ = ["LinkDownHandler"]
@@ -30,14 +25,4 @@ class LinkDownHandler:
 
     async def handle(self, event: SensoryEvent) -> ReflexOutcome:
         """Record the link down on ``device|interface`` (parts fall back as available)."""
-        device, interface = link_parts(event.device, event.interface, event.agent, event.payload)
-        where = " ".join(p for p in (device, interface) if p) or event.target
-        return ReflexOutcome.for_event(
-            self.id,
-            event,
-            severity=self.severity,
-            summary=f"Link down on {where}",
-            target=join_target(device, interface, fallback=event.target),
-            device=device,
-            details=echo_details(event.payload, LINK_DETAIL_KEYS),
-        )
+        return link_outcome(self.id, self.severity, event, "down")

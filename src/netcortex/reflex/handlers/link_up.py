@@ -6,12 +6,7 @@ so a down and its recovery share a target. May import: ``reflex.protocol``.
 
 from __future__ import annotations
 
-from netcortex.reflex.handlers._common import (
-    LINK_DETAIL_KEYS,
-    echo_details,
-    join_target,
-    link_parts,
-)
+from netcortex.reflex.handlers._common import link_outcome
 from netcortex.reflex.protocol import ReflexOutcome, SensoryEvent, Severity
 
 __all__ = ["LinkUpHandler"]
@@ -27,14 +22,4 @@ class LinkUpHandler:
 
     async def handle(self, event: SensoryEvent) -> ReflexOutcome:
         """Record the link up on ``device|interface`` (parts fall back as available)."""
-        device, interface = link_parts(event.device, event.interface, event.agent, event.payload)
-        where = " ".join(p for p in (device, interface) if p) or event.target
-        return ReflexOutcome.for_event(
-            self.id,
-            event,
-            severity=self.severity,
-            summary=f"Link up on {where}",
-            target=join_target(device, interface, fallback=event.target),
-            device=device,
-            details=echo_details(event.payload, LINK_DETAIL_KEYS),
-        )
+        return link_outcome(self.id, self.severity, event, "up")
