@@ -33,7 +33,7 @@ tools:  ## install Debian's net-snmp tools (snmptrap, snmpd) when missing
 run: venv  ## run the engine on the embedded default (memory bus, SQLite, traps on 127.0.0.1:1162)
 	$(VENV)/bin/netcortex run --config $(CONFIG)
 
-test: venv tools  ## the whole suite: unit, contracts (memory + NATS), e2e (memory + NATS), fuzz
+test: venv tools lint  ## lint, then the whole suite: unit, contracts (memory + NATS), e2e (memory + NATS), fuzz
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: venv  ## unit tests only
@@ -54,6 +54,7 @@ lint: venv  ## ruff, mypy --strict, import-linter layering
 bench: venv tools  ## print benchmark figures (see docs/PERFORMANCE.md)
 	$(PY) benchmarks/bench_trap_decode.py
 	$(PY) benchmarks/bench_bus.py
+	$(PY) benchmarks/bench_runner.py
 	$(PY) benchmarks/bench_trap_ingest.py
 
 clean:  ## remove the environment and local state
