@@ -134,16 +134,31 @@ async def test_full_queue_is_counted_as_overloaded() -> None:
     assert len(bus.events) == 4
 
 
-async def test_publish_failure_is_counted_and_survived() -> None:
-    """A bus error is counted and logged; the next event still goes through."""
+async def test_transient_publish_failure_is_retried_with_the_same_id() -> None:
+    """A publish the bus refuses once is retried (same event id) and lands; nothing is lost."""
     bus = GatedBus(fail=1)
     bus.gate.set()
     registry = Registry()
     async with TrapReceiver(trap_config(), bus, registry, publishers=1) as receiver:
         with capture_logs() as logs:
             send_raw(receiver.bound_address[1], _link_down(1))
+            await bus.wait_for(1)
+    failed = registry.counter("netcortex_trap_publish_failed_total", "", ["error"])
+    assert failed.total() == 0
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["trap_publish_retry"]
+    assert bus.published[0][2] == logs[0]["event_id"]
+
+
+async def test_publish_failure_past_retries_is_counted_and_survived() -> None:
+    """A bus refusing every retry gets the event counted and logged as lost; the next goes on."""
+    bus = GatedBus(fail=4)  # the first try and all three retries fail
+    bus.gate.set()
+    registry = Registry()
+    async with TrapReceiver(trap_config(), bus, registry, publishers=1) as receiver:
+        with capture_logs() as logs:
+            send_raw(receiver.bound_address[1], _link_down(1))
             failed = registry.counter("netcortex_trap_publish_failed_total", "", ["error"])
-            await wait_until(lambda: failed.value(error="PublishTimeout") == 1)
+            await wait_until(lambda: failed.value(error="PublishTimeout") == 1, within=10)
         send_raw(receiver.bound_address[1], _link_down(2))
         await bus.wait_for(1)
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["trap_publish_failed"]
