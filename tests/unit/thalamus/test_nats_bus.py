@@ -16,12 +16,13 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from structlog.testing import capture_logs
 
 from netcortex.config import BusConfig
 from netcortex.errors import BusError, BusUnavailable, InvalidSubject, PublishTimeout
 from netcortex.metrics import Registry
-from netcortex.thalamus.nats import NatsEventBus, nats_errors
+from netcortex.thalamus.nats import NatsEventBus, _ack_numbers, nats_errors
 from tests.conftest import BusFactory
 from tests.servers import NatsServer, free_port
 
@@ -269,4 +270,59 @@ class TestConnection:
             assert "bus_reconnected" in events
         finally:
             await bus.close()
+            await asyncio.to_thread(server.cleanup)
+
+
+class TestPublishAndDeliveryHotPaths:
+    def test_ack_numbers_read_both_reply_subject_forms(self) -> None:
+        """The delivery count and stream sequence are read from the plain and the
+        domain form of a JetStream reply subject, as nats-py's own parser reads them."""
+        plain = "$JS.ACK.SENSORY_x.reflex-a_x.3.42.40.1700000000000000000.7"
+        domain = "$JS.ACK._.acchash.SENSORY_x.reflex-a_x.3.42.40.1700000000000000000.7.rnd"
+        for reply in (plain, domain):
+            msg = Msg(None, subject="x", reply=reply)  # type: ignore[arg-type]
+            assert _ack_numbers(msg) == (3, 42)
+            meta = msg.metadata
+            assert _ack_numbers(msg) == (meta.num_delivered, meta.sequence.stream)
+
+    async def test_jetstream_refusal_is_a_bus_error(
+        self, bus_factory: BusFactory, js_client: NatsClient
+    ) -> None:
+        """A publish JetStream answers with an error (here: larger than the stream's
+        max_msg_size) raises BusError, neither a timeout nor unavailability."""
+        bus = await bus_factory("nats")
+        ns = bus._config.namespace  # type: ignore[attr-defined]
+        js = js_client.jetstream()
+        cfg = (await js.stream_info(f"SENSORY_{ns}")).config
+        cfg.max_msg_size = 16
+        await js.update_stream(cfg)
+        with pytest.raises(BusError) as info:
+            await bus.publish(SUBJECT, b"x" * 100)
+        assert not isinstance(info.value, (PublishTimeout, BusUnavailable))
+        await bus.publish(SUBJECT, b"small")  # the bus carries on
+
+    async def test_publish_without_an_ack_times_out_and_counts(
+        self, bus_factory: BusFactory
+    ) -> None:
+        """With the server gone, a publish raises PublishTimeout after publish_timeout,
+        counts it, and leaves no pending ack behind."""
+        server = NatsServer()
+        await asyncio.to_thread(server.start)
+        metrics = Registry()
+        try:
+            bus = await bus_factory(
+                "nats", nats_url=server.url, publish_timeout=0.5, metrics=metrics
+            )
+            await bus.publish(SUBJECT, b"before")
+            await asyncio.to_thread(server.stop)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(PublishTimeout):
+                await bus.publish(SUBJECT, b"lost")
+            assert 0.4 < loop.time() - started < 3.0
+            counter = metrics.get("netcortex_bus_publish_timeouts_total")
+            assert counter is not None
+            assert counter.total() == 1  # type: ignore[union-attr]
+            assert bus._acks == {}  # type: ignore[attr-defined]
+        finally:  # the bus itself is closed by bus_factory
             await asyncio.to_thread(server.cleanup)
