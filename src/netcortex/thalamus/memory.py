@@ -39,6 +39,7 @@ import structlog
 from netcortex.config import BusConfig
 from netcortex.errors import BusUnavailable, InvalidSubject, PublishTimeout
 from netcortex.metrics import Registry
+from netcortex.thalamus._metrics import BusMetrics
 from netcortex.thalamus.subjects import compile_patterns, validate_pattern, validate_subject
 
 __all__ = ["InMemoryEventBus", "MemoryMessage", "MemorySubscription"]
@@ -334,22 +335,10 @@ class InMemoryEventBus:
 
     def __init__(self, config: BusConfig, metrics: Registry | None = None) -> None:
         self._config = config
-        registry = metrics if metrics is not None else Registry()
-        self._backpressure = registry.counter(
-            "netcortex_bus_backpressure_total",
-            "Publishes that had to wait for room in a subscriber queue.",
-            ("backend",),
-        )
-        self._dead_letter = registry.counter(
-            "netcortex_bus_dead_letter_total",
-            "Messages given up after max_deliver deliveries.",
-            ("backend",),
-        )
-        self._publish_timeouts = registry.counter(
-            "netcortex_bus_publish_timeouts_total",
-            "Publishes that failed with PublishTimeout.",
-            ("backend",),
-        )
+        bus_metrics = BusMetrics(metrics)
+        self._backpressure = bus_metrics.backpressure
+        self._publish_timeouts = bus_metrics.publish_timeouts
+        self._dead_letter = bus_metrics.dead_letters
         self._running = False
         self._closed = False
         self._groups: list[_Group] = []

@@ -70,6 +70,7 @@ from netcortex.errors import (
     PublishTimeout,
 )
 from netcortex.metrics import Registry
+from netcortex.thalamus._metrics import BusMetrics
 from netcortex.thalamus.memory import normalize_patterns, validate_durable
 from netcortex.thalamus.subjects import REFLEX, SENSORY, validate_subject
 
@@ -598,22 +599,11 @@ class NatsEventBus:
         self._config = config
         self._prefix = f"{config.namespace}." if config.namespace else ""
         self._suffix = f"_{config.namespace}" if config.namespace else ""
-        registry = metrics if metrics is not None else Registry()
-        self._backpressure = registry.counter(
-            "netcortex_bus_backpressure_total",
-            "Publishes that had to wait for room in a subscriber queue.",
-            ("backend",),
-        )
-        self._dead_letters = registry.counter(
-            "netcortex_bus_dead_letter_total",
-            "Messages given up after max_deliver deliveries.",
-            ("backend",),
-        )
-        self._publish_timeouts = registry.counter(
-            "netcortex_bus_publish_timeouts_total",
-            "Publishes that failed with PublishTimeout.",
-            ("backend",),
-        )
+        bus_metrics = BusMetrics(metrics)
+        registry = bus_metrics.registry
+        self._backpressure = bus_metrics.backpressure
+        self._publish_timeouts = bus_metrics.publish_timeouts
+        self._dead_letters = bus_metrics.dead_letters
         self._connection_events = registry.counter(
             "netcortex_bus_connection_events_total",
             "NATS connection state changes (disconnected, reconnected, closed).",
