@@ -293,6 +293,15 @@ class TestErrorsAndLifecycle:
         with pytest.raises(InvalidSubject):
             await bus.subscribe(patterns)
 
+    @pytest.mark.parametrize("patterns", [">", "*.snmp.>", ["sensory.>", "*.x"]])
+    async def test_wildcard_root_raises_on_every_backend(
+        self, bus: EventBus, patterns: str | Sequence[str]
+    ) -> None:
+        """A pattern whose first token is a wildcard is refused alike by every backend,
+        so swapping the bus never changes what a subscription may say."""
+        with pytest.raises(InvalidSubject, match="concrete root"):
+            await bus.subscribe(patterns)
+
     async def test_invalid_durable_name_raises(self, bus: EventBus) -> None:
         """A durable name with grammar characters raises InvalidSubject."""
         with pytest.raises(InvalidSubject):

@@ -30,17 +30,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 import structlog
 
 from netcortex.config import BusConfig
-from netcortex.errors import BusUnavailable, InvalidSubject, PublishTimeout
+from netcortex.errors import BusUnavailable, PublishTimeout
 from netcortex.metrics import Registry
 from netcortex.thalamus._metrics import BusMetrics
-from netcortex.thalamus.subjects import compile_patterns, validate_pattern, validate_subject
+from netcortex.thalamus.subjects import (
+    compile_patterns,
+    subscription_patterns,
+    validate_durable,
+    validate_subject,
+)
 
 __all__ = ["InMemoryEventBus", "MemoryMessage", "MemorySubscription"]
 
@@ -48,31 +52,6 @@ log = structlog.get_logger(__name__)
 
 _BACKEND: Final = "memory"
 _CACHE_LIMIT: Final = 65_536  # distinct subjects remembered before the match cache is reset
-_DURABLE_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
-
-
-def normalize_patterns(patterns: str | Sequence[str]) -> tuple[str, ...]:
-    """Validate ``patterns`` (one or many) and return them as a de-duplicated tuple.
-
-    Raises:
-        InvalidSubject: no pattern given, or one breaks the grammar.
-    """
-    items = (patterns,) if isinstance(patterns, str) else tuple(patterns)
-    if not items:
-        raise InvalidSubject("subscribe needs at least one pattern")
-    return tuple(dict.fromkeys(validate_pattern(p) for p in items))
-
-
-def validate_durable(durable: str | None) -> str | None:
-    """Return ``durable`` if it is a usable group name (letters, digits, ``_``, ``-``).
-
-    Raises:
-        InvalidSubject: the name is empty or has other characters (it becomes a
-            JetStream consumer name, which must not contain ``.``, ``*``, ``>``).
-    """
-    if durable is not None and not _DURABLE_RE.fullmatch(durable):
-        raise InvalidSubject(f"durable name {durable!r} must be 1-200 of [A-Za-z0-9_-]")
-    return durable
 
 
 class _Mailbox:
@@ -446,7 +425,7 @@ class InMemoryEventBus:
             InvalidSubject: a pattern (or the durable name) breaks the grammar.
             BusUnavailable: not started, or closed.
         """
-        pats = normalize_patterns(patterns)
+        pats = subscription_patterns(patterns)
         validate_durable(durable)
         if not self._running:
             raise BusUnavailable("the bus is closed" if self._closed else "the bus is not started")

@@ -71,8 +71,13 @@ from netcortex.errors import (
 )
 from netcortex.metrics import Registry
 from netcortex.thalamus._metrics import BusMetrics
-from netcortex.thalamus.memory import normalize_patterns, validate_durable
-from netcortex.thalamus.subjects import REFLEX, SENSORY, validate_subject
+from netcortex.thalamus.subjects import (
+    REFLEX,
+    SENSORY,
+    subscription_patterns,
+    validate_durable,
+    validate_subject,
+)
 
 __all__ = ["NatsEventBus", "NatsMessage", "NatsSubscription", "nats_errors"]
 
@@ -890,16 +895,11 @@ class NatsEventBus:
                 two patterns on one root overlap partially.
             BusUnavailable: not started, closed, or the server is unreachable.
         """
-        pats = normalize_patterns(patterns)
+        pats = subscription_patterns(patterns)
         validate_durable(durable)
         by_root: dict[str, list[str]] = {}
         for p in pats:
-            root = p.split(".", 1)[0]
-            if root in ("*", ">"):
-                raise InvalidSubject(
-                    f"pattern {p!r}: the NATS bus needs a concrete first token (stream root)"
-                )
-            by_root.setdefault(root, []).append(p)
+            by_root.setdefault(p.split(".", 1)[0], []).append(p)
         plan = {root: _filters(ps) for root, ps in by_root.items()}
         self._client()
         sub = NatsSubscription(self, pats, durable)

@@ -29,6 +29,8 @@ __all__ = [
     "matches",
     "outcome_subject",
     "sensory_subject",
+    "subscription_patterns",
+    "validate_durable",
     "validate_pattern",
     "validate_subject",
 ]
@@ -188,6 +190,45 @@ def matches(pattern: str, subject: str) -> bool:
     """
     validate_subject(subject)
     return compile_pattern(pattern).fullmatch(subject) is not None
+
+
+_DURABLE_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+def subscription_patterns(patterns: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate the patterns of one subscription; return them de-duplicated, in order.
+
+    Every bus applies the same rule, so swapping backends never changes what a
+    subscription may say: each pattern is valid and starts with a concrete root
+    token (``sensory.>``, ``reflex.*.errored.>``), because on JetStream a root is
+    a stream and ``>`` or ``*.x`` would span all of them.
+
+    Raises:
+        InvalidSubject: no pattern, a pattern breaks the grammar, or its first token
+            is a wildcard.
+    """
+    items = (patterns,) if isinstance(patterns, str) else tuple(patterns)
+    if not items:
+        raise InvalidSubject("subscribe needs at least one pattern")
+    for p in items:
+        validate_pattern(p)
+        if p.split(".", 1)[0] in ("*", ">"):
+            raise InvalidSubject(
+                f"pattern {p!r}: the first token must be a concrete root such as 'sensory'"
+            )
+    return tuple(dict.fromkeys(items))
+
+
+def validate_durable(durable: str | None) -> str | None:
+    """Return ``durable`` if it is a usable group name (letters, digits, ``_``, ``-``).
+
+    Raises:
+        InvalidSubject: the name is empty or has other characters (it becomes a
+            JetStream consumer name, which must not contain ``.``, ``*``, ``>``).
+    """
+    if durable is not None and not _DURABLE_RE.fullmatch(durable):
+        raise InvalidSubject(f"durable name {durable!r} must be 1-200 of [A-Za-z0-9_-]")
+    return durable
 
 
 def _target_tokens(parts: Iterable[str | None]) -> list[str]:
