@@ -45,3 +45,19 @@ class TestRegistry:
         assert h.count() == 100
         assert h.quantile(0.5) == 0.001
         assert h.quantile(0.99) == 0.1
+
+    def test_by_label_sums_per_value(self) -> None:
+        """by_label sums a counter's series per value of one label."""
+        c = Registry().counter("r", "r", ["source", "reason"])
+        c.inc(source="snmp.trap", reason="malformed")
+        c.inc(2, source="reflex", reason="malformed")
+        c.inc(source="snmp.trap", reason="bad_community")
+        assert c.by_label("reason") == {"malformed": 3, "bad_community": 1}
+        assert c.by_label("source") == {"snmp.trap": 2, "reflex": 2}
+
+    def test_labels_in_any_order_name_one_series(self) -> None:
+        """Passing labels in another order than declared reaches the same series."""
+        c = Registry().counter("r", "r", ["source", "reason"])
+        c.inc(source="a", reason="b")
+        c.inc(reason="b", source="a")
+        assert c.value(source="a", reason="b") == 2
