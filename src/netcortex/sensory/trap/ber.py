@@ -103,7 +103,7 @@ _EMPTY_TYPES: Final = frozenset({_NULL, _NO_SUCH_OBJECT, _NO_SUCH_INSTANCE, _END
 _BYTES_TYPES: Final = frozenset({_OCTET_STRING, _OPAQUE, _NSAP})
 
 _MAX_INT_OCTETS: Final = 9  # a 64-bit unsigned value plus its leading zero
-_MAX_OID_ARCS: Final = 128  # RFC 2578 §3.5
+_MAX_OID_ARCS: Final = 128  # RFC 2578 §3.5 (so an OID is at most 128 * 5 octets)
 _MAX_ARC: Final = 0xFFFFFFFF
 _MAX_LENGTH_OCTETS: Final = 4
 
@@ -251,6 +251,10 @@ def _arcs(raw: bytes, pos: int) -> list[int]:
     arcs: list[int] = []
     v = 0
     for b in raw:
+        if b == 0x80 and v == 0:
+            # X.690 §8.19.2: a sub-identifier never starts with 0x80. Without this
+            # an OID could be padded to the datagram's size (and fill the cache).
+            raise _err("non-minimal OID sub-identifier", pos)
         v = (v << 7) | (b & 0x7F)
         if v > _MAX_ARC:
             raise _err("OID sub-identifier too large", pos)
@@ -280,8 +284,8 @@ def _decode_oid_raw(raw: bytes, pos: int) -> str:
             j -= 1
         prefix = raw[:j]
         if j < len(raw) - 1 and prefix.isascii():
-            if j + 1 >= _MAX_OID_ARCS or len(raw) - j > 5:
-                raise _err("too many OID arcs or sub-identifier too large", pos)
+            if j + 1 >= _MAX_OID_ARCS or len(raw) - j > 5 or raw[j] == 0x80:
+                raise _err("too many OID arcs, sub-identifier too large or non-minimal", pos)
             last = 0
             for b in raw[j:]:
                 last = (last << 7) | (b & 0x7F)

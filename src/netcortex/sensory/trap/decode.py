@@ -85,14 +85,17 @@ def _v1_trap_oid(pdu: Pdu) -> str:
     if generic is not None and 0 <= generic <= 5:
         return f"{_GENERIC_TRAPS}{generic + 1}"
     # enterpriseSpecific(6) — and, leniently, any other value — is
-    # enterprise.0.specific (RFC 3584 §3.1 (2)).
+    # enterprise.0.specific (RFC 3584 §3.1 (2)): specific becomes an OID arc.
+    if not 0 <= (pdu.specific_trap or 0) <= 0xFFFFFFFF:
+        raise DecodeError(f"v1 specific-trap {pdu.specific_trap} is not a valid OID arc")
     return f"{pdu.enterprise}.0.{pdu.specific_trap}"
 
 
 class TrapDecoder:
-    """Validates, authenticates and decodes trap datagrams; no I/O, no state per call.
+    """Validates, authenticates and decodes trap datagrams; no I/O.
 
-    Safe to share: ``decode`` only reads the tables built in the constructor.
+    The only state that changes is the v3 timeliness table (one entry per
+    configured engine ID): share one decoder per event loop, not across threads.
     """
 
     def __init__(self, config: TrapConfig) -> None:
@@ -122,8 +125,8 @@ class TrapDecoder:
                 ``unsupported_security_model``, a PDU that is not a notification
                 (``unexpected_pdu``), or a v3 inform (``v3_inform_unsupported``).
             AuthenticationError: ``bad_community``, ``auth_failed``,
-                ``decrypt_failed``, ``insufficient_security_level``,
-                ``unsupported_security_level``.
+                ``not_in_time_window``, ``decrypt_failed``,
+                ``insufficient_security_level``, ``unsupported_security_level``.
             UnknownSource: ``unknown_user``, ``unknown_engine_id``.
         """
         if len(data) > self._max_size:

@@ -13,6 +13,7 @@ Imports: stdlib, netcortex.contracts, netcortex.thalamus.subjects, sibling modul
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -21,7 +22,7 @@ from typing import Any, Final
 from netcortex.contracts.events import SensoryEvent, new_event_id
 from netcortex.sensory.trap.ber import Value, VarBind
 from netcortex.sensory.trap.decode import Notification
-from netcortex.thalamus.subjects import sensory_subject
+from netcortex.thalamus.subjects import encode_token, sensory_subject
 
 __all__ = ["SOURCE", "TRAP_CLASSES", "TRAP_NAMES", "Normalizer", "normalize"]
 
@@ -125,6 +126,20 @@ def _subject(event_class: str, device: str, second: str | None) -> str:
     if second is None:
         return sensory_subject(SOURCE, event_class, device)
     return sensory_subject(SOURCE, event_class, device, second)
+
+
+# A subject may be at most 1024 characters (thalamus.subjects); one escaped
+# character can take 9 (``%E3%80%80``), so an over-long interface name would make
+# the event unpublishable. Such a name is shortened, with a digest to stay unique.
+_MAX_TOKEN: Final = 512
+_SHORT_PREFIX: Final = 48
+
+
+def _bounded_part(value: str) -> str:
+    if len(value) <= _MAX_TOKEN // 9 or len(encode_token(value)) <= _MAX_TOKEN:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return f"{value[:_SHORT_PREFIX]}~{digest}"
 
 
 def _text(raw: bytes) -> str | None:
@@ -271,7 +286,7 @@ class Normalizer:
         if event_class in _LINK_CLASSES:
             name = fields.get("if_name") or fields.get("if_descr")
             if isinstance(name, str) and name:
-                interface = name
+                interface = _bounded_part(name)
             elif "if_index" in fields:
                 interface = f"ifIndex={fields['if_index']}"
         if peer is None and isinstance(fields.get("bgp_remote_addr"), str):

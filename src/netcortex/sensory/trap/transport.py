@@ -10,8 +10,11 @@ and the datagram rejected as ``overloaded`` — never silently lost.
 Every ``IngestError`` stops at this boundary: counted in
 ``netcortex_rejected_total{source="snmp.trap",reason}`` and logged as
 ``trap_rejected`` at most once per (agent, reason) per ``log_interval`` seconds
-(with the number suppressed meanwhile), so a flood cannot flood the logs. The
-receiver never dies on input.
+(with the number suppressed meanwhile), and for at most ``log_new_agents`` new
+(agent, reason) pairs per interval — beyond that (a flood from many, possibly
+spoofed, sources) one ``trap_rejected`` line per reason with ``agent="*"``
+carries the count — so a flood cannot flood the logs. The receiver never dies
+on input.
 
 Imports: stdlib, structlog, netcortex.config/contracts/errors/metrics, siblings.
 """
@@ -101,6 +104,9 @@ class TrapReceiver:
         drain_timeout: how long ``close`` waits for accepted events to publish.
         log_interval: at most one ``trap_rejected`` line per (agent, reason) per
             this many seconds.
+        log_new_agents: at most this many (agent, reason) pairs start logging per
+            ``log_interval``; the rest are summed into one ``agent="*"`` line per
+            reason (at the next interval, or at ``close``).
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class TrapReceiver:
         publishers: int = 32,
         drain_timeout: float = 10.0,
         log_interval: float = 10.0,
+        log_new_agents: int = 100,
     ) -> None:
         self._config = config
         self._bus = bus
@@ -125,6 +132,10 @@ class TrapReceiver:
         self._drain_timeout = drain_timeout
         self._log_interval = log_interval
         self._log_state: dict[tuple[str, str], list[float]] = {}
+        self._log_new_agents = log_new_agents
+        self._log_window_start = time.monotonic()
+        self._log_new_in_window = 0
+        self._log_overflow: dict[str, int] = {}  # reason -> lines not written (bounded)
         self._queue: asyncio.Queue[SensoryEvent] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._transport: asyncio.DatagramTransport | None = None
@@ -278,6 +289,7 @@ class TrapReceiver:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._flush_log_overflow(time.monotonic())
         errors = self.refresh_kernel_stats()
         log.info(
             "trap_receiver_stopped",
@@ -356,6 +368,12 @@ class TrapReceiver:
         now = time.monotonic()
         state = self._log_state.get(key)
         if state is None:
+            if now - self._log_window_start >= self._log_interval:
+                self._flush_log_overflow(now)
+            if self._log_new_in_window >= self._log_new_agents:
+                self._log_overflow[reason] = self._log_overflow.get(reason, 0) + 1
+                return
+            self._log_new_in_window += 1
             if len(self._log_state) >= _LOG_KEYS_MAX:
                 self._log_state.clear()
             self._log_state[key] = [now, 0.0]
@@ -367,6 +385,22 @@ class TrapReceiver:
             state[0], state[1] = now, 0.0
         else:
             state[1] += 1
+
+    def _flush_log_overflow(self, now: float) -> None:
+        # One line per reason for the rejections from senders past the per-interval
+        # budget of new (agent, reason) pairs; then a new interval starts.
+        for reason, count in self._log_overflow.items():
+            log.warning(
+                "trap_rejected",
+                agent="*",
+                reason=reason,
+                detail=f"more than {self._log_new_agents} new senders in "
+                f"{self._log_interval:g} s; their lines are summed here",
+                suppressed=count,
+            )
+        self._log_overflow.clear()
+        self._log_window_start = now
+        self._log_new_in_window = 0
 
     async def _publisher(self) -> None:
         # Each wake-up takes what is queued (up to _BATCH) so a burst costs one task

@@ -13,6 +13,13 @@ user entry per (engine ID, user name); keys are localised to each engine ID once
 in the constructor, and cached (the 1 MiB password hash is shared by every
 engine ID of the same passphrase). Digests are compared in constant time.
 
+Timeliness (RFC 3414 §3.2 step 7b, non-authoritative side): per configured
+engine ID the latest (boots, time) of an *authenticated* message is kept with
+the local monotonic time it arrived, so a replayed message older than the
+150-second window is rejected (``not_in_time_window``). The table holds at
+most one entry per configured engine ID (unknown engines never authenticate).
+Within the window a replay is accepted, exactly as RFC 3414 allows.
+
 Imports: stdlib, ``cryptography``, netcortex.errors/config, the sibling BER codec.
 """
 
@@ -20,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
@@ -37,6 +45,7 @@ __all__ = [
     "AUTH_PROTOCOLS",
     "LEVELS",
     "PRIV_PROTOCOLS",
+    "TIME_WINDOW",
     "UsmSecurity",
     "UsmUser",
     "localize_key",
@@ -67,6 +76,12 @@ PRIV_PROTOCOLS: Final[dict[str, tuple[str, int, str]]] = {
 LEVELS: Final = ("noAuthNoPriv", "authNoPriv", "authPriv")
 
 _ONE_MIB: Final = 1_048_576
+
+#: RFC 3414 §2.2.3: a message more than this many seconds older than the
+#: authoritative engine's estimated clock is outside the time window.
+TIME_WINDOW: Final = 150
+#: the largest snmpEngineBoots; an engine there is unusable until re-keyed (§2.2.2)
+MAX_BOOTS: Final = 2147483647
 
 
 @lru_cache(maxsize=256)
@@ -149,12 +164,22 @@ class UsmSecurity:
     authenticates and decrypts a decoded v3 ``Message`` in place.
     """
 
-    def __init__(self, users: Iterable[V3User]) -> None:
+    def __init__(
+        self, users: Iterable[V3User], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         """Localise every user's keys (CPU work, no I/O).
+
+        Args:
+            users: the configured USM users.
+            clock: monotonic seconds, for the timeliness estimate.
 
         Raises:
             ValueError: two entries for the same (engine ID, user name).
         """
+        self._clock = clock
+        # engine ID -> [boots, latestReceivedEngineTime, local clock when received];
+        # only ever written for configured engine IDs after a digest verified.
+        self._engine_times: dict[bytes, list[float]] = {}
         self._users: dict[bytes, dict[bytes, UsmUser]] = {}
         for cfg in users:
             user = UsmUser.from_config(cfg)
@@ -200,7 +225,9 @@ class UsmSecurity:
             UnknownSource: ``unknown_engine_id`` / ``unknown_user``.
             AuthenticationError: ``insufficient_security_level`` (below the user's
                 level), ``unsupported_security_level`` (above what the user has
-                keys for), ``auth_failed`` (wrong digest), ``decrypt_failed``.
+                keys for), ``auth_failed`` (wrong digest), ``not_in_time_window``
+                (an authenticated message older than the engine's time window: a
+                replay), ``decrypt_failed``.
         """
         usm = message.usm
         if usm is None:
@@ -222,6 +249,7 @@ class UsmSecurity:
             )
         if level >= 1:
             self._authenticate(data, usm.auth_offset, usm.auth_params, user)
+            self._check_timeliness(usm.engine_id, usm.engine_boots, usm.engine_time)
         if level == 2:
             plain = self._decrypt(
                 usm.scoped_data, usm.priv_params, usm.engine_boots, usm.engine_time, user
@@ -237,6 +265,39 @@ class UsmSecurity:
             usm.context_engine_id, usm.context_name = ctx_engine, ctx_name
             message.pdu = pdu
         return user
+
+    def _check_timeliness(self, engine_id: bytes, boots: int, engine_time: int) -> None:
+        """RFC 3414 §3.2 step 7b for an authenticated message from ``engine_id``.
+
+        Accepts a first message (it sets the baseline), a greater boots, or equal
+        boots with a time no older than the estimated engine time minus
+        ``TIME_WINDOW``; the estimate moves forward on a newer (boots, time).
+        """
+        if not 0 <= boots < MAX_BOOTS or not 0 <= engine_time <= MAX_BOOTS:
+            raise AuthenticationError(
+                f"engine boots {boots} / time {engine_time} out of range",
+                reason="not_in_time_window",
+            )
+        now = self._clock()
+        seen = self._engine_times.get(engine_id)
+        if seen is None or boots > seen[0]:
+            self._engine_times[engine_id] = [boots, engine_time, now]
+            return
+        known_boots, latest, seen_at = seen
+        if boots < known_boots:
+            raise AuthenticationError(
+                f"engine boots {boots} is below the {int(known_boots)} already seen (replay?)",
+                reason="not_in_time_window",
+            )
+        estimated = latest + (now - seen_at)
+        if engine_time < estimated - TIME_WINDOW:
+            raise AuthenticationError(
+                f"engine time {engine_time} is more than {TIME_WINDOW} s behind the "
+                f"estimated {int(estimated)} (replay?)",
+                reason="not_in_time_window",
+            )
+        if engine_time > latest:
+            seen[1], seen[2] = engine_time, now
 
     @staticmethod
     def _authenticate(data: bytes, offset: int, received: bytes, user: UsmUser) -> None:

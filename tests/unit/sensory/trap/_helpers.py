@@ -8,6 +8,7 @@ exactly what a real bus would carry. It is a seam fake, not a mock of internals.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import shlex
 import shutil
@@ -17,6 +18,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pydantic import SecretStr
 
 from netcortex.config import TrapConfig, V3User
@@ -24,7 +28,9 @@ from netcortex.contracts.bus import Subscription
 from netcortex.contracts.codec import decode_event
 from netcortex.contracts.events import SensoryEvent
 from netcortex.metrics import Registry
-from netcortex.sensory.trap import TrapReceiver
+from netcortex.sensory.trap import TrapReceiver, ber
+from netcortex.sensory.trap.ber import VarBind
+from netcortex.sensory.trap.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS, UsmUser
 
 ENGINE_ID = "0x80001f880472312d6c6162"
 OTHER_ENGINE_ID = "0x80001f8804723220202020"  # a second device
@@ -170,3 +176,93 @@ def send_raw(port: int, payload: bytes, source: str = "127.0.0.1") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
         sock.sendto(payload, ("127.0.0.1", port))
+
+
+WARM_START = (
+    VarBind("1.3.6.1.2.1.1.3.0", "TimeTicks", 360000),
+    VarBind("1.3.6.1.6.3.1.1.4.1.0", "ObjectIdentifier", "1.3.6.1.6.3.1.1.5.2"),
+)
+
+
+def encode_v3_trap(
+    user: V3User,
+    *,
+    boots: int,
+    engine_time: int,
+    varbinds: Sequence[VarBind] = WARM_START,
+    salt: bytes = b"\x00\x00\x00\x01\x02\x03\x04\x05",
+    flags: int | None = None,
+) -> bytes:
+    """An SNMPv3 SNMPv2-Trap as ``user`` would send it (the sender is authoritative).
+
+    Built independently of the receiver's USM code path (only key localisation is
+    shared, checked against RFC 3414 A.3 vectors): digest over the whole message
+    with the auth parameters zeroed, AES IV = boots||time||salt, DES IV = pre-IV
+    XOR salt with the plaintext padded to 8 octets. ``flags`` overrides msgFlags.
+    """
+    local = UsmUser.from_config(user)
+    level = local.level if flags is None else (flags & 1) + ((flags & 2) >> 1)
+    msg_flags = (flags if flags is not None else (0, 1, 3)[local.level]).to_bytes(1, "big")
+    mac_len = AUTH_PROTOCOLS[local.auth_protocol][1] if local.auth_protocol else 0
+    pdu = ber.encode_tlv(
+        0xA7,
+        ber.encode_value("Integer", 1234)
+        + ber.encode_value("Integer", 0)
+        + ber.encode_value("Integer", 0)
+        + ber.encode_varbinds(list(varbinds)),
+    )
+    scoped = ber.encode_tlv(
+        0x30, ber.encode_tlv(0x04, local.engine_id) + ber.encode_tlv(0x04, b"") + pdu
+    )
+    priv_params = b""
+    if level == 2:
+        assert local.priv_protocol is not None
+        priv_params = salt
+        key = local.priv_key
+        if PRIV_PROTOCOLS[local.priv_protocol][0] == "des":
+            iv = bytes(a ^ b for a, b in zip(key[8:16], salt, strict=True))
+            enc = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).encryptor()
+            padded = scoped + bytes(-len(scoped) % 8)
+        else:
+            iv = boots.to_bytes(4, "big") + engine_time.to_bytes(4, "big") + salt
+            enc = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
+            padded = scoped
+        msg_data = ber.encode_tlv(0x04, enc.update(padded) + enc.finalize())
+    else:
+        msg_data = scoped
+    usm_params = ber.encode_tlv(
+        0x30,
+        ber.encode_tlv(0x04, local.engine_id)
+        + ber.encode_value("Integer", boots)
+        + ber.encode_value("Integer", engine_time)
+        + ber.encode_tlv(0x04, local.name)
+        + ber.encode_tlv(0x04, bytes(mac_len))
+        + ber.encode_tlv(0x04, priv_params),
+    )
+    header = ber.encode_tlv(
+        0x30,
+        ber.encode_value("Integer", 77)
+        + ber.encode_value("Integer", 65507)
+        + ber.encode_tlv(0x04, msg_flags)
+        + ber.encode_value("Integer", 3),
+    )
+    whole = ber.encode_tlv(
+        0x30,
+        ber.encode_value("Integer", 3) + header + ber.encode_tlv(0x04, usm_params) + msg_data,
+    )
+    if level == 0:
+        return whole
+    assert local.auth_protocol is not None
+    hash_name = AUTH_PROTOCOLS[local.auth_protocol][0]
+    mac = hmac.digest(local.auth_key, whole, hash_name)[:mac_len]
+    # The zeroed auth parameters are the only run of mac_len zero octets right after
+    # the user name TLV; place the digest there.
+    marker = ber.encode_tlv(0x04, local.name) + ber.encode_tlv(0x04, bytes(mac_len))
+    at = whole.index(marker) + len(marker) - mac_len
+    return whole[:at] + mac + whole[at + mac_len :]
+
+
+def v3_user(name: str, engine_id: str = ENGINE_ID) -> V3User:
+    """The test user ``name`` on ``engine_id`` (from ``v3_users``)."""
+    (user,) = [u for u in v3_users() if u.user == name and u.engine_id == engine_id]
+    return user

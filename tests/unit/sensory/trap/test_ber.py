@@ -185,6 +185,25 @@ _HDR = b"\x02\x01\x01\x02\x01\x00\x02\x01\x00"
             ),
             id="oid-arc-over-32-bits",
         ),
+        pytest.param(
+            _msg(_HDR + b"\x30\x09\x30\x07\x06\x03\x2b\x80\x01\x05\x00"), id="oid-0x80-last-arc"
+        ),
+        pytest.param(
+            _msg(_HDR + b"\x30\x09\x30\x07\x06\x03\x80\x2b\x05\x05\x00"), id="oid-0x80-first-arc"
+        ),
+        pytest.param(
+            _msg(
+                _HDR
+                + ber.encode_tlv(
+                    0x30,
+                    ber.encode_tlv(
+                        0x30,
+                        ber.encode_tlv(0x06, b"\x2b" + b"\x80" * 4000 + b"\x01\x05") + b"\x05\x00",
+                    ),
+                )
+            ),
+            id="oid-padded-to-4k-octets",
+        ),
     ],
 )
 def test_malformed_raises_decode_error(data: bytes) -> None:

@@ -13,9 +13,11 @@ from pydantic import SecretStr
 from netcortex.errors import AuthenticationError, DecodeError, IngestError, PayloadTooLarge
 from netcortex.sensory.trap import Normalizer, TrapDecoder, ber, normalize
 from netcortex.sensory.trap.ber import Message, Pdu, VarBind
+from netcortex.thalamus.subjects import validate_subject
 from tests.unit.sensory.trap import _seeds
 from tests.unit.sensory.trap._helpers import trap_config
 
+_IF_NAME = "1.3.6.1.2.1.31.1.1.1.1.5"
 _UPTIME = VarBind("1.3.6.1.2.1.1.3.0", "TimeTicks", 100)
 
 
@@ -88,6 +90,13 @@ class TestDecoder:
         assert note.trap_oid == oid
         assert note.uptime == 360000
         assert (note.enterprise, note.agent_addr) == (enterprise, "192.0.2.7")
+
+    def test_v1_specific_trap_must_be_an_oid_arc(self, decoder: TrapDecoder) -> None:
+        """A negative enterprise-specific trap number is malformed, not a bogus snmpTrapOID."""
+        with pytest.raises(DecodeError) as info:
+            decoder.decode(_v1("1.3.6.1.4.1.9", 6, -1))
+        assert info.value.reason == "malformed"
+        assert decoder.decode(_v1("1.3.6.1.4.1.9", 2, -1)).trap_oid == "1.3.6.1.6.3.1.1.5.3"
 
     def test_non_notification_pdus(self, decoder: TrapDecoder) -> None:
         """Get/Set/Response/Report and a v2c-wrapped Trap-PDU are ``unexpected_pdu``."""
@@ -180,6 +189,22 @@ class TestNormalizer:
             {"oid": vb.oid, "type": "OctetString", "value": "000162696e617279", "encoding": "hex"}
         ]
         json.dumps(dict(event.payload))
+
+    def test_overlong_interface_name_still_publishable(self) -> None:
+        """An ifName whose escaped token would break the subject limit is shortened, kept unique."""
+        names = ("\u3000" * 255, "\u3000" * 254 + "x")  # 255 ideographic spaces: 9 chars each
+        events = [
+            self._event(_v2c("1.3.6.1.6.3.1.1.5.3", VarBind(_IF_NAME, "OctetString", n.encode())))
+            for n in names
+        ]
+        for name, event in zip(names, events, strict=True):
+            validate_subject(event.subject)
+            assert event.payload["if_name"] == name
+            assert event.interface is not None
+            assert event.interface.startswith("\u3000" * 48 + "~")
+        assert events[0].subject != events[1].subject
+        short = self._event(_v2c("1.3.6.1.6.3.1.1.5.3", VarBind(_IF_NAME, "OctetString", b"Gi 1")))
+        assert short.interface == "Gi 1"
 
     def test_link_interface_fallbacks(self) -> None:
         """Interface is ifName, else ifDescr, else ``ifIndex=N`` (from value or instance)."""

@@ -244,3 +244,22 @@ async def test_many_concurrent_senders(tmp_path: Path) -> None:
         assert set(codes) == {0}
         events = await bus.wait_for(30)
     assert len({e.id for e in events}) == 30
+
+
+async def test_v3_replay_outside_time_window_rejected(tmp_path: Path) -> None:
+    """snmptrap -Z: an older time in the same boots is ``not_in_time_window``; newer boots pass."""
+    async with running_receiver() as (receiver, bus, registry):
+        port = receiver.bound_address[1]
+        v3 = _v3("netcortex", "authPriv", "SHA-256", "AES")
+        assert await _send([*v3, "-Z", "5,1000"], port, tmp_path) == 0
+        await bus.wait_for(1)
+        with capture_logs() as logs:
+            assert await _send([*v3, "-Z", "5,800"], port, tmp_path) == 0
+            await wait_until(lambda: rejected(registry, "not_in_time_window") == 1)
+        (line,) = [e for e in logs if e["event"] == "trap_rejected"]
+        assert line["reason"] == "not_in_time_window"
+        assert await _send([*v3, "-Z", "5,900"], port, tmp_path) == 0  # within 150 s
+        assert await _send([*v3, "-Z", "6,1"], port, tmp_path) == 0  # the sender rebooted
+        events = await bus.wait_for(3)
+    assert len(events) == 3
+    assert rejected(registry, "not_in_time_window") == 1

@@ -253,6 +253,21 @@ async def test_rejection_logs_are_rate_limited() -> None:
     assert sorted(line["agent"] for line in lines) == ["127.0.0.1", "127.0.0.3"]
 
 
+async def test_flood_from_many_sources_logs_a_bounded_number_of_lines() -> None:
+    """Junk from more new senders than the per-interval budget is summed into one line."""
+    async with running_receiver(log_interval=60.0, log_new_agents=5) as (receiver, _bus, registry):
+        port = receiver.bound_address[1]
+        with capture_logs() as logs:
+            for i in range(2, 22):  # twenty distinct loopback sources
+                send_raw(port, b"junk", source=f"127.0.0.{i}")
+            await wait_until(lambda: rejected(registry, "malformed") == 20)
+            await receiver.close()
+    lines = [e for e in logs if e["event"] == "trap_rejected"]
+    assert len(lines) == 6
+    (summary,) = [line for line in lines if line["agent"] == "*"]
+    assert (summary["reason"], summary["suppressed"]) == ("malformed", 15)
+
+
 def test_inform_answered_under_uvloop() -> None:
     """Under uvloop a raw v2c inform is answered and published like under asyncio."""
     uvloop = pytest.importorskip("uvloop")
