@@ -69,6 +69,7 @@ from netcortex.errors import (
     NetcortexError,
     PublishTimeout,
 )
+from netcortex.logs import redact_url
 from netcortex.metrics import Registry
 from netcortex.thalamus._metrics import BusMetrics
 from netcortex.thalamus.subjects import (
@@ -335,6 +336,7 @@ class _PullConsumer:
         self._pending = 0
         self._check = False  # verify the consumer still exists before the next pull
         self._last_stream_seq = 0
+        self._stream_created: object = None  # StreamInfo.created when the consumer was made
         self._prefix_len = len(bus._prefix)
 
     def _config(self, start_seq: int = 0) -> ConsumerConfig:
@@ -363,8 +365,7 @@ class _PullConsumer:
                 with contextlib.suppress(nats.js.errors.NotFoundError):
                     info = await js.consumer_info(self._stream, self.name)
             if info is None:
-                start = self._last_stream_seq + 1 if self._last_stream_seq else 0
-                await js.add_consumer(self._stream, self._config(start))
+                await js.add_consumer(self._stream, self._config(await self._start_seq(js)))
                 return
             have = info.config
             want = self._config()
@@ -379,6 +380,20 @@ class _PullConsumer:
                 want.opt_start_time = have.opt_start_time
                 await js.add_consumer(self._stream, want)
                 log.info("bus_consumer_updated", stream=self._stream, consumer=self.name)
+
+    async def _start_seq(self, js: JetStreamContext) -> int:
+        """Where a (re-)created consumer starts: 0 (only new messages) the first time,
+        then just after the last message this consumer saw — unless the stream itself
+        was re-created since (``storage: memory`` and a server restart, or a deleted
+        stream): its sequence numbers started again at 1, so resuming at the old
+        number would skip everything published since; start at its first message."""
+        info = await js.stream_info(self._stream)
+        created, self._stream_created = self._stream_created, info.created
+        if not self._last_stream_seq:
+            return 0
+        if info.state.last_seq < self._last_stream_seq or created != info.created:
+            return max(info.state.first_seq, 1)
+        return self._last_stream_seq + 1
 
     async def start(self) -> None:
         nc = self._bus._client()
@@ -457,6 +472,9 @@ class _PullConsumer:
             try:
                 await js.consumer_info(self._stream, self.name)
             except nats.js.errors.NotFoundError:
+                # the consumer is gone, and maybe its stream too (memory storage and a
+                # server restart): make the stream first rather than wait for a publish
+                await self._bus._ensure_stream(self.root, force=True)
                 await self.ensure()
                 log.warning(
                     "bus_consumer_recreated",
@@ -603,6 +621,7 @@ class NatsEventBus:
     def __init__(self, config: BusConfig, metrics: Registry | None = None) -> None:
         self._config = config
         self._prefix = f"{config.namespace}." if config.namespace else ""
+        self._url = redact_url(config.nats_url)  # for logs and messages: no credentials
         self._suffix = f"_{config.namespace}" if config.namespace else ""
         bus_metrics = BusMetrics(metrics)
         registry = bus_metrics.registry
@@ -673,7 +692,7 @@ class NatsEventBus:
                 raise BusUnavailable("the bus is closed")
             nc = NatsClient()
             try:
-                with nats_errors(f"connect {self._config.nats_url}"):
+                with nats_errors(f"connect {self._url}"):
                     async with asyncio.timeout(self._config.publish_timeout):
                         await nc.connect(
                             servers=[self._config.nats_url],
@@ -702,7 +721,7 @@ class NatsEventBus:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 raise
-            log.info("bus_connected", backend=_BACKEND, url=self._config.nats_url)
+            log.info("bus_connected", backend=_BACKEND, url=self._url)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("bus_error", backend=_BACKEND, error=_describe(exc))
@@ -710,11 +729,11 @@ class NatsEventBus:
     async def _on_disconnected(self) -> None:
         if self._running:
             self._connection_events.inc(event="disconnected")
-            log.warning("bus_disconnected", backend=_BACKEND, url=self._config.nats_url)
+            log.warning("bus_disconnected", backend=_BACKEND, url=self._url)
 
     async def _on_reconnected(self) -> None:
         self._connection_events.inc(event="reconnected")
-        log.info("bus_reconnected", backend=_BACKEND, url=self._config.nats_url)
+        log.info("bus_reconnected", backend=_BACKEND, url=self._url)
         for sub in list(self._subs):
             for consumer in sub._consumers:
                 consumer.wake(check=True)

@@ -238,6 +238,28 @@ class TestConnection:
         assert loop.time() - started < 3.0
         await bus.close()
 
+    async def test_credentials_in_the_url_never_reach_logs_or_errors(
+        self, bus_factory: BusFactory, nats_server: NatsServer
+    ) -> None:
+        """The user-info of ``bus.nats_url`` is redacted in connection log lines and in
+        the BusUnavailable message of a failed connect."""
+        with capture_logs() as logs:
+            url = nats_server.url.replace("nats://", "nats://alice:s3cret@")
+            await bus_factory("nats", nats_url=url)
+            down = NatsEventBus(
+                BusConfig(
+                    backend="nats",
+                    nats_url=f"nats://alice:s3cret@127.0.0.1:{free_port()}",
+                    publish_timeout=0.5,
+                )
+            )
+            with pytest.raises(BusUnavailable) as info:
+                await down.start()
+            await down.close()
+        assert "s3cret" not in str(info.value)
+        assert "s3cret" not in repr(logs)
+        assert any(e["event"] == "bus_connected" for e in logs)
+
     async def test_survives_server_restart(self, bus_factory: BusFactory) -> None:
         """After nats-server restarts (same port, same store) the bus reconnects, logs it,
         and publishing durable and plain subscriptions carry on."""
@@ -268,6 +290,40 @@ class TestConnection:
             events = [e["event"] for e in logs]
             assert "bus_disconnected" in events
             assert "bus_reconnected" in events
+        finally:
+            await bus.close()
+            await asyncio.to_thread(server.cleanup)
+
+    async def test_memory_storage_restart_loses_nothing_published_after(
+        self, bus_factory: BusFactory
+    ) -> None:
+        """With ``storage: memory`` a server restart empties the streams; the consumers
+        the bus re-creates start at the new stream's beginning, not at the sequence
+        they had reached in the old one, so events published after the restart arrive."""
+        server = NatsServer()
+        await asyncio.to_thread(server.start)
+        try:
+            bus = await bus_factory("nats", nats_url=server.url, storage="memory")
+            sub = await bus.subscribe("sensory.>", durable="amnesiac")
+            plain = await bus.subscribe("sensory.>")
+            for i in range(3):  # the old stream reaches sequence 3
+                await bus.publish(SUBJECT, f"before-{i}".encode())
+            for s in (sub, plain):
+                for _ in range(3):
+                    await (await s.next(timeout=RECEIPT)).ack()
+
+            await asyncio.to_thread(server.restart)
+            async with asyncio.timeout(RECEIPT):
+                while True:  # not confirmed until the client is back and the stream re-made
+                    try:
+                        await bus.publish(SUBJECT, b"after", msg_id="after-1")
+                        break
+                    except (BusUnavailable, PublishTimeout):
+                        await asyncio.sleep(0.05)
+            for s in (sub, plain):
+                msg = await s.next(timeout=RECEIPT)
+                await msg.ack()
+                assert msg.data == b"after"
         finally:
             await bus.close()
             await asyncio.to_thread(server.cleanup)
