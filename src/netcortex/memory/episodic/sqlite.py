@@ -292,6 +292,9 @@ class SqliteOutcomeStore:
             try:
                 await ready
             except BaseException:
+                # Cancelled (or failed) while the writer opened the file: a writer that
+                # did open is now waiting for work, so tell it to stop before joining it.
+                self._queue.put(_Flush(loop, loop.create_future(), stop=True))
                 await asyncio.to_thread(thread.join)
                 raise
             self._thread = thread
@@ -500,11 +503,18 @@ class SqliteOutcomeStore:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
-        except StoreError as exc:
+        except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any batch
+            # Not only sqlite3 errors: a value SQLite cannot bind (an int beyond 64 bits
+            # raises OverflowError) would otherwise kill the writer and hang every flush.
+            error = (
+                exc
+                if isinstance(exc, StoreError)
+                else StoreError(f"sqlite write failed on {self._path}: {type(exc).__name__}: {exc}")
+            )
             # One line per failed batch; the StoreError carries the sqlite message.
-            log.error("store_write_failed", backend="sqlite", rows=len(rows), error=str(exc))
+            log.error("store_write_failed", backend="sqlite", rows=len(rows), error=str(error))
             self._from_thread(self._metrics.failure)
-            return exc
+            return error
         self._from_thread(self._metrics.batch, len(rows), written, time.perf_counter() - started)
         return None
 

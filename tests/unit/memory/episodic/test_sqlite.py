@@ -6,8 +6,10 @@ Behaviour every store shares is in ``tests/contracts/test_outcome_store.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,35 @@ class TestErrors:
             assert [o.summary for o in await store.query(OutcomeQuery())] == ["o2"]
         failures = metrics.counter("netcortex_store_write_failures_total", "", ("backend",))
         assert failures.value(backend="sqlite") == 1
+
+    async def test_unbindable_value_fails_its_batch_not_the_writer(self, tmp_path: Path) -> None:
+        """A row SQLite cannot bind (an integer beyond 64 bits) fails its flush with
+        StoreError and the writer thread keeps writing later batches."""
+        bad = dataclasses.replace(_outcome(1), schema_version=2**70)
+        async with asyncio.timeout(10):
+            async with SqliteOutcomeStore(_config(tmp_path / "o.db")) as store:
+                await store.record(bad)
+                with pytest.raises(StoreError, match="OverflowError"):
+                    await store.flush()
+                await store.record(_outcome(2))
+                await store.flush()
+                assert [o.summary for o in await store.query(OutcomeQuery())] == ["o2"]
+
+    async def test_cancelled_start_stops_its_writer(self, tmp_path: Path) -> None:
+        """A start() cancelled while the writer opens the file returns promptly, leaves
+        no writer thread behind, and the store can be started afterwards."""
+        store = SqliteOutcomeStore(_config(tmp_path / "o.db"))
+        task = asyncio.create_task(store.start())
+        await asyncio.sleep(0)  # the task is now awaiting the writer's "ready"
+        task.cancel()
+        async with asyncio.timeout(10):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert not [t for t in threading.enumerate() if t.name.endswith(":o.db")]
+        async with asyncio.timeout(10), store:
+            await store.record(_outcome(1))
+            await store.flush()
+            assert [o.summary for o in await store.query(OutcomeQuery())] == ["o1"]
 
     async def test_details_not_json_is_refused_at_record(self, tmp_path: Path) -> None:
         """An outcome whose details are not JSON is refused by record, not lost in a batch."""
