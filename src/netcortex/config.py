@@ -64,7 +64,11 @@ PRIV_PROTOCOLS: dict[str, str] = {
 
 class _Section(BaseModel):
     # YAML turns `community: 12345678` or `namespace: 123` into numbers; keep them text.
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    # `.inf`/`.nan` would pass `gt=0` and break at run time (JetStream durations are
+    # integer nanoseconds), so no float setting accepts them.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False
+    )
 
 
 class BusConfig(_Section):

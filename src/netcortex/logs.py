@@ -27,6 +27,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import structlog
 from pydantic import SecretBytes, SecretStr
@@ -34,7 +35,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from netcortex.config import LogConfig
 
-__all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact_secrets"]
+__all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact_secrets", "redact_url"]
 
 #: What a secret value is replaced with.
 REDACTED = "**redacted**"
@@ -131,6 +132,22 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
         elif isinstance(value, SecretStr | SecretBytes | Mapping | list | tuple):
             event_dict[key] = _scrub(value, 0)
     return event_dict
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user-info (``user:password@`` or a bare ``token@``) redacted.
+
+    For server URLs that go into log lines and messages: ``nats://alice:pw@host:4222``
+    becomes ``nats://**redacted**@host:4222``; a URL without credentials is unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{REDACTED}@{host}").geturl()
 
 
 def _drop_color_message(_l: WrappedLogger, _m: str, event_dict: EventDict) -> EventDict:

@@ -121,6 +121,18 @@ class TestLoadConfig:
 
 
 class TestConfigErrors:
+    def test_infinite_or_nan_durations_are_refused(self, tmp_path: Path) -> None:
+        """``.inf`` and ``.nan`` are configuration errors for float settings, not run-time
+        crashes (a JetStream ``ack_wait`` of infinity cannot become nanoseconds)."""
+        path = write(
+            tmp_path,
+            "bus:\n  ack_wait: .inf\n  stream_max_age: .nan\nstore:\n  flush_interval: .inf\n",
+        )
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {})
+        keys = {key for _, key, _ in info.value.problems}
+        assert keys == {"bus.ack_wait", "bus.stream_max_age", "store.flush_interval"}
+
     def test_all_problems_reported_at_once_with_key_and_file(self, tmp_path: Path) -> None:
         """Every invalid key is in one ConfigError, each naming its key and the file."""
         path = write(

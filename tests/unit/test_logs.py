@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from netcortex.config import LogConfig
-from netcortex.logs import REDACTED, configure_logging, redact_secrets
+from netcortex.logs import REDACTED, configure_logging, redact_secrets, redact_url
 
 
 class TTYStream(io.StringIO):
@@ -179,3 +179,18 @@ class TestRedaction:
         assert captured == [
             {"event": "trap_rejected", "community": REDACTED, "log_level": "warning"}
         ]
+
+
+class TestRedactUrl:
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("nats://alice:s3cret@10.0.0.1:4222", f"nats://{REDACTED}@10.0.0.1:4222"),
+            ("nats://t0ken@nats.example", f"nats://{REDACTED}@nats.example"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("tls://u:p@[::1]:4222", f"tls://{REDACTED}@[::1]:4222"),
+        ],
+    )
+    def test_user_info_is_redacted(self, url: str, expected: str) -> None:
+        """A URL's user-info (user:password or a token) is redacted; the rest is kept."""
+        assert redact_url(url) == expected

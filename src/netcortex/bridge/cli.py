@@ -66,7 +66,10 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     m = _DURATION.match(text)
     if m:
         amount, unit = float(m.group(1)), m.group(2).lower()
-        return current - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        try:
+            return current - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        except OverflowError:  # "99999999w": before year 1
+            raise UsageError(f"invalid time {value!r}: that is too long ago") from None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -259,7 +262,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     )
     bus: str = config.bus.backend
     if bus == "nats":
-        bus = f"nats {config.bus.nats_url}"
+        from netcortex.logs import redact_url
+
+        bus = f"nats {redact_url(config.bus.nats_url)}"
     print(f"OK: {args.file} (bus={bus}, store={config.store.backend}, trap={trap})")
     return EXIT_OK
 

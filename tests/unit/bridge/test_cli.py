@@ -71,6 +71,11 @@ class TestParseTime:
         with pytest.raises(UsageError, match="30s, 10m, 2h, 1d"):
             parse_time(text, now=NOW)
 
+    def test_duration_beyond_the_calendar_is_a_usage_error(self) -> None:
+        """A duration reaching before year 1 is a usage error, not a traceback."""
+        with pytest.raises(UsageError, match="too long ago"):
+            parse_time("99999999w", now=NOW)
+
 
 class TestBasics:
     def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,6 +130,20 @@ class TestCheckConfig:
         err = capsys.readouterr().err
         assert f"{path}: trap.port:" in err
         assert f"{path}: bus.backend:" in err
+
+    def test_nats_credentials_are_not_printed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The summary names the NATS server without the user-info of its URL."""
+        path = tmp_path / "nats.yaml"
+        path.write_text(
+            "bus:\n  backend: nats\n  nats_url: nats://alice:s3cret@nats.example:4222\n",
+            encoding="utf-8",
+        )
+        assert main(["check-config", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "s3cret" not in out
+        assert "nats://**redacted**@nats.example:4222" in out
 
     def test_unknown_disabled_handler(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
