@@ -264,18 +264,25 @@ class ReflexRunner:
         """
         loop = asyncio.get_running_loop()
         swept = 0
-        while loop.time() < deadline:
-            try:
-                msg = await worker.subscription.next(timeout=0)
-            except (TimeoutError, BusError):
-                break
-            try:
-                await self._process(worker.handler, msg)
-            except Exception:  # the sweep must reach every message (logged with traceback)
-                self._metrics.errors.inc(handler=worker.handler.id)
-                log.exception("reflex_message_failed", msg_id=msg.msg_id)
-            swept += 1
-        else:
+        timed_out = False
+        # Runs in stop()'s caller's context, not the handler task's: bind handler_id as
+        # the task does, and unbind it and the subject afterwards so that neither leaks
+        # into the caller's later log lines (engine_stopped ...).
+        with structlog.contextvars.bound_contextvars(handler_id=worker.handler.id, subject=None):
+            while loop.time() < deadline:
+                try:
+                    msg = await worker.subscription.next(timeout=0)
+                except (TimeoutError, BusError):
+                    break
+                try:
+                    await self._process(worker.handler, msg)
+                except Exception:  # the sweep must reach every message (logged with traceback)
+                    self._metrics.errors.inc(handler=worker.handler.id)
+                    log.exception("reflex_message_failed", msg_id=msg.msg_id)
+                swept += 1
+            else:
+                timed_out = True
+        if timed_out:
             log.warning("reflex_drain_timeout", handler_id=worker.handler.id, swept=swept)
         if swept:
             log.info("reflex_drained", handler_id=worker.handler.id, events=swept)

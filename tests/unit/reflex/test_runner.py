@@ -541,6 +541,22 @@ class TestObservability:
         assert handler.context["handler_id"] == "echo"
         assert handler.context["subject"] == event.subject
 
+    async def test_stop_sweep_binds_context_without_leaking_it(self, bus: InMemoryEventBus) -> None:
+        """Events handled by stop()'s sweep carry handler_id and subject in the log
+        context, and none of it is left bound in the caller of stop() afterwards."""
+        handler = EchoHandler()
+        pipeline, rec = recording_pipeline()
+        runner = ReflexRunner(HandlerRegistry([handler]), bus, pipeline)
+        event = make_event("link_down", interface="Gi3")
+        await runner.start()
+        await publish(bus, event)  # queued; the idle handler task is cancelled by stop()
+        async with asyncio.timeout(WAIT):
+            await runner.stop()  # awaited directly, as Engine does: same context
+        assert [o.event_id for o in rec.outcomes] == [event.id]
+        assert handler.context["handler_id"] == "echo"
+        assert handler.context["subject"] == event.subject
+        assert structlog.contextvars.get_contextvars() == {}
+
     async def test_metrics_count_outcomes_and_latencies(self, bus: InMemoryEventBus) -> None:
         """Outcomes are counted by handler and kind; handler and end-to-end latency are observed."""
         metrics = Registry()
