@@ -16,7 +16,6 @@ import structlog
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.codec import encode_outcome
 from netcortex.contracts.memory import OutcomeStore
-from netcortex.errors import BusError
 from netcortex.metrics import Registry
 from netcortex.reflex.protocol import ReflexOutcome
 from netcortex.thalamus.subjects import outcome_subject
@@ -114,12 +113,18 @@ class BusSink:
         await self._room.acquire()
         task = asyncio.create_task(self._publish(subject, data, outcome.outcome_id))
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        # Released in a done-callback, not in the coroutine: a task cancelled
+        # before it first runs never enters its ``finally`` but still calls back.
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._room.release()
 
     async def _publish(self, subject: str, data: bytes, outcome_id: str) -> None:
         try:
             await self._bus.publish(subject, data, msg_id=outcome_id)
-        except BusError as exc:
+        except Exception as exc:  # noqa: BLE001 - nothing awaits this task: count and log all
             self._failures.inc(sink=self.name)
             log.error(
                 "outcome_publish_failed",
@@ -127,8 +132,6 @@ class BusSink:
                 subject=subject,
                 error=f"{type(exc).__name__}: {exc}",
             )
-        finally:
-            self._room.release()
 
     async def flush(self) -> None:
         """Return when every publish started before the call has finished (or failed)."""

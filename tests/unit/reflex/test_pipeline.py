@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -92,6 +93,19 @@ class TestSinks:
         assert failures is not None
         assert failures.value(sink="bus") == 1  # type: ignore[union-attr]
         assert [e["event"] for e in logs] == ["outcome_publish_failed"]
+
+    async def test_bus_sink_cancelled_publish_frees_its_window_slot(
+        self, bus: InMemoryEventBus
+    ) -> None:
+        """A publish task cancelled before it ran still frees its slot, so emit never hangs."""
+        sink = BusSink(bus, max_inflight=1)
+        first = await LinkDownHandler().handle(make_event(interface="Gi1"))
+        await sink.emit(first)
+        for task in list(sink._inflight):  # cancelled before the loop ever runs it
+            task.cancel()
+        second = await LinkDownHandler().handle(make_event(interface="Gi2"))
+        await asyncio.wait_for(sink.emit(second), 5)
+        await sink.flush()
 
     async def test_bus_sink_window_bounds_inflight_publishes(self, bus: InMemoryEventBus) -> None:
         """With a window of one, every outcome is still published and flush leaves none pending."""
