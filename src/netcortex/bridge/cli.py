@@ -280,7 +280,7 @@ async def query_outcomes(config: Config, query: OutcomeQuery) -> list[ReflexOutc
     """
     from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 
-    store = SqliteOutcomeStore(config.store)
+    store = SqliteOutcomeStore(config.store, read_only=True)
     await store.start()
     try:
         return await store.query(query)

@@ -230,14 +230,20 @@ class SqliteOutcomeStore:
     databases. Supports ``async with``.
     """
 
-    def __init__(self, config: StoreConfig, metrics: Registry | None = None) -> None:
+    def __init__(
+        self, config: StoreConfig, metrics: Registry | None = None, *, read_only: bool = False
+    ) -> None:
         """Prepare the store (no I/O until ``start``).
 
         Args:
             config: the ``store`` section (``sqlite_path``, ``batch_size``,
                 ``flush_interval``).
             metrics: where to count; a private registry when ``None``.
+            read_only: for readers such as ``netcortex outcomes``: ``start`` only
+                opens an existing store (never creates a file, directory or
+                schema, starts no writer) and ``record`` raises ``StoreError``.
         """
+        self._read_only = read_only
         self._path = Path(config.sqlite_path)
         self._batch_size = config.batch_size
         self._interval = config.flush_interval
@@ -278,6 +284,9 @@ class SqliteOutcomeStore:
                 return
             if str(self._path) == ":memory:":
                 raise StoreError("store.sqlite_path must be a file, not ':memory:'")
+            if self._read_only:
+                await self._start_read_only()
+                return
             loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
             self._queue = queue.SimpleQueue()
@@ -301,6 +310,15 @@ class SqliteOutcomeStore:
             self._open = True
             log.info("store_opened", backend="sqlite", path=str(self._path))
 
+    async def _start_read_only(self) -> None:
+        """Open the reader on an existing store; nothing is created."""
+        if not self._path.is_file():
+            raise StoreError(f"no outcome store at {self._path}")
+        with self._reader_lock, _sqlite_errors("open read-only", self._path):
+            self._reader = self._connect(read_only=True)
+        self._loop = asyncio.get_running_loop()
+        self._open = True
+
     async def close(self) -> None:
         """Flush, stop the writer, close the connections. Idempotent; safe without ``start``.
 
@@ -308,6 +326,10 @@ class SqliteOutcomeStore:
             StoreError: the final flush failed (the store is closed anyway).
         """
         async with self._lifecycle:
+            if self._read_only:
+                self._open = False
+                await asyncio.to_thread(self._close_reader)
+                return
             if not self._open or self._loop is None or self._thread is None:
                 return
             self._open = False  # record() refuses from here on
@@ -340,6 +362,8 @@ class SqliteOutcomeStore:
         """
         if not self._open or self._loop is None:
             raise StoreError("outcome store is not open (call start() first, or it was closed)")
+        if self._read_only:
+            raise StoreError("outcome store was opened read-only")
         pending = self._pending
         pending.append(_row(outcome))
         if len(pending) >= self._batch_size:
@@ -365,6 +389,8 @@ class SqliteOutcomeStore:
         """
         if not self._open or self._loop is None:
             raise StoreError("outcome store is not open")
+        if self._read_only:
+            return  # nothing can have been recorded
         self._hand_over()
         done: asyncio.Future[None] = self._loop.create_future()
         self._queue.put(_Flush(self._loop, done))

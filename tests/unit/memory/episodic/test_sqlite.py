@@ -249,3 +249,48 @@ class TestErrors:
             await store.query(OutcomeQuery())
         with pytest.raises(StoreError, match="not open"):
             await store.flush()
+
+
+class TestReadOnly:
+    async def test_reads_what_a_writer_stored_while_it_runs(self, tmp_path: Path) -> None:
+        """A read-only store sees rows a running writer committed, beside it (WAL)."""
+        path = tmp_path / "o.db"
+        outcome = _outcome(1)
+        async with SqliteOutcomeStore(_config(path)) as writer:
+            await writer.record(outcome)
+            await writer.flush()
+            async with SqliteOutcomeStore(_config(path), read_only=True) as reader:
+                assert await reader.query(OutcomeQuery()) == [outcome]
+                await reader.flush()  # nothing to flush, not an error
+
+    async def test_never_creates_anything(self, tmp_path: Path) -> None:
+        """Opening a missing store read-only fails with StoreError and creates no file or dir."""
+        path = tmp_path / "missing" / "o.db"
+        store = SqliteOutcomeStore(_config(path), read_only=True)
+        with pytest.raises(StoreError, match="no outcome store"):
+            await store.start()
+        assert not path.parent.exists()
+
+    async def test_refuses_writes(self, tmp_path: Path) -> None:
+        """record on a read-only store raises StoreError and the file is unchanged."""
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path)):
+            pass
+        async with SqliteOutcomeStore(_config(path), read_only=True) as reader:
+            with pytest.raises(StoreError, match="read-only"):
+                await reader.record(_outcome(2))
+        assert _raw_count(path) == 0
+
+    async def test_a_foreign_sqlite_file_is_a_store_error(self, tmp_path: Path) -> None:
+        """A SQLite file without the outcome tables reads as a StoreError, and gains none."""
+        path = tmp_path / "other.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        async with SqliteOutcomeStore(_config(path), read_only=True) as reader:
+            with pytest.raises(StoreError):
+                await reader.query(OutcomeQuery())
+        with sqlite3.connect(path) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        conn.close()
+        assert tables == {"t"}
