@@ -60,6 +60,7 @@ _SUMMARY_LIMIT = 200
 _TRUNCATED = "\n  … (traceback truncated) …\n"
 # After a transient receive error, wait this long before asking again (no hot loop).
 _RECEIVE_RETRY_DELAY = 0.1
+_RESUBSCRIBE_MAX_DELAY = 5.0
 
 
 def truncate_traceback(exc: BaseException, limit: int = DIAGNOSTIC_LIMIT) -> str:
@@ -295,7 +296,12 @@ class ReflexRunner:
             try:
                 msg = await sub.next()
             except BusUnavailable:
-                break  # closed: by stop(), or by the bus going away (logged below)
+                if self._stopping:
+                    break  # closed by stop()
+                # Lost while running (closed under us, or the bus went away): a
+                # handler must not stay deaf, so subscribe again with backoff.
+                sub = await self._resubscribe(worker)
+                continue
             except BusError as exc:
                 log.warning("reflex_receive_failed", error=str(exc))
                 await asyncio.sleep(_RECEIVE_RETRY_DELAY)
@@ -308,8 +314,30 @@ class ReflexRunner:
                 log.exception("reflex_message_failed", msg_id=msg.msg_id)
             finally:
                 worker.busy = False
-        if not self._stopping:
-            log.error("reflex_subscription_closed")
+
+    async def _resubscribe(self, worker: _Worker) -> Subscription:
+        """Open the handler's subscription again, retrying with backoff until it works.
+
+        Returns the new subscription (also stored on ``worker``). ``stop()``
+        cancels this wait like any idle wait.
+        """
+        handler = worker.handler
+        log.error("reflex_subscription_lost")
+        await _close_quietly(worker.subscription)
+        delay = _RECEIVE_RETRY_DELAY
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                sub = await self._bus.subscribe(handler.patterns, durable=f"reflex-{handler.id}")
+            except BusError as exc:
+                log.warning("reflex_resubscribe_failed", attempt=attempt, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RESUBSCRIBE_MAX_DELAY)
+                continue
+            worker.subscription = sub
+            log.info("reflex_resubscribed", attempt=attempt)
+            return sub
 
     async def _process(self, handler: ReflexHandler, msg: BusMessage) -> None:
         """Run one message through decode → gates → handler → sinks → ack."""

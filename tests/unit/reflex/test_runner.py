@@ -513,6 +513,32 @@ class TestLifecycle:
         await asyncio.wait_for(runner.stop(), WAIT)
         assert {o.event_id for o in rec.outcomes} == {ev.id for ev in events}
 
+    async def test_lost_subscription_is_reopened_and_handling_goes_on(
+        self, bus: InMemoryEventBus
+    ) -> None:
+        """A subscription that dies while the runner runs is reopened; later events are handled."""
+        pipeline, rec = recording_pipeline()
+        runner = ReflexRunner(HandlerRegistry([LinkDownHandler()]), bus, pipeline)
+        with capture_logs() as logs:
+            async with running(runner):
+                first = make_event(interface="Gi1")
+                await publish(bus, first)
+                await rec.wait_for(1)
+                # The bus drops the handler's subscription under it (no public trigger
+                # on a healthy bus, so the test closes it directly).
+                await runner._workers[0].subscription.close()
+                # Events published after the runner reopened its subscription are handled.
+                async with asyncio.timeout(WAIT):
+                    while not any(e["event"] == "reflex_resubscribed" for e in logs):  # noqa: ASYNC110 - a bounded poll of captured log lines
+                        await asyncio.sleep(0.01)
+                second = make_event(interface="Gi2")
+                await publish(bus, second)
+                await rec.wait_for(2)
+        assert [o.event_id for o in rec.outcomes] == [first.id, second.id]
+        assert [e["event"] for e in logs if e["event"].startswith("reflex_sub")] == [
+            "reflex_subscription_lost"
+        ]
+
     async def test_stop_is_bounded_by_drain_timeout(self, bus: InMemoryEventBus) -> None:
         """A handler that never finishes is cancelled once the drain timeout passes."""
         handler = BlockingHandler()
