@@ -36,7 +36,11 @@ ENGINE_ID = "0x80001f880472312d6c6162"
 OTHER_ENGINE_ID = "0x80001f8804723220202020"  # a second device
 AUTH_PASS = "netcortex-auth-01"
 PRIV_PASS = "netcortex-priv-01"
-HAVE_SNMPTRAP = shutil.which("snmptrap") is not None and shutil.which("snmpinform") is not None
+# A developer running a subset without net-snmp may skip these tests; CI never
+# does (`make test` installs the tools, and under CI a missing tool must fail).
+HAVE_SNMPTRAP = bool(os.environ.get("CI")) or (
+    shutil.which("snmptrap") is not None and shutil.which("snmpinform") is not None
+)
 
 
 class RecordingBus:

@@ -270,7 +270,7 @@ async def test_flood_from_many_sources_logs_a_bounded_number_of_lines() -> None:
 
 def test_inform_answered_under_uvloop() -> None:
     """Under uvloop a raw v2c inform is answered and published like under asyncio."""
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # a pinned dependency: its absence is a failure, not a skip
 
     async def scenario() -> tuple[bytes, str]:
         async with running_receiver() as (receiver, bus, _registry):
