@@ -11,7 +11,16 @@ from netcortex.contracts.events import (
     Severity,
     new_event_id,
 )
-from netcortex.contracts.memory import OutcomeQuery, OutcomeStore
+from netcortex.contracts.memory import (
+    BgpSession,
+    DedupResult,
+    DedupStore,
+    Device,
+    Interface,
+    OutcomeQuery,
+    OutcomeStore,
+    SemanticMemory,
+)
 from netcortex.contracts.reflex import (
     Gate,
     OutcomeKind,
@@ -24,14 +33,20 @@ from netcortex.contracts.reflex import (
 __all__ = [
     "EVENT_CLASSES",
     "SCHEMA_VERSION",
+    "BgpSession",
     "BusMessage",
+    "DedupResult",
+    "DedupStore",
+    "Device",
     "EventBus",
     "Gate",
+    "Interface",
     "OutcomeKind",
     "OutcomeQuery",
     "OutcomeStore",
     "ReflexHandler",
     "ReflexOutcome",
+    "SemanticMemory",
     "SensoryEvent",
     "Severity",
     "Sink",

@@ -1,4 +1,9 @@
-"""Contracts: memory Protocols — ``OutcomeStore`` (episodic) and its query (stdlib only)."""
+"""Contracts: memory Protocols (stdlib only, no I/O).
+
+* episodic: ``OutcomeStore`` and ``OutcomeQuery``;
+* semantic: ``SemanticMemory`` (devices, interfaces, cables, BGP sessions);
+* ``DedupStore``: shared "seen this fact within its window" state.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,16 @@ from typing import Protocol
 from netcortex.contracts.events import Severity
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 
-__all__ = ["OutcomeQuery", "OutcomeStore"]
+__all__ = [
+    "BgpSession",
+    "DedupResult",
+    "DedupStore",
+    "Device",
+    "Interface",
+    "OutcomeQuery",
+    "OutcomeStore",
+    "SemanticMemory",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +91,183 @@ class OutcomeStore(Protocol):
 
     async def get(self, outcome_id: str) -> ReflexOutcome | None:
         """Return one outcome by id, or ``None``."""
+        ...
+
+
+# ----------------------------------------------------------------- semantic memory
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device as the inventory knows it.
+
+    Attributes:
+        name: the inventory name (NetBox ``name``), the canonical device token.
+        site: site slug (``dc-north``), if any.
+        role: device role slug (``router``, ``switch``), if any.
+        serial: serial number, if any (Meraki webhooks match on it).
+        primary_ip: primary address without prefix length, if any.
+        addresses: every address assigned to the device (no prefix length).
+        tags: tag slugs.
+        platform: platform slug, if any.
+        inventory_id: the inventory's own id (NetBox ``id``), if any.
+    """
+
+    name: str
+    site: str | None = None
+    role: str | None = None
+    serial: str | None = None
+    primary_ip: str | None = None
+    addresses: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    platform: str | None = None
+    inventory_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """An interface of a device.
+
+    Attributes:
+        device: the device's ``name``.
+        name: the interface name (NetBox ``name``, usually ifDescr such as
+            ``GigabitEthernet1/0/3``).
+        if_index: SNMP ifIndex (NetBox custom field ``snmp_ifindex``), if known.
+        mac: MAC address, lower-case colon form, if any.
+        description: free text, if any.
+        inventory_id: the inventory's own id, if any.
+    """
+
+    device: str
+    name: str
+    if_index: int | None = None
+    mac: str | None = None
+    description: str | None = None
+    inventory_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BgpSession:
+    """A BGP session (netbox-bgp plugin), seen from ``device``."""
+
+    device: str
+    local_address: str | None
+    remote_address: str
+    local_asn: int | None = None
+    remote_asn: int | None = None
+    name: str | None = None
+    inventory_id: int | None = None
+
+
+class SemanticMemory(Protocol):
+    """What the network is: devices, interfaces, cables, BGP sessions.
+
+    Every lookup is synchronous and answered from in-memory indexes (dict hits,
+    no I/O): receivers and gates call them per event. Implementations refresh
+    their snapshot in the background (stale-while-revalidate); a lookup never
+    waits for a refresh. Names are matched exactly; addresses are compared in
+    canonical form (``ipaddress``); MACs in any common spelling.
+    """
+
+    async def start(self) -> None:
+        """Load the first snapshot (a full sync).
+
+        Raises:
+            netcortex.errors.StoreError: the source cannot be read at all (file
+                missing or invalid, NetBox unreachable or refusing the token).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Stop refreshing. Idempotent; safe without ``start``."""
+        ...
+
+    def device_by_address(self, address: str) -> Device | None:
+        """The device owning ``address`` (any assigned IP, v4 or v6), or ``None``."""
+        ...
+
+    def device_by_name(self, name: str) -> Device | None:
+        """The device called ``name``, or ``None``."""
+        ...
+
+    def device_by_serial(self, serial: str) -> Device | None:
+        """The device with serial number ``serial``, or ``None``."""
+        ...
+
+    def device_by_mac(self, mac: str) -> Device | None:
+        """The device having an interface with MAC ``mac``, or ``None``."""
+        ...
+
+    def interface(
+        self, device: str, *, if_index: int | None = None, name: str | None = None
+    ) -> Interface | None:
+        """The interface of ``device`` by ifIndex, or by name (full, or the short
+        form such as ``Gi1/0/3`` for ``GigabitEthernet1/0/3``), or ``None``."""
+        ...
+
+    def cable_peer(self, device: str, interface: str) -> Interface | None:
+        """The interface at the far end of the cable on ``device`` / ``interface``."""
+        ...
+
+    def bgp_session(self, device: str, remote_address: str) -> BgpSession | None:
+        """The session of ``device`` towards ``remote_address``, or ``None``."""
+        ...
+
+    def snapshot_age(self) -> float:
+        """Seconds since the snapshot in use was taken (``inf`` before the first)."""
+        ...
+
+
+# ----------------------------------------------------------------------------- dedup
+
+
+@dataclass(frozen=True, slots=True)
+class DedupResult:
+    """What ``DedupStore.seen`` found.
+
+    Attributes:
+        first: ``True`` when this call created the fact (the event is new).
+        first_event_id: the id of the event that created the fact.
+        count: events that reported the fact within its window, this one
+            included (1 for the first): the corroboration count.
+    """
+
+    first: bool
+    first_event_id: str
+    count: int
+
+
+class DedupStore(Protocol):
+    """Shared "has this fact been seen within its window?" state.
+
+    ``seen`` is atomic: of many concurrent calls for one new key exactly one
+    gets ``first=True`` (an atomic create). A key expires ``window`` seconds
+    after it was created (duplicates do not extend it); the next event after
+    that is first again. Safe from many tasks (and, for shared backends, from
+    many processes).
+    """
+
+    async def start(self) -> None:
+        """Connect or create the state.
+
+        Raises:
+            netcortex.errors.BusUnavailable: the shared backend cannot be reached.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release resources. Idempotent; safe without ``start``."""
+        ...
+
+    async def seen(self, key: str, window: float, event_id: str) -> DedupResult:
+        """Record one event reporting fact ``key``; say whether it is the first.
+
+        Args:
+            key: ``event_class|canonical target`` (any string; backends encode it).
+            window: seconds the fact stays seen after its first event (> 0).
+            event_id: the reporting event's id.
+
+        Raises:
+            netcortex.errors.StoreError: the shared state cannot be read or written.
+        """
         ...

@@ -39,6 +39,7 @@ class TestPublicSurface:
             "EVENT_CLASSES", "SCHEMA_VERSION", "BusMessage", "EventBus", "Gate", "OutcomeKind",
             "OutcomeQuery", "OutcomeStore", "ReflexHandler", "ReflexOutcome", "SensoryEvent",
             "Severity", "Sink", "Subscription", "new_event_id", "outcome_id_for",
+            "BgpSession", "DedupResult", "DedupStore", "Device", "Interface", "SemanticMemory",
         }  # fmt: skip
         for name in contracts.__all__:
             assert hasattr(contracts, name)
