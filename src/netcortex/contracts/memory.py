@@ -16,11 +16,14 @@ from netcortex.contracts.events import Severity
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 
 __all__ = [
+    "MAINTENANCE_SCOPES",
     "BgpSession",
     "DedupResult",
     "DedupStore",
     "Device",
     "Interface",
+    "MaintenanceCalendar",
+    "MaintenanceWindow",
     "OutcomeQuery",
     "OutcomeStore",
     "SemanticMemory",
@@ -270,4 +273,89 @@ class DedupStore(Protocol):
         Raises:
             netcortex.errors.StoreError: the shared state cannot be read or written.
         """
+        ...
+
+
+# ----------------------------------------------------------------------- maintenance
+
+#: What a maintenance window can cover.
+MAINTENANCE_SCOPES: frozenset[str] = frozenset({"device", "interface", "site", "role", "tag"})
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A time span during which a part of the network is expected to be broken.
+
+    Attributes:
+        id: unique, stable id (a plain token).
+        scope: one of ``MAINTENANCE_SCOPES``.
+        target: what the scope names: a device name, ``device|interface``, a
+            site slug, a role slug or a tag slug. A site window covers its
+            devices and their interfaces; a device window covers its interfaces.
+        start, end: the first (or only) occurrence, timezone-aware, ``start < end``.
+        rrule: an RFC 5545 RRULE (``FREQ=WEEKLY;BYDAY=SU``) repeating the
+            occurrence; ``None`` for a one-off window.
+        timezone: the IANA zone the recurrence is evaluated in (wall-clock time,
+            so DST shifts move the UTC instant, not the local time).
+        reason: free text for operators.
+    """
+
+    id: str
+    scope: str
+    target: str
+    start: datetime
+    end: datetime
+    rrule: str | None = None
+    timezone: str = "UTC"
+    reason: str = ""
+
+
+class MaintenanceCalendar(Protocol):
+    """Which maintenance window, if any, covers a target at an instant.
+
+    ``active`` is synchronous and O(1) in the number of windows for a target
+    (an index by scope and target, never a scan of all windows): the
+    maintenance gate calls it per event. Windows are kept durably.
+    """
+
+    async def start(self) -> None:
+        """Load windows (config and durable store). Raises ``StoreError``."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources. Idempotent; safe without ``start``."""
+        ...
+
+    def active(
+        self,
+        at: datetime,
+        *,
+        device: str | None = None,
+        interface: str | None = None,
+        site: str | None = None,
+        role: str | None = None,
+        tags: tuple[str, ...] = (),
+    ) -> MaintenanceWindow | None:
+        """The window covering the given target at ``at`` (timezone-aware), or ``None``.
+
+        A window matches when its scope names the device, the interface
+        (``device|interface``), the site, the role, or one of the tags.
+        """
+        ...
+
+    def next_change(self, after: datetime) -> datetime | None:
+        """The next instant after ``after`` at which any window starts or ends
+        (for re-evaluating facts when a window closes), or ``None``."""
+        ...
+
+    async def add(self, window: MaintenanceWindow) -> None:
+        """Add (or replace, by id) a window durably. Raises ``StoreError``."""
+        ...
+
+    async def remove(self, window_id: str) -> bool:
+        """Remove a window; ``True`` if it existed. Raises ``StoreError``."""
+        ...
+
+    def windows(self) -> list[MaintenanceWindow]:
+        """Every window, ordered by start."""
         ...
