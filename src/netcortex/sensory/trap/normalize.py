@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from netcortex.contracts.events import SensoryEvent, new_event_id
+from netcortex.contracts.memory import SemanticMemory
 from netcortex.sensory.trap.ber import Value, VarBind
 from netcortex.sensory.trap.decode import Notification
 from netcortex.thalamus.subjects import encode_token, sensory_subject
@@ -212,10 +213,46 @@ class Normalizer:
     Args:
         honour_trap_address: take a relayed trap's ``snmpTrapAddress.0`` as the
             agent (``TrapConfig.honour_trap_address``).
+        memory: when given, targets are canonicalised (DESIGN.md: receivers
+            canonicalise before publishing): the agent address becomes the
+            inventory's device name and the ifIndex (or ifName/ifDescr) the
+            interface name, so the same fact from two sources gets one target and
+            one dedup key. What the inventory does not know stays raw, and the
+            payload says so in ``inventory`` (``device+interface``, ``device``
+            or ``unknown``). Lookups are in-memory dict hits.
     """
 
-    def __init__(self, *, honour_trap_address: bool = True) -> None:
+    def __init__(
+        self, *, honour_trap_address: bool = True, memory: SemanticMemory | None = None
+    ) -> None:
         self._honour_trap_address = honour_trap_address
+        self._memory = memory
+
+    def _canonical(
+        self, device: str, interface: str | None, fields: dict[str, Any], event_class: str
+    ) -> tuple[str, str | None, str]:
+        """Inventory names for ``device`` (an address) and ``interface``, and the match."""
+        memory = self._memory
+        assert memory is not None
+        dev = memory.device_by_address(device.partition("%")[0])
+        if dev is None:
+            return device, interface, "unknown"
+        if event_class not in _LINK_CLASSES:
+            return dev.name, interface, "device"
+        itf = None
+        index = fields.get("if_index")
+        if isinstance(index, int):
+            itf = memory.interface(dev.name, if_index=index)
+        if itf is None:
+            for key in ("if_name", "if_descr"):
+                name = fields.get(key)
+                if isinstance(name, str) and name:
+                    itf = memory.interface(dev.name, name=name)
+                    if itf is not None:
+                        break
+        if itf is None:
+            return dev.name, interface, "device"
+        return dev.name, itf.name, "device+interface"
 
     def normalize(
         self, note: Notification, udp_source: str, received_at: datetime | None = None
@@ -305,6 +342,11 @@ class Normalizer:
             state = fields.get(key)
             if isinstance(state, int) and state in _BGP_STATES:
                 fields[key + "_name"] = _BGP_STATES[state]
+
+        if self._memory is not None:
+            device, interface, fields["inventory"] = self._canonical(
+                device, interface, fields, event_class
+            )
 
         second = interface if event_class in _LINK_CLASSES else event_peer
         parts = [device] if second is None else [device, second]

@@ -36,6 +36,7 @@ from netcortex.config import TrapConfig
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.codec import encode_event
 from netcortex.contracts.events import SensoryEvent
+from netcortex.contracts.memory import SemanticMemory
 from netcortex.errors import BusError, BusUnavailable, IngestError, PublishTimeout
 from netcortex.metrics import Registry
 from netcortex.sensory.trap.decode import TrapDecoder
@@ -107,6 +108,8 @@ class TrapReceiver:
         log_new_agents: at most this many (agent, reason) pairs start logging per
             ``log_interval``; the rest are summed into one ``agent="*"`` line per
             reason (at the next interval, or at ``close``).
+        memory: semantic memory to canonicalise targets with (see ``Normalizer``);
+            started and closed by its owner.
     """
 
     def __init__(
@@ -120,11 +123,12 @@ class TrapReceiver:
         drain_timeout: float = 10.0,
         log_interval: float = 10.0,
         log_new_agents: int = 100,
+        memory: SemanticMemory | None = None,
     ) -> None:
         self._config = config
         self._bus = bus
         self._decoder = TrapDecoder(config)
-        self._normalizer = Normalizer(honour_trap_address=config.honour_trap_address)
+        self._normalizer = Normalizer(honour_trap_address=config.honour_trap_address, memory=memory)
         self._allowed = tuple(ipaddress.ip_network(s, strict=False) for s in config.allowed_sources)
         self._allow_cache: dict[str, bool] = {}
         self._queue_size = queue_size

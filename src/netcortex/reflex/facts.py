@@ -1,0 +1,92 @@
+"""Reflex: facts held back by maintenance, re-evaluated when their window ends.
+
+An event suppressed inside a maintenance window is a *fact* that may still be
+true when the window closes (a link still down). The tracker remembers, per
+handler and target, the latest suppressed event; a recovery event for the same
+target (``link_up`` after ``link_down``) forgets it. When the calendar says a
+window has ended and no other window covers the target, the runner hands the
+remembered event to its handler again and records the normal outcome then.
+
+Pure bookkeeping, no I/O: the runner owns the timing. Bounded: at most
+``max_facts`` facts are held (the oldest is dropped and counted beyond that).
+May import: ``contracts``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from netcortex.contracts.events import SensoryEvent
+
+__all__ = ["RECOVERY_CLASSES", "FactTracker", "HeldFact"]
+
+#: A fact of the key class is cleared by an event of the value class on the same target.
+RECOVERY_CLASSES: dict[str, str] = {
+    "link_down": "link_up",
+    "bgp_backward_transition": "bgp_established",
+    "device_down": "device_up",
+}
+_CLEARS: dict[str, str] = {v: k for k, v in RECOVERY_CLASSES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class HeldFact:
+    """One suppressed fact: the handler that held it back, its event and window."""
+
+    handler_id: str
+    event: SensoryEvent
+    window_id: str
+
+
+class FactTracker:
+    """Facts suppressed by a maintenance window that may need an outcome later."""
+
+    def __init__(self, max_facts: int = 100_000) -> None:
+        if max_facts < 1:
+            raise ValueError("max_facts must be at least 1")
+        self._max = max_facts
+        self._held: OrderedDict[tuple[str, str, str], HeldFact] = OrderedDict()
+        self.dropped = 0  #: facts forgotten because the tracker was full
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, handler_id: str, event: SensoryEvent, window_id: str) -> None:
+        """Remember ``event`` (suppressed for ``handler_id`` by ``window_id``).
+
+        Only classes that have a recovery (``RECOVERY_CLASSES``) are held: a
+        one-shot fact (a reboot) has nothing left to re-evaluate. A newer event
+        for the same handler, class and target replaces the older one.
+        """
+        if event.event_class not in RECOVERY_CLASSES:
+            return
+        key = (handler_id, event.event_class, event.target)
+        self._held.pop(key, None)
+        self._held[key] = HeldFact(handler_id, event, window_id)
+        while len(self._held) > self._max:
+            self._held.popitem(last=False)
+            self.dropped += 1
+
+    def observe(self, event: SensoryEvent) -> int:
+        """Forget facts that ``event`` recovers (same target); return how many."""
+        cleared_class = _CLEARS.get(event.event_class)
+        if cleared_class is None or not self._held:
+            return 0
+        gone = [k for k in self._held if k[1] == cleared_class and k[2] == event.target]
+        for k in gone:
+            del self._held[k]
+        return len(gone)
+
+    def due(self, ended_window_ids: set[str]) -> list[HeldFact]:
+        """Remove and return the facts held by any of ``ended_window_ids``."""
+        if not ended_window_ids:
+            return []
+        out = [f for f in self._held.values() if f.window_id in ended_window_ids]
+        for f in out:
+            del self._held[(f.handler_id, f.event.event_class, f.event.target)]
+        return out
+
+    def window_ids(self) -> set[str]:
+        """The windows currently holding facts."""
+        return {f.window_id for f in self._held.values()}

@@ -1,0 +1,57 @@
+"""Unit tests for reflex.facts: facts held back by maintenance until their window ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from netcortex.reflex.facts import FactTracker
+from netcortex.testing import make_event
+
+
+class TestFactTracker:
+    def test_held_fact_is_due_when_its_window_ends(self) -> None:
+        """A suppressed link down is returned once its window is reported ended, then forgotten."""
+        t = FactTracker()
+        down = make_event("link_down", device="sw1-north", interface="Gi1/0/3")
+        t.hold("link_down", down, "w1")
+        assert t.due({"w2"}) == []
+        (fact,) = t.due({"w1"})
+        assert (fact.handler_id, fact.event, fact.window_id) == ("link_down", down, "w1")
+        assert len(t) == 0
+
+    def test_recovery_clears_the_fact(self) -> None:
+        """A link up on the same target forgets the held link down; another target's stays."""
+        t = FactTracker()
+        t.hold("link_down", make_event("link_down", device="sw1", interface="Gi1"), "w")
+        t.hold("link_down", make_event("link_down", device="sw1", interface="Gi2"), "w")
+        assert t.observe(make_event("link_up", device="sw1", interface="Gi1")) == 1
+        assert [f.event.interface for f in t.due({"w"})] == ["Gi2"]
+
+    def test_one_shot_classes_are_not_held(self) -> None:
+        """A reboot has no recovery to wait for, so nothing is held for it."""
+        t = FactTracker()
+        t.hold("device_reboot", make_event("device_reboot", device="r1"), "w")
+        assert len(t) == 0
+
+    def test_newer_event_replaces_older_for_same_fact(self) -> None:
+        """Two downs of one interface in a window leave one fact: the latest event."""
+        t = FactTracker()
+        first = make_event("link_down", device="sw1", interface="Gi1")
+        second = make_event("link_down", device="sw1", interface="Gi1")
+        t.hold("link_down", first, "w")
+        t.hold("link_down", second, "w")
+        assert [f.event.id for f in t.due({"w"})] == [second.id]
+
+    def test_bounded_with_oldest_dropped_and_counted(self) -> None:
+        """Beyond max_facts the oldest fact is dropped and counted."""
+        t = FactTracker(max_facts=2)
+        events = [make_event("link_down", device="sw1", interface=f"Gi{i}") for i in range(3)]
+        for ev in events:
+            t.hold("link_down", ev, "w")
+        assert t.dropped == 1
+        assert [f.event.id for f in t.due({"w"})] == [events[1].id, events[2].id]
+
+    def test_invalid_bound_refused(self) -> None:
+        """A tracker that can hold nothing is a configuration mistake."""
+        with pytest.raises(ValueError, match="max_facts"):
+            FactTracker(max_facts=0)
