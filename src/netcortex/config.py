@@ -14,7 +14,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
@@ -28,7 +30,11 @@ __all__ = [
     "PRIV_PROTOCOLS",
     "BusConfig",
     "Config",
+    "DedupConfig",
+    "InventoryConfig",
     "LogConfig",
+    "MaintenanceConfig",
+    "MaintenanceWindowConfig",
     "ReflexConfig",
     "Secret",
     "StoreConfig",
@@ -228,6 +234,88 @@ class LogConfig(_Section):
     stats_interval: Annotated[float, Field(ge=0)] = 60.0
 
 
+class InventoryConfig(_Section):
+    """``inventory``: where semantic memory (devices, interfaces, cables) comes from."""
+
+    #: ``none`` (targets stay raw addresses), ``file`` or ``netbox``
+    backend: Literal["none", "file", "netbox"] = "none"
+    #: ``file``: a YAML or JSON file shaped like NetBox API list responses
+    path: Path | None = None
+    #: ``netbox``: base URL, e.g. https://netbox.example.com
+    netbox_url: str | None = None
+    #: ``netbox``: API token (v1 ``Token``, or v2 ``nbt_…`` sent as ``Bearer``)
+    netbox_token: Secret | None = None
+    #: ``netbox``: seconds between background refreshes (lookups never wait)
+    refresh_seconds: Annotated[float, Field(gt=0)] = 300.0
+    #: ``netbox``: verify the server's TLS certificate
+    verify_tls: bool = True
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.backend == "file" and self.path is None:
+            raise ValueError("backend 'file' needs inventory.path")
+        if self.backend == "netbox" and not (self.netbox_url and self.netbox_token):
+            raise ValueError("backend 'netbox' needs inventory.netbox_url and netbox_token")
+
+
+class DedupConfig(_Section):
+    """``dedup``: storms of one fact become one ``logged`` outcome plus ``skipped`` ones."""
+
+    #: ``memory`` (one process) or ``nats`` (a JetStream key-value bucket shared by workers)
+    backend: Literal["memory", "nats"] = "memory"
+    #: per-handler window overrides in seconds, e.g. {link_down: 60, security_webhook: 300}
+    windows: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    #: ``memory``: facts remembered at most (oldest dropped first)
+    max_keys: Annotated[int, Field(ge=1)] = 100_000
+    #: ``nats``: the key-value bucket name
+    bucket: str = "netcortex_dedup"
+
+
+class MaintenanceWindowConfig(_Section):
+    """One maintenance window from the config file (see ``contracts.MaintenanceWindow``)."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+    scope: Literal["device", "interface", "site", "role", "tag"]
+    #: device name, ``device|interface``, site slug, role slug or tag slug
+    target: Annotated[str, Field(min_length=1)]
+    #: ISO 8601 with an offset (``2026-12-06T02:00:00+01:00``); naive means ``timezone``
+    start: datetime
+    #: either ``end`` or ``duration`` (seconds)
+    end: datetime | None = None
+    duration: Annotated[float, Field(gt=0)] | None = None
+    #: RFC 5545 recurrence, e.g. ``FREQ=WEEKLY;BYDAY=SU``
+    rrule: str | None = None
+    #: IANA time zone the window (and its recurrence) is in
+    timezone: str = "UTC"
+    reason: str = ""
+
+    def model_post_init(self, context: Any, /) -> None:
+        if (self.end is None) == (self.duration is None):
+            raise ValueError("give exactly one of end or duration")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """``(start, end)`` as timezone-aware datetimes (naive ones read in ``timezone``)."""
+        tz = zoneinfo.ZoneInfo(self.timezone)
+        start = self.start if self.start.tzinfo else self.start.replace(tzinfo=tz)
+        if self.end is not None:
+            end = self.end if self.end.tzinfo else self.end.replace(tzinfo=tz)
+        else:
+            assert self.duration is not None
+            end = start + timedelta(seconds=self.duration)
+        if end <= start:
+            raise ValueError(f"window {self.id!r}: end must be after start")
+        return start, end
+
+
+class MaintenanceConfig(_Section):
+    """``maintenance``: windows in which outcomes are ``suppressed`` (kept as shadows)."""
+
+    windows: list[MaintenanceWindowConfig] = Field(default_factory=list)
+
+
 class Config(_Section):
     """The whole configuration tree."""
 
@@ -236,6 +324,9 @@ class Config(_Section):
     trap: TrapConfig = Field(default_factory=TrapConfig)
     reflex: ReflexConfig = Field(default_factory=ReflexConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    inventory: InventoryConfig = Field(default_factory=InventoryConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     #: where the file was read from (for messages), not a setting
     source: str = Field(default="<defaults>", exclude=True)
