@@ -260,3 +260,62 @@ class TestSecrets:
         with pytest.raises(ConfigError) as info:
             load_config(path, {})
         assert "very-secret-key" not in str(info.value)
+
+
+class TestIssue3Sections:
+    def test_inventory_backends_need_their_keys(self, tmp_path: Path) -> None:
+        """inventory.backend file needs a path, netbox a URL and a token — named in the error."""
+        for text, needle in (
+            ("inventory: {backend: file}", "inventory.path"),
+            ("inventory: {backend: netbox, netbox_url: 'https://nb'}", "netbox_token"),
+        ):
+            with pytest.raises(ConfigError, match=needle):
+                load_config(write(tmp_path, text), environ={})
+
+    def test_netbox_token_is_redacted(self, tmp_path: Path) -> None:
+        """The NetBox token is a secret: repr and JSON never show it."""
+        path = write(
+            tmp_path,
+            "inventory: {backend: netbox, netbox_url: 'https://nb', netbox_token: nbt_s3cr3t}",
+        )
+        config = load_config(path, environ={})
+        assert config.inventory.netbox_token is not None
+        assert config.inventory.netbox_token.get_secret_value() == "nbt_s3cr3t"
+        assert "nbt_s3cr3t" not in repr(config)
+        assert "nbt_s3cr3t" not in config.model_dump_json()
+
+    def test_dedup_window_overrides_from_env(self) -> None:
+        """dedup.windows can be overridden from the environment as a YAML mapping."""
+        config = load_config(None, environ={"NETCORTEX_DEDUP__WINDOWS": "{link_down: 30}"})
+        assert config.dedup.windows == {"link_down": 30.0}
+
+    def test_window_needs_exactly_one_of_end_or_duration(self, tmp_path: Path) -> None:
+        """A maintenance window with both or neither of end/duration is refused."""
+        for extra in ("", ", end: '2026-12-06T03:00:00Z', duration: 60"):
+            text = (
+                "maintenance: {windows: [{id: w, scope: device, target: r1,"
+                f" start: '2026-12-06T02:00:00Z'{extra}}}]}}"
+            )
+            with pytest.raises(ConfigError, match="exactly one of end or duration"):
+                load_config(write(tmp_path, text), environ={})
+
+    def test_naive_start_is_read_in_the_window_timezone(self, tmp_path: Path) -> None:
+        """A naive start is wall-clock time in the window's IANA zone; duration gives the end."""
+        text = (
+            "maintenance: {windows: [{id: w, scope: site, target: dc-north,"
+            " start: '2026-07-05T02:00:00', duration: 3600, timezone: Europe/Amsterdam}]}"
+        )
+        (window,) = load_config(write(tmp_path, text), environ={}).maintenance.windows
+        start, end = window.bounds()
+        assert start.utcoffset() is not None
+        assert start.isoformat() == "2026-07-05T02:00:00+02:00"
+        assert (end - start).total_seconds() == 3600
+
+    def test_unknown_timezone_refused(self, tmp_path: Path) -> None:
+        """An unknown IANA zone is a config error naming it."""
+        text = (
+            "maintenance: {windows: [{id: w, scope: tag, target: core,"
+            " start: '2026-07-05T02:00:00', duration: 60, timezone: Mars/Olympus}]}"
+        )
+        with pytest.raises(ConfigError, match="Mars/Olympus"):
+            load_config(write(tmp_path, text), environ={})
