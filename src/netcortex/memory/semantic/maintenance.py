@@ -1,0 +1,887 @@
+"""Memory, semantic: ``SqliteMaintenanceCalendar`` — maintenance windows, indexed per target.
+
+Window semantics (issue 3, item 4):
+
+* **Bounds.** Every occurrence is ``[start, end)``: ``start`` inclusive, ``end``
+  exclusive, whole seconds (sub-second bounds are refused, so "10:00:00 to
+  12:00:00" means exactly that, on every backend and in the CLI).
+* **One-off** windows (``rrule`` is ``None``) are the instants ``[start, end)``.
+* **Recurring** windows repeat the first occurrence with an RFC 5545 RRULE
+  (python-dateutil's ``rrulestr``), evaluated in the window's IANA ``timezone``
+  (``zoneinfo``) on **local wall-clock time**: a Sunday 02:30 window starts at
+  02:30 local every Sunday, whether that is CET or CEST.
+
+  - **Duration is absolute elapsed time**: ``end - start`` of the first
+    occurrence, as instants. Every occurrence lasts exactly that long, so on a
+    DST day an occurrence may end at a different *local* time (a 01:00-05:00
+    window lasts 4 h and ends at 06:00 local on the spring-forward day, at 04:00
+    on the fall-back day). An operator asking for "4 hours of maintenance" gets
+    4 hours, never 3 or 5.
+  - **Nonexistent local start** (inside the spring-forward gap, e.g. 02:30 in
+    Europe/Amsterdam on the last Sunday of March): shifted **forward by the gap
+    length**, as RFC 5545 section 3.3.5 specifies (the local time is read with
+    the UTC offset from before the gap, which is PEP 495's ``fold=0``): 02:30
+    becomes 03:30 CEST (01:30 UTC).
+  - **Ambiguous local start** (inside the fall-back repeat, e.g. 02:30 on the last
+    Sunday of October): the **first** of the two instants (the DST one, 00:30
+    UTC), again as RFC 5545 specifies.
+  - ``UNTIL`` may be given in UTC (``...Z``, as RFC 5545 requires with a time
+    zone) or as a local date/time; ``COUNT`` counts occurrences. A window whose
+    rule is exhausted covers nothing afterwards.
+  - ``DTSTART`` comes from ``start`` and may not appear in the rule; only one
+    ``RRULE`` line (no ``RDATE``/``EXDATE``); ``FREQ`` must be ``HOURLY`` or
+    coarser (maintenance is not a per-minute affair, and sub-hour rules would
+    make occurrence tables large).
+
+* **Scopes.** A window matches an event when its scope names the event's device,
+  interface (``device|interface``), site, role or one of its tags. The caller
+  passes the site, role and tags of the event's device (from semantic memory):
+  a site window therefore covers that site's devices and their interfaces, and a
+  device window covers its interfaces; the calendar needs no inventory.
+* **Overlaps.** When several windows cover the target, ``active`` returns the one
+  whose current occurrence **ends last** (ties: the smallest id). That is the
+  window that decides when suppression lifts, so the decision trace never names
+  a window that ends while the target stays suppressed by another.
+
+Cost: ``active`` looks up one bucket per scope in a dict keyed by target, so it
+costs O(windows of this target), never a scan of all windows (the counter
+``netcortex_maintenance_windows_examined_total`` proves it in tests). For a
+recurring window, "is ``at`` inside an occurrence?" is a bisect in the window's
+table of local occurrence starts (grown lazily from the rrule), and the answer is
+memoised for the interval up to the window's next start or end, so a steady clock
+costs one comparison per window per event.
+
+Storage: config windows are given at construction (config-owned: never written,
+never removable through ``remove``); windows added at run time are kept durably
+in a ``maintenance_windows`` table in a SQLite file (the outcome store's file is
+fine: separate table, own connection, WAL, busy timeout). One thread owns the
+only connection; every ``sqlite3`` and file-system error is mapped to
+``StoreError`` in ``_sqlite_errors``.
+
+May import: ``contracts``, ``errors``, ``config``, ``metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+from dateutil.rrule import rrule, rrulestr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from netcortex.contracts.memory import MAINTENANCE_SCOPES, MaintenanceWindow
+from netcortex.errors import ConfigError, StoreError
+from netcortex.metrics import Registry
+
+__all__ = [
+    "MaintenanceWindowConfig",
+    "SqliteMaintenanceCalendar",
+    "validate_window",
+    "windows_from_config",
+]
+
+log = structlog.get_logger(__name__)
+
+
+#: A window id: one plain token (letters, digits, ``.``, ``_``, ``-``; 1..64 chars).
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FREQ_RE: Final = re.compile(r"(?:^|;)FREQ=(?:MINUTELY|SECONDLY)(?:;|$)", re.IGNORECASE)
+_UNTIL_UTC_RE: Final = re.compile(r"UNTIL=(\d{8}T\d{6})Z", re.IGNORECASE)
+#: Larger than any UTC-offset change in the tz database (2 h): bounds the local-time search.
+_SLACK: Final = timedelta(hours=3)
+#: No boundary of an occurrence before the searched range is later than ``at - _SAFE``.
+_SAFE: Final = timedelta(hours=1)
+_BUSY_TIMEOUT_S: Final = 5.0
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS maintenance_windows (
+    id          TEXT PRIMARY KEY,
+    scope       TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    start_s     INTEGER NOT NULL,
+    end_s       INTEGER NOT NULL,
+    rrule       TEXT,
+    timezone    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    updated_s   INTEGER NOT NULL
+)
+"""
+_COLUMNS: Final = "id, scope, target, start_s, end_s, rrule, timezone, reason, updated_s"
+_UPSERT: Final = (
+    f"INSERT OR REPLACE INTO maintenance_windows ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+)
+_SELECT: Final = f"SELECT {_COLUMNS} FROM maintenance_windows"  # noqa: S608 - constant columns
+_DELETE: Final = "DELETE FROM maintenance_windows WHERE id = ?"
+
+
+@contextmanager
+def _sqlite_errors(action: str, path: Path) -> Iterator[None]:
+    """Map every ``sqlite3`` and file-system error to ``StoreError`` (the one mapping)."""
+    try:
+        yield
+    except (sqlite3.Error, sqlite3.Warning, OSError) as exc:
+        raise StoreError(f"maintenance calendar: sqlite {action} failed on {path}: {exc}") from exc
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ValueError(f"unknown IANA time zone {name!r}") from exc
+
+
+def _parse_rule(text: str, start: datetime, zone: ZoneInfo) -> rrule:
+    """Parse one RRULE with ``start`` (in ``zone``) as its local, floating DTSTART.
+
+    Raises:
+        ValueError: not one valid RRULE, or it names DTSTART, or it repeats faster
+            than hourly.
+    """
+    body = text.strip()
+    if "\n" in body or "\r" in body:
+        raise ValueError("rrule must be one RRULE line (no DTSTART, RDATE or EXDATE lines)")
+    if body.upper().startswith("RRULE:"):
+        body = body[len("RRULE:") :]
+    if not body.upper().startswith("FREQ=") and ";FREQ=" not in body.upper():
+        raise ValueError(f"rrule {text!r} has no FREQ (e.g. 'FREQ=WEEKLY;BYDAY=SU')")
+    if "DTSTART" in body.upper() or "TZID" in body.upper():
+        raise ValueError(
+            "rrule may not contain DTSTART or TZID (they come from start and timezone)"
+        )
+
+    def local_until(match: re.Match[str]) -> str:
+        # RFC 5545: with a time zone, UNTIL is given in UTC; the rule runs on floating
+        # local time here, so UNTIL becomes the same instant in local wall time.
+        instant = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+        return "UNTIL=" + instant.astimezone(zone).strftime("%Y%m%dT%H%M%S")
+
+    body = _UNTIL_UTC_RE.sub(local_until, body)
+    dtstart = start.astimezone(zone).replace(tzinfo=None)
+    try:
+        rule = rrulestr(body, dtstart=dtstart)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise ValueError(f"invalid rrule {text!r}: {exc}") from exc
+    if not isinstance(rule, rrule):
+        raise ValueError(f"rrule {text!r} must be a single RRULE")  # noqa: TRY004 - a bad value
+    if _FREQ_RE.search(body) is not None:
+        raise ValueError(f"rrule {text!r} repeats faster than hourly (FREQ=HOURLY or coarser)")
+    return rule
+
+
+def _problems(window: MaintenanceWindow) -> list[tuple[str, str]]:
+    """Every ``(field, message)`` wrong with ``window`` (empty when it is valid)."""
+    out: list[tuple[str, str]] = []
+    if not isinstance(window.id, str) or not _ID_RE.fullmatch(window.id):
+        out.append(("id", f"{window.id!r} is not a plain token (letters, digits, '.', '_', '-')"))
+    if window.scope not in MAINTENANCE_SCOPES:
+        out.append(("scope", f"{window.scope!r} is not one of {sorted(MAINTENANCE_SCOPES)}"))
+    target = window.target
+    if not isinstance(target, str) or not target.strip() or target != target.strip():
+        out.append(("target", f"{target!r} must be a non-empty name without outer spaces"))
+    elif window.scope == "interface":
+        dev, sep, ifname = target.partition("|")
+        if not (sep and dev and ifname) or "|" in ifname:
+            out.append(("target", f"interface target {target!r} must be 'device|interface'"))
+    elif "|" in target:
+        out.append(("target", f"{window.scope} target {target!r} may not contain '|'"))
+    bounds_ok = True
+    for name in ("start", "end"):
+        value = getattr(window, name)
+        if not isinstance(value, datetime) or value.utcoffset() is None:
+            out.append((name, f"must be a timezone-aware datetime, got {value!r}"))
+            bounds_ok = False
+        elif value.microsecond:
+            out.append((name, f"must be whole seconds, got {value.isoformat()}"))
+    # Compared in UTC: two datetimes sharing a tzinfo compare by wall clock (PEP 495).
+    if bounds_ok and not window.start.astimezone(UTC) < window.end.astimezone(UTC):
+        out.append(("end", f"end {window.end.isoformat()} is not after start"))
+    zone: ZoneInfo | None = None
+    try:
+        zone = _zone(window.timezone)
+    except ValueError as exc:
+        out.append(("timezone", str(exc)))
+    if window.rrule is not None and zone is not None and bounds_ok:
+        try:
+            _parse_rule(window.rrule, window.start, zone)
+        except ValueError as exc:
+            out.append(("rrule", str(exc)))
+    if not isinstance(window.reason, str):
+        out.append(("reason", "must be text"))
+    return out
+
+
+def validate_window(window: MaintenanceWindow) -> None:
+    """Check ``window`` completely; say everything that is wrong at once.
+
+    Raises:
+        ValueError: ``field: message`` for every problem, joined with ``"; "``.
+    """
+    problems = _problems(window)
+    if problems:
+        detail = "; ".join(f"{f}: {m}" for f, m in problems)
+        raise ValueError(f"invalid maintenance window {window.id!r}: {detail}")
+
+
+# ------------------------------------------------------------------ config
+
+
+class MaintenanceWindowConfig(BaseModel):
+    """One entry of ``maintenance.windows`` in the config file.
+
+    ``start``/``end`` are ISO 8601; with an offset (``2025-06-01T22:00:00+02:00``)
+    they are instants, without one they are wall-clock time in ``timezone``.
+    Give either ``end`` or ``duration`` (seconds, ``HH:MM:SS`` or ISO 8601
+    ``PT2H``; absolute elapsed time). Meant to move into ``config.py`` as the item
+    type of ``MaintenanceConfig.windows``; ``to_window()`` gives the contract value.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False
+    )
+
+    id: str
+    scope: Literal["device", "interface", "site", "role", "tag"]
+    target: str
+    start: datetime
+    end: datetime | None = None
+    duration: timedelta | None = None
+    rrule: str | None = None
+    timezone: str = "UTC"
+    reason: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        _zone(v)
+        return v
+
+    @model_validator(mode="after")
+    def _whole(self) -> MaintenanceWindowConfig:
+        if (self.end is None) == (self.duration is None):
+            raise ValueError("give exactly one of end and duration")
+        if self.duration is not None and self.duration <= timedelta(0):
+            raise ValueError("duration must be positive")
+        problems = _problems(self.to_window())
+        if problems:
+            raise ValueError("; ".join(f"{f}: {m}" for f, m in problems))
+        return self
+
+    def to_window(self) -> MaintenanceWindow:
+        """The ``MaintenanceWindow`` this entry describes (naive times read in ``timezone``)."""
+        zone = _zone(self.timezone)
+        start = (
+            self.start if self.start.utcoffset() is not None else self.start.replace(tzinfo=zone)
+        )
+        if self.end is not None:
+            end = self.end if self.end.utcoffset() is not None else self.end.replace(tzinfo=zone)
+        else:
+            assert self.duration is not None  # checked by _whole (or the caller's model)
+            end = (start.astimezone(UTC) + self.duration).astimezone(start.tzinfo)
+        return MaintenanceWindow(
+            id=self.id,
+            scope=self.scope,
+            target=self.target,
+            start=start,
+            end=end,
+            rrule=self.rrule,
+            timezone=self.timezone,
+            reason=self.reason,
+        )
+
+
+def windows_from_config(
+    items: Sequence[Mapping[str, Any]], *, source: str = "<config>"
+) -> list[MaintenanceWindow]:
+    """Build windows from ``maintenance.windows`` entries; report every problem at once.
+
+    Args:
+        items: the list from the config file (dicts with ``id, scope, target,
+            start, end | duration, rrule, timezone, reason``).
+        source: the file name, for messages.
+
+    Raises:
+        ConfigError: one ``(source, "maintenance.windows.<i>.<key>", message)``
+            per problem, duplicate ids included.
+    """
+    problems: list[tuple[str, str, str]] = []
+    out: list[MaintenanceWindow] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        key = f"maintenance.windows.{i}"
+        try:
+            window = MaintenanceWindowConfig.model_validate(item).to_window()
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = err["msg"].removeprefix("Value error, ")
+                if err["type"] == "extra_forbidden":
+                    msg = "unknown key"
+                problems.append((source, f"{key}.{loc}" if loc else key, msg))
+            continue
+        if window.id in seen:
+            problems.append(
+                (source, f"{key}.id", f"duplicate id {window.id!r} (also entry {seen[window.id]})")
+            )
+            continue
+        seen[window.id] = i
+        out.append(window)
+    if problems:
+        lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
+        raise ConfigError(f"{len(problems)} maintenance window problem(s):\n{lines}", problems)
+    return out
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+class _Entry:
+    """One window, compiled: bounds as UTC instants, the rule, the memoised answer.
+
+    ``covering(at)`` is the end of the occurrence covering ``at`` (``None`` when
+    none does); ``next_boundary(at)`` is the next start or end after ``at``.
+    """
+
+    __slots__ = (
+        "_done",
+        "_iter",
+        "_locals",
+        "_memo_end",
+        "_memo_hi",
+        "_memo_lo",
+        "config_owned",
+        "duration",
+        "end",
+        "recurring",
+        "start",
+        "window",
+        "zone",
+    )
+
+    def __init__(self, window: MaintenanceWindow, *, config_owned: bool) -> None:
+        validate_window(window)
+        self.window = window
+        self.config_owned = config_owned
+        self.zone = _zone(window.timezone)
+        self.start = window.start.astimezone(UTC)
+        self.end = window.end.astimezone(UTC)
+        self.duration = self.end - self.start
+        self.recurring = window.rrule is not None
+        # Local (floating) occurrence starts, strictly increasing, grown lazily.
+        self._locals: list[datetime] = []
+        self._iter: Iterator[datetime] | None = None
+        self._done = True
+        if window.rrule is not None:
+            self._iter = iter(_parse_rule(window.rrule, window.start, self.zone))
+            self._done = False
+        # Memo: for lo <= at < hi (hi None = forever) the covering end is _memo_end.
+        self._memo_lo: datetime | None = None
+        self._memo_hi: datetime | None = None
+        self._memo_end: datetime | None = None
+
+    # -- one-off and memoised recurring answers
+
+    def covering(self, at: datetime) -> datetime | None:
+        """End of the occurrence covering ``at``, or ``None``."""
+        if not self.recurring:
+            return self.end if self.start <= at < self.end else None
+        lo = self._memo_lo
+        if lo is not None and lo <= at and (self._memo_hi is None or at < self._memo_hi):
+            return self._memo_end
+        self._evaluate(at)
+        return self._memo_end
+
+    def next_boundary(self, after: datetime) -> datetime | None:
+        """The first start or end of an occurrence strictly after ``after``, or ``None``."""
+        if not self.recurring:
+            if after < self.start:
+                return self.start
+            return self.end if after < self.end else None
+        lo = self._memo_lo
+        if not (
+            lo is not None and lo <= after and (self._memo_hi is None or after < self._memo_hi)
+        ):
+            self._evaluate(after)
+        return self._memo_hi
+
+    # -- the occurrence table
+
+    def _local_starts_from(self, local_lo: datetime) -> Iterator[datetime]:
+        """Local occurrence starts ``>= local_lo``, in order (grows the table lazily)."""
+        starts = self._locals
+        while not self._done and (not starts or starts[-1] < local_lo):
+            self._grow()
+        i = bisect.bisect_left(starts, local_lo)
+        while True:
+            if i >= len(starts):
+                if self._done:
+                    return
+                self._grow()
+                continue
+            yield starts[i]
+            i += 1
+
+    def _grow(self) -> None:
+        assert self._iter is not None
+        for _ in range(8):  # small steps: a first lookup stays cheap
+            try:
+                self._locals.append(next(self._iter))
+            except StopIteration:
+                self._done = True
+                self._iter = None
+                return
+
+    def _instant(self, local: datetime) -> datetime:
+        # fold=0: a nonexistent local time takes the offset from before the gap (RFC
+        # 5545: shifted forward by the gap length); an ambiguous one is the first.
+        return local.replace(tzinfo=self.zone).astimezone(UTC)
+
+    def _evaluate(self, at: datetime) -> None:
+        """Compute and memoise the answer at ``at`` and the interval it holds for."""
+        at = at.astimezone(UTC)
+        local_at = at.astimezone(self.zone).replace(tzinfo=None)
+        horizon = local_at + _SLACK
+        duration = self.duration
+        cover_end: datetime | None = None
+        hi: datetime | None = None
+        lo = at - _SAFE
+        for local in self._local_starts_from(local_at - duration - _SLACK):
+            start = self._instant(local)
+            end = start + duration
+            if start <= at < end and (cover_end is None or end > cover_end):
+                cover_end = end
+            for edge in (start, end):
+                if edge > at:
+                    if hi is None or edge < hi:
+                        hi = edge
+                elif edge > lo:
+                    lo = edge
+            if local > horizon:
+                break
+        self._memo_lo, self._memo_hi, self._memo_end = lo, hi, cover_end
+
+
+# ------------------------------------------------------------------ the calendar
+
+
+def _to_s(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def _row(window: MaintenanceWindow, now: float) -> tuple[Any, ...]:
+    return (
+        window.id,
+        window.scope,
+        window.target,
+        _to_s(window.start),
+        _to_s(window.end),
+        window.rrule,
+        window.timezone,
+        window.reason,
+        int(now),
+    )
+
+
+def _window(row: Sequence[Any]) -> MaintenanceWindow:
+    zone = _zone(row[6])
+    return MaintenanceWindow(
+        id=row[0],
+        scope=row[1],
+        target=row[2],
+        start=datetime.fromtimestamp(row[3], UTC).astimezone(zone),
+        end=datetime.fromtimestamp(row[4], UTC).astimezone(zone),
+        rrule=row[5],
+        timezone=row[6],
+        reason=row[7],
+    )
+
+
+class _Metrics:
+    """The calendar's metrics, declared in one place."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.lookups = registry.counter(
+            "netcortex_maintenance_lookups_total",
+            "Maintenance calendar lookups, by result (active = a window covered the target).",
+            ("result",),
+        )
+        self.examined = registry.counter(
+            "netcortex_maintenance_windows_examined_total",
+            "Windows examined by lookups (only the windows indexed under the looked-up target).",
+        )
+        self.windows = registry.gauge(
+            "netcortex_maintenance_windows",
+            "Maintenance windows known, by source (config or store).",
+            ("source",),
+        )
+
+
+class SqliteMaintenanceCalendar:
+    """``MaintenanceCalendar`` over config windows plus windows kept in SQLite.
+
+    ``active`` and ``next_change`` are synchronous and answer from memory; they
+    work before ``start`` (config windows only) and after ``close``. ``add`` and
+    ``remove`` write through one connection owned by one thread, then update the
+    index; they are serialised, so concurrent calls from many tasks are safe.
+    Supports ``async with``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        windows: Sequence[MaintenanceWindow] = (),
+        metrics: Registry | None = None,
+    ) -> None:
+        """Index the config windows (no I/O until ``start``).
+
+        Args:
+            path: the SQLite file (created with its parent directory on ``start``;
+                the outcome store's file is fine).
+            windows: config-owned windows (``maintenance.windows``): indexed, never
+                written, not removable with ``remove``.
+            metrics: where to count; a private registry when ``None``.
+
+        Raises:
+            ValueError: a config window is invalid, or two share an id.
+        """
+        if str(path) == ":memory:":
+            raise ValueError("maintenance calendar path must be a file, not ':memory:'")
+        self._path = Path(path)
+        self._metrics = _Metrics(metrics if metrics is not None else Registry())
+        self._entries: dict[str, _Entry] = {}
+        self._index: dict[str, dict[str, list[_Entry]]] = {s: {} for s in MAINTENANCE_SCOPES}
+        self._by_device = self._index["device"]
+        self._by_interface = self._index["interface"]
+        self._by_site = self._index["site"]
+        self._by_role = self._index["role"]
+        self._by_tag = self._index["tag"]
+        for window in windows:
+            if window.id in self._entries:
+                raise ValueError(f"duplicate maintenance window id {window.id!r} in config")
+            self._insert(_Entry(window, config_owned=True))
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._count_gauges()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> SqliteMaintenanceCalendar:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the file, create the table, load stored windows. Idempotent.
+
+        A stored window that no longer compiles (say, a time zone removed from the
+        tz database) is skipped with a ``maintenance_window_invalid`` warning; a
+        stored window with the id of a config window is shadowed by it
+        (``maintenance_window_shadowed``).
+
+        Raises:
+            StoreError: the file cannot be created, opened or read.
+        """
+        async with self._lock:
+            if self._executor is not None:
+                return
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netcortex-maint")
+            try:
+                rows = await self._run(executor, self._open)
+            except BaseException:
+                await self._run(executor, self._close_conn)
+                executor.shutdown(wait=False)
+                raise
+            self._executor = executor
+            loaded = 0
+            for row in rows:
+                window_id = row[0]
+                existing = self._entries.get(window_id)
+                if existing is not None and existing.config_owned:
+                    log.warning("maintenance_window_shadowed", window_id=window_id)
+                    continue
+                try:
+                    entry = _Entry(_window(row), config_owned=False)
+                except ValueError as exc:
+                    log.warning("maintenance_window_invalid", window_id=window_id, error=str(exc))
+                    continue
+                self._replace(entry)
+                loaded += 1
+            self._count_gauges()
+            log.info(
+                "maintenance_calendar_opened",
+                path=str(self._path),
+                config_windows=sum(e.config_owned for e in self._entries.values()),
+                stored_windows=loaded,
+            )
+
+    async def close(self) -> None:
+        """Close the connection and its thread. Idempotent; safe without ``start``.
+
+        The in-memory index stays: ``active`` keeps answering; ``add``/``remove``
+        raise ``StoreError``.
+        """
+        async with self._lock:
+            executor, self._executor = self._executor, None
+            if executor is None:
+                return
+            try:
+                await self._run(executor, self._close_conn)
+            finally:
+                executor.shutdown(wait=True)
+            log.info("maintenance_calendar_closed", path=str(self._path))
+
+    # ---------------------------------------------------------------- lookups
+
+    def active(
+        self,
+        at: datetime,
+        *,
+        device: str | None = None,
+        interface: str | None = None,
+        site: str | None = None,
+        role: str | None = None,
+        tags: tuple[str, ...] = (),
+    ) -> MaintenanceWindow | None:
+        """The window covering the target at ``at``, or ``None``.
+
+        ``interface`` is the interface name (joined to ``device`` as
+        ``device|interface``) or already ``device|interface`` (then ``device`` may
+        be omitted). Pass the site, role and tags of the event's device. Among
+        several covering windows the one whose occurrence ends last wins (ties:
+        smallest id). Costs O(windows indexed under these targets).
+
+        Raises:
+            ValueError: ``at`` is naive.
+        """
+        if at.tzinfo is None:
+            raise ValueError(f"at must be a timezone-aware datetime, got {at!r}")
+        buckets: list[list[_Entry]] = []
+        if interface is not None:
+            if "|" in interface:
+                full = interface
+                if device is None:
+                    device = interface.partition("|")[0]
+            else:
+                full = f"{device}|{interface}" if device is not None else ""
+            bucket = self._by_interface.get(full)
+            if bucket:
+                buckets.append(bucket)
+        for index, key in (
+            (self._by_device, device),
+            (self._by_site, site),
+            (self._by_role, role),
+        ):
+            if key is not None:
+                bucket = index.get(key)
+                if bucket:
+                    buckets.append(bucket)
+        for tag in tags:
+            bucket = self._by_tag.get(tag)
+            if bucket:
+                buckets.append(bucket)
+        best: _Entry | None = None
+        best_end: datetime | None = None
+        examined = 0
+        for bucket in buckets:
+            examined += len(bucket)
+            for entry in bucket:
+                end = entry.covering(at)
+                if end is None:
+                    continue
+                if (
+                    best is None
+                    or best_end is None
+                    or end > best_end
+                    or (end == best_end and entry.window.id < best.window.id)
+                ):
+                    best, best_end = entry, end
+        if examined:
+            self._metrics.examined.inc(examined)
+        if best is None:
+            self._metrics.lookups.inc(result="none")
+            return None
+        self._metrics.lookups.inc(result="active")
+        return best.window
+
+    def next_change(self, after: datetime) -> datetime | None:
+        """The first instant strictly after ``after`` at which any window starts or ends.
+
+        Costs O(all windows) (memoised per recurring window): call it when a fact is
+        suppressed or a window changes, not per event.
+
+        Raises:
+            ValueError: ``after`` is naive.
+        """
+        if after.tzinfo is None:
+            raise ValueError(f"after must be a timezone-aware datetime, got {after!r}")
+        best: datetime | None = None
+        for entry in self._entries.values():
+            edge = entry.next_boundary(after)
+            if edge is not None and (best is None or edge < best):
+                best = edge
+        return best
+
+    def windows(self) -> list[MaintenanceWindow]:
+        """Every window (config and stored), ordered by start, then id."""
+        entries = sorted(self._entries.values(), key=lambda e: (e.start, e.window.id))
+        return [e.window for e in entries]
+
+    # ---------------------------------------------------------------- changes
+
+    async def add(self, window: MaintenanceWindow) -> None:
+        """Store ``window`` durably (replacing a stored window with its id), then index it.
+
+        Raises:
+            ValueError: the window is invalid (every problem named).
+            StoreError: the calendar is not open, the id belongs to a config window,
+                or the write failed (the index is then unchanged).
+        """
+        entry = _Entry(window, config_owned=False)
+        async with self._lock:
+            existing = self._entries.get(window.id)
+            if existing is not None and existing.config_owned:
+                raise StoreError(
+                    f"maintenance window {window.id!r} comes from the config file "
+                    "(maintenance.windows); change it there"
+                )
+            executor = self._require_open()
+            await self._run(executor, self._write, _UPSERT, _row(window, time.time()))
+            self._replace(entry)
+            self._count_gauges()
+        log.info(
+            "maintenance_window_added",
+            window_id=window.id,
+            scope=window.scope,
+            target=window.target,
+            start=window.start.isoformat(),
+            end=window.end.isoformat(),
+            rrule=window.rrule,
+            timezone=window.timezone,
+            replaced=existing is not None,
+        )
+
+    async def remove(self, window_id: str) -> bool:
+        """Delete a stored window; ``True`` if it existed.
+
+        Raises:
+            StoreError: the calendar is not open, the window comes from the config
+                file (remove it there), or the write failed.
+        """
+        async with self._lock:
+            existing = self._entries.get(window_id)
+            if existing is not None and existing.config_owned:
+                raise StoreError(
+                    f"maintenance window {window_id!r} comes from the config file "
+                    "(maintenance.windows) and cannot be removed at run time; "
+                    "delete it from the config file"
+                )
+            executor = self._require_open()
+            deleted = await self._run(executor, self._write, _DELETE, (window_id,))
+            if existing is not None:
+                self._discard(existing)
+                self._count_gauges()
+        existed = deleted > 0 or existing is not None
+        log.info("maintenance_window_removed", window_id=window_id, existed=existed)
+        return existed
+
+    # ---------------------------------------------------------------- index
+
+    def _insert(self, entry: _Entry) -> None:
+        self._entries[entry.window.id] = entry
+        self._index[entry.window.scope].setdefault(entry.window.target, []).append(entry)
+
+    def _discard(self, entry: _Entry) -> None:
+        del self._entries[entry.window.id]
+        index = self._index[entry.window.scope]
+        bucket = index[entry.window.target]
+        # Rebuild rather than mutate: a lookup iterating the old list stays consistent.
+        rest = [e for e in bucket if e is not entry]
+        if rest:
+            index[entry.window.target] = rest
+        else:
+            del index[entry.window.target]
+
+    def _replace(self, entry: _Entry) -> None:
+        old = self._entries.get(entry.window.id)
+        if old is not None:
+            self._discard(old)
+        self._insert(entry)
+
+    def _count_gauges(self) -> None:
+        config = sum(e.config_owned for e in self._entries.values())
+        self._metrics.windows.set(config, source="config")
+        self._metrics.windows.set(len(self._entries) - config, source="store")
+
+    # ---------------------------------------------------------------- the thread
+
+    def _require_open(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            raise StoreError(
+                "maintenance calendar is not open (call start() first, or it was closed)"
+            )
+        return self._executor
+
+    @staticmethod
+    async def _run(executor: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    def _open(self) -> list[tuple[Any, ...]]:
+        """On the thread: open (WAL, busy timeout), create the table, read every row."""
+        with _sqlite_errors("open", self._path):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            self._conn = conn
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+            rows: list[tuple[Any, ...]] = conn.execute(f"{_SELECT} ORDER BY id").fetchall()
+            return rows
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        """On the thread: one statement in its own transaction; rows changed."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError("maintenance calendar is not open")
+        with _sqlite_errors("write", self._path):
+            with conn:  # BEGIN ... COMMIT, ROLLBACK on error
+                conn.execute("BEGIN IMMEDIATE")
+                changed = conn.execute(sql, params).rowcount
+            return int(changed)
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                with _sqlite_errors("close", self._path):
+                    conn.close()
+            except StoreError as exc:
+                log.warning("maintenance_calendar_close_failed", error=str(exc))
