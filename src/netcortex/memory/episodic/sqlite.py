@@ -23,6 +23,12 @@ Design (issue 2, item 8; LIMITS.md "Storage": batching decides everything):
 Times are stored as integer microseconds since the epoch (UTC), so range
 filters and ordering are integer comparisons on indexed columns.
 
+Schema versions (``PRAGMA user_version``): 1 (issue 2), 2 (issue 3: ``role``
+and ``trace``, the decision trace as JSON). The writer brings an older file up
+to date with ``ALTER TABLE`` in one transaction at ``start``; rows written before
+read back with ``role=None`` and an empty ``trace``. A read-only opener never
+migrates and reads an old file as it is. A newer file is refused.
+
 May import: ``contracts``, ``errors``, ``config``, ``metrics``.
 """
 
@@ -56,9 +62,10 @@ __all__ = ["SCHEMA_VERSION", "SqliteOutcomeStore"]
 log = structlog.get_logger(__name__)
 
 #: ``PRAGMA user_version`` of the file layout this module writes.
-SCHEMA_VERSION: Final = 1
+#: 1: issue 2. 2: issue 3 added ``role`` and ``trace`` (the decision trace, JSON).
+SCHEMA_VERSION: Final = 2
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS outcomes (
     outcome_id      TEXT PRIMARY KEY,
     handler_id      TEXT NOT NULL,
@@ -75,21 +82,41 @@ CREATE TABLE IF NOT EXISTS outcomes (
     occurred_us     INTEGER NOT NULL,
     recorded_us     INTEGER NOT NULL,
     details         TEXT NOT NULL,
-    schema_version  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outcomes_recorded ON outcomes (recorded_us);
-CREATE INDEX IF NOT EXISTS outcomes_handler ON outcomes (handler_id, recorded_us);
-CREATE INDEX IF NOT EXISTS outcomes_severity ON outcomes (severity, recorded_us);
-CREATE INDEX IF NOT EXISTS outcomes_kind ON outcomes (kind, recorded_us);
-CREATE INDEX IF NOT EXISTS outcomes_device ON outcomes (device, recorded_us);
+    schema_version  INTEGER NOT NULL,
+    role            TEXT,
+    trace           TEXT NOT NULL DEFAULT '{}'
+)
 """
+
+#: Columns added after version 1, in order: ``ALTER TABLE`` brings an older file
+#: up to date (rows written before get NULL / ``'{}'``).
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("role", "TEXT"),
+    ("trace", "TEXT NOT NULL DEFAULT '{}'"),
+)
+
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS outcomes_recorded ON outcomes (recorded_us)",
+    "CREATE INDEX IF NOT EXISTS outcomes_handler ON outcomes (handler_id, recorded_us)",
+    "CREATE INDEX IF NOT EXISTS outcomes_severity ON outcomes (severity, recorded_us)",
+    "CREATE INDEX IF NOT EXISTS outcomes_kind ON outcomes (kind, recorded_us)",
+    "CREATE INDEX IF NOT EXISTS outcomes_device ON outcomes (device, recorded_us)",
+)
 
 _COLUMNS = (
     "outcome_id, handler_id, event_id, subject, kind, severity, target, device, site, "
-    "summary, diagnostic, fact_key, occurred_us, recorded_us, details, schema_version"
+    "summary, diagnostic, fact_key, occurred_us, recorded_us, details, schema_version, "
+    "role, trace"
 )
-_INSERT = f"INSERT OR IGNORE INTO outcomes ({_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608
+_INSERT = f"INSERT OR IGNORE INTO outcomes ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"  # noqa: S608
 _SELECT = f"SELECT {_COLUMNS} FROM outcomes"  # noqa: S608 - constant column list
+# A read-only reader of a version-1 file (not migrated yet: only a writer
+# migrates) reads the added columns as their defaults.
+_SELECT_V1 = (
+    "SELECT outcome_id, handler_id, event_id, subject, kind, severity, target, device, "
+    "site, summary, diagnostic, fact_key, occurred_us, recorded_us, details, "
+    "schema_version, NULL, '{}' FROM outcomes"
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -125,6 +152,12 @@ def _row(outcome: ReflexOutcome) -> _Row:
         raise StoreError(
             f"outcome {outcome.outcome_id}: details are not JSON-serialisable: {exc}"
         ) from exc
+    try:
+        trace = _dumps(dict(outcome.trace))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"outcome {outcome.outcome_id}: trace is not JSON-serialisable: {exc}"
+        ) from exc
     return (
         outcome.outcome_id,
         outcome.handler_id,
@@ -142,6 +175,8 @@ def _row(outcome: ReflexOutcome) -> _Row:
         _to_us(outcome.recorded_at, "recorded_at"),
         details,
         outcome.schema_version,
+        outcome.role,
+        trace,
     )
 
 
@@ -163,7 +198,42 @@ def _outcome(row: _Row) -> ReflexOutcome:
         recorded_at=_from_us(row[13]),
         details=json.loads(row[14]),
         schema_version=row[15],
+        role=row[16],
+        trace=json.loads(row[17]) if row[17] else {},
     )
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    """Create the schema, or bring an older file up to ``SCHEMA_VERSION``; one transaction.
+
+    ``BEGIN IMMEDIATE`` serialises two processes opening the same old file: the
+    second sees the new version and changes nothing. Returns the version found
+    (0 for a new file); a newer version is left untouched for the caller to refuse.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version <= SCHEMA_VERSION:
+            conn.execute(_TABLE)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(outcomes)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE outcomes ADD COLUMN {name} {decl}")
+            for statement in _INDEXES:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+def _select_for(conn: sqlite3.Connection) -> str:
+    """The SELECT that reads this file: a version-1 layout lacks ``role``/``trace``."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(outcomes)")}
+    return _SELECT if "trace" in have else _SELECT_V1
 
 
 @dataclass(slots=True)
@@ -257,6 +327,7 @@ class SqliteOutcomeStore:
         self._reader_lock = threading.Lock()
         self._lifecycle = asyncio.Lock()
         self._open = False
+        self._select = _SELECT
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -316,6 +387,7 @@ class SqliteOutcomeStore:
             raise StoreError(f"no outcome store at {self._path}")
         with self._reader_lock, _sqlite_errors("open read-only", self._path):
             self._reader = self._connect(read_only=True)
+            self._select = _select_for(self._reader)
         self._loop = asyncio.get_running_loop()
         self._open = True
 
@@ -434,7 +506,7 @@ class SqliteOutcomeStore:
         if query.limit < 1:
             return []
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"{_SELECT}{where} ORDER BY recorded_us DESC, rowid DESC LIMIT ?"
+        sql = f"{self._select}{where} ORDER BY recorded_us DESC, rowid DESC LIMIT ?"
         params.append(query.limit)
         rows = await asyncio.to_thread(self._read, sql, tuple(params))
         return [_outcome(r) for r in rows]
@@ -445,7 +517,9 @@ class SqliteOutcomeStore:
         Raises:
             StoreError: the store is not open or the read failed.
         """
-        rows = await asyncio.to_thread(self._read, f"{_SELECT} WHERE outcome_id = ?", (outcome_id,))
+        rows = await asyncio.to_thread(
+            self._read, f"{self._select} WHERE outcome_id = ?", (outcome_id,)
+        )
         return _outcome(rows[0]) if rows else None
 
     # ---------------------------------------------------------------- threads
@@ -472,13 +546,15 @@ class SqliteOutcomeStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect(read_only=False)
             try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version <= SCHEMA_VERSION:
-                    conn.executescript(_SCHEMA)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                version = _migrate(conn)
             except BaseException:
                 conn.close()
                 raise
+        if 0 < version < SCHEMA_VERSION:
+            log.info(
+                "store_migrated", backend="sqlite", path=str(self._path),
+                from_version=version, to_version=SCHEMA_VERSION,
+            )  # fmt: skip
         if version > SCHEMA_VERSION:
             conn.close()
             raise StoreError(
