@@ -2,7 +2,9 @@
 
 ``encode_*`` produce compact UTF-8 JSON with the DESIGN.md field names; ``decode_*``
 check ``schema_version`` and raise ``netcortex.errors.DecodeError`` on anything that
-is not a valid record.
+is not a valid record. Fields added later without a version bump (an outcome's
+``role`` and ``trace``, issue 3) are optional on decode, so older records still
+decode.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ def outcome_to_dict(outcome: ReflexOutcome) -> dict[str, Any]:
         "occurred_at": outcome.occurred_at.isoformat(),
         "recorded_at": outcome.recorded_at.isoformat(),
         "details": dict(outcome.details),
+        "role": outcome.role,
+        "trace": dict(outcome.trace),
         "schema_version": outcome.schema_version,
     }
 
@@ -138,6 +142,10 @@ def outcome_from_dict(obj: dict[str, Any]) -> ReflexOutcome:
             recorded_at=datetime.fromisoformat(obj["recorded_at"]),
             details=obj.get("details") or {},
             schema_version=obj.get("schema_version", SCHEMA_VERSION),
+            # ``role`` and ``trace`` came with issue 3 (same schema_version: the
+            # change is additive); records written before them decode without.
+            role=obj.get("role"),
+            trace=obj.get("trace") or {},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"ReflexOutcome: invalid field: {exc!r}") from exc

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from netcortex.contracts.events import SCHEMA_VERSION, SensoryEvent, Severity
 
 __all__ = [
+    "TRACE_DECIDERS",
     "Gate",
     "OutcomeKind",
     "ReflexHandler",
@@ -34,6 +35,11 @@ class OutcomeKind(StrEnum):
     SKIPPED = "skipped"  #: duplicate within the dedup window (corroboration)
     SUPPRESSED = "suppressed"  #: an active maintenance window covers the target
     ERRORED = "errored"  #: the handler raised; ``diagnostic`` holds the traceback
+
+
+#: Values of ``ReflexOutcome.trace["decided_by"]``: the gate that stopped the
+#: event, or ``handler`` when every gate passed it (a raising gate names itself).
+TRACE_DECIDERS: frozenset[str] = frozenset({"enrich", "maintenance", "dedup", "handler"})
 
 
 def outcome_id_for(handler_id: str, event_id: str) -> str:
@@ -63,13 +69,27 @@ class ReflexOutcome:
         severity: ``Severity``.
         target: canonical target (``device|interface`` ...).
         device: device part of the target, if known.
-        site: site of the device, if known (semantic memory).
+        site: site of the device, if known (semantic memory, via the enrich gate).
         summary: one human line.
         diagnostic: truncated traceback for ``errored``, reason for ``suppressed``.
         fact_key: ``event_class|target`` — the dedup key.
         occurred_at: when it happened on the network (the event's ``observed_at``).
         recorded_at: when the outcome was produced (UTC).
         details: up to a handful of upstream payload fields, JSON-serialisable.
+        role: device role slug, if known (semantic memory, via the enrich gate).
+        trace: the decision trace, JSON-serialisable, read-only (filled by the
+            runner from what the gates recorded). Keys, each present when it
+            applies: ``decided_by`` (one of ``TRACE_DECIDERS``, or the name of a
+            gate that raised); ``inventory`` (``device+interface``, ``device``
+            or ``unknown``); ``snapshot_age_s`` (inventory age, ``None`` before
+            the first snapshot); the enrichment facts used (``device``,
+            ``site``, ``role``, ``tags``, ``interface``, ``if_index``,
+            ``cable_peer`` as ``device|interface``, ``bgp_session``,
+            ``bgp_local_asn``, ``bgp_remote_asn``, ``peer_device``,
+            ``raw_target`` when enrichment renamed the target); ``window_id``
+            (maintenance); ``fact_key``, ``dedup_key``, ``dedup_window_s``,
+            ``first_event_id``, ``corroboration`` (dedup). Empty on outcomes
+            made before issue 3 (and on ones decoded from such records).
     """
 
     outcome_id: str
@@ -88,12 +108,17 @@ class ReflexOutcome:
     recorded_at: datetime = field(default_factory=_utcnow)
     details: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # Added in issue 3; last so positional construction of the older fields still works.
+    role: str | None = None
+    trace: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", OutcomeKind(self.kind))
         object.__setattr__(self, "severity", Severity(self.severity))
         if not isinstance(self.details, MappingProxyType):
             object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+        if not isinstance(self.trace, MappingProxyType):
+            object.__setattr__(self, "trace", MappingProxyType(dict(self.trace)))
 
     @classmethod
     def for_event(
@@ -109,6 +134,8 @@ class ReflexOutcome:
         site: str | None = None,
         diagnostic: str = "",
         details: Mapping[str, Any] | None = None,
+        role: str | None = None,
+        trace: Mapping[str, Any] | None = None,
     ) -> ReflexOutcome:
         """Build the outcome of ``handler_id`` for ``event`` (ids and times derived)."""
         tgt = target if target is not None else event.target
@@ -127,6 +154,8 @@ class ReflexOutcome:
             fact_key=f"{event.event_class}|{tgt}",
             occurred_at=event.observed_at,
             details=details or {},
+            role=role,
+            trace=trace or {},
         )
 
     def with_kind(self, kind: OutcomeKind, diagnostic: str = "") -> ReflexOutcome:
@@ -170,16 +199,48 @@ class ReflexHandler(Protocol):
 class Gate(Protocol):
     """One step before the handler (enrich, maintenance, dedup).
 
-    Returns the event (possibly enriched) to continue, or an ``OutcomeKind``
-    (``SUPPRESSED`` / ``SKIPPED``) to stop with that terminal kind.
+    Every gate has this one signature. It returns the event (possibly enriched:
+    canonical device / interface / target) to continue, or an ``OutcomeKind``
+    to stop the walk with that kind:
+
+    * ``SUPPRESSED`` (maintenance): a *shadow* outcome. The remaining gates
+      are not consulted (suppression comes before dedup, as in Alertmanager,
+      so a suppressed event never sets a dedup key), but the handler still
+      runs, so what would have fired — its severity, summary and details — is
+      on record with kind ``suppressed``. A handler returning ``None``
+      records nothing.
+    * ``SKIPPED`` (dedup) and any other kind: the handler does not run; the
+      outcome carries the handler's nominal severity.
+
+    ``trace`` is the per-(handler, event) decision trace, shared by the gates
+    in order: a gate adds the facts it used or decided on (JSON-serialisable
+    values only: str, int, float, bool, None, lists of those) and may read
+    what earlier gates added (the maintenance gate reads the site, role and
+    tags the enrich gate found). The runner adds ``decided_by`` and puts the
+    trace on the outcome (``ReflexOutcome.trace``), and takes the outcome's
+    ``site`` and ``role`` from it when the handler did not set them.
     """
 
     name: str
 
     async def __call__(
-        self, handler: ReflexHandler, event: SensoryEvent
+        self, handler: ReflexHandler, event: SensoryEvent, trace: dict[str, Any]
     ) -> SensoryEvent | OutcomeKind:
-        """Pass, enrich, or stop one event for one handler. Must not raise on valid input."""
+        """Pass, enrich, or stop one event for one handler.
+
+        Args:
+            handler: the handler the event is for (its ``id`` and ``dedup_window``).
+            event: the event as the previous gate left it.
+            trace: the decision trace to add to (see the class docstring).
+
+        Returns:
+            The event to hand on, or the ``OutcomeKind`` that stops it.
+
+        Raises:
+            Nothing on valid input. A gate that raises (say, a shared dedup
+            store that is down) yields an ``errored`` outcome for the event; the
+            runner goes on with the next one.
+        """
         ...
 
 

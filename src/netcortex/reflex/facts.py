@@ -15,7 +15,9 @@ May import: ``contracts``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from netcortex.contracts.events import SensoryEvent
 
@@ -32,11 +34,13 @@ _CLEARS: dict[str, str] = {v: k for k, v in RECOVERY_CLASSES.items()}
 
 @dataclass(frozen=True, slots=True)
 class HeldFact:
-    """One suppressed fact: the handler that held it back, its event and window."""
+    """One suppressed fact: the handler, its (enriched) event, the window, and what
+    the gates learnt (``trace``: device, interface, site, role, tags ...)."""
 
     handler_id: str
     event: SensoryEvent
     window_id: str
+    trace: Mapping[str, Any] = field(default_factory=dict)
 
 
 class FactTracker:
@@ -52,7 +56,13 @@ class FactTracker:
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, handler_id: str, event: SensoryEvent, window_id: str) -> None:
+    def hold(
+        self,
+        handler_id: str,
+        event: SensoryEvent,
+        window_id: str,
+        trace: Mapping[str, Any] | None = None,
+    ) -> None:
         """Remember ``event`` (suppressed for ``handler_id`` by ``window_id``).
 
         Only classes that have a recovery (``RECOVERY_CLASSES``) are held: a
@@ -63,7 +73,7 @@ class FactTracker:
             return
         key = (handler_id, event.event_class, event.target)
         self._held.pop(key, None)
-        self._held[key] = HeldFact(handler_id, event, window_id)
+        self._held[key] = HeldFact(handler_id, event, window_id, dict(trace or {}))
         while len(self._held) > self._max:
             self._held.popitem(last=False)
             self.dropped += 1
@@ -80,9 +90,12 @@ class FactTracker:
 
     def due(self, ended_window_ids: set[str]) -> list[HeldFact]:
         """Remove and return the facts held by any of ``ended_window_ids``."""
-        if not ended_window_ids:
-            return []
-        out = [f for f in self._held.values() if f.window_id in ended_window_ids]
+        return self.release(lambda f: f.window_id in ended_window_ids)
+
+    def release(self, is_due: Callable[[HeldFact], bool]) -> list[HeldFact]:
+        """Remove and return the facts for which ``is_due`` is true (e.g. no window
+        covers their target any more), oldest first."""
+        out = [f for f in self._held.values() if is_due(f)]
         for f in out:
             del self._held[(f.handler_id, f.event.event_class, f.event.target)]
         return out

@@ -4,9 +4,17 @@ For each handler the runner opens one durable subscription
 (``durable="reflex-<handler id>"``, so JetStream workers share the work) on the
 handler's patterns and, per message::
 
-    decode → gates (each passes the event on or stops it with a terminal kind)
+    decode → gates (each passes the event on or stops it with a terminal kind,
+                    and adds to the event's decision trace)
       → handler.handle(event) → outcome (None: nothing recorded)
+      → trace, site and role put on the outcome
       → every sink in order → ack
+
+A ``suppressed`` stop (maintenance) still runs the handler: the outcome is a
+shadow — what would have fired, with kind ``suppressed``. A ``skipped`` stop
+(dedup) does not; its outcome has the handler's nominal severity. Every outcome
+carries ``trace["decided_by"]``: the gate that stopped the event, or
+``handler``.
 
 A message that does not decode is logged, counted as rejected and acked (it
 would fail again on redelivery). A raising handler (or gate) becomes an
@@ -32,14 +40,18 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
 from netcortex.contracts.bus import BusMessage, EventBus, Subscription
 from netcortex.contracts.codec import decode_event
+from netcortex.contracts.memory import MaintenanceCalendar
 from netcortex.errors import BusError, BusUnavailable, DecodeError
 from netcortex.metrics import Registry
+from netcortex.reflex.facts import FactTracker, HeldFact
 from netcortex.reflex.pipeline import Pipeline
 from netcortex.reflex.protocol import (
     OutcomeKind,
@@ -47,6 +59,7 @@ from netcortex.reflex.protocol import (
     ReflexOutcome,
     SensoryEvent,
     Severity,
+    outcome_id_for,
 )
 from netcortex.reflex.registry import HandlerRegistry
 
@@ -60,6 +73,10 @@ _SUMMARY_LIMIT = 200
 _TRUNCATED = "\n  … (traceback truncated) …\n"
 # After a transient receive error, wait this long before asking again (no hot loop).
 _RECEIVE_RETRY_DELAY = 0.1
+#: longest sleep of the window watcher (windows added at run time are seen within it)
+_WINDOW_POLL = 30.0
+#: wake this long after a window's end so ``active`` no longer reports it
+_WINDOW_SLACK = 0.05
 _RESUBSCRIBE_MAX_DELAY = 5.0
 
 
@@ -117,6 +134,11 @@ class _Metrics:
             "Time spent in handler.handle, by handler.",
             ("handler",),
         )
+        self.gate_seconds = registry.histogram(
+            "netcortex_reflex_gate_seconds",
+            "Time spent in one gate's call (enrich, maintenance, dedup), by gate.",
+            ("gate",),
+        )
         self.e2e_seconds = registry.histogram(
             "netcortex_reflex_event_to_outcome_seconds",
             "From the event's received_at to its outcome having passed every sink.",
@@ -168,6 +190,10 @@ class ReflexRunner:
         self._bus = bus
         self._gates = pipeline.gates
         self._sinks = pipeline.sinks
+        self._calendar = pipeline.calendar
+        # Facts suppressed by a window, handed to their handler again when it ends.
+        self._facts = FactTracker()
+        self._watcher: asyncio.Task[None] | None = None
         self._metrics = _Metrics(metrics if metrics is not None else Registry())
         self._drain_timeout = drain_timeout
         self._workers: list[_Worker] = []
@@ -207,6 +233,10 @@ class ReflexRunner:
                 )
             self._workers = workers
             self._running = True
+            if self._calendar is not None:
+                self._watcher = asyncio.create_task(
+                    self._watch_windows(self._calendar), name="reflex-window-watch"
+                )
             self.ready_event.set()
             log.info("reflex_started", handlers=[w.handler.id for w in workers])
 
@@ -225,6 +255,10 @@ class ReflexRunner:
                 return
             self._stopping = True
             self.ready_event.clear()
+            if self._watcher is not None:
+                self._watcher.cancel()
+                await asyncio.gather(self._watcher, return_exceptions=True)
+                self._watcher = None
             tasks = [w.task for w in self._workers if w.task is not None]
             for worker in self._workers:
                 if not worker.busy and worker.task is not None:
@@ -352,60 +386,171 @@ class ReflexRunner:
             return
         outcome = await self._outcome(handler, event)
         if outcome is not None:
-            metrics = self._metrics
-            metrics.outcomes.inc(handler=hid, kind=outcome.kind.value)
-            for sink in self._sinks:
-                try:
-                    await sink.emit(outcome)
-                except Exception as exc:  # noqa: BLE001 - a failing sink must not stop the others
-                    metrics.sink_failures.inc(sink=sink.name)
-                    # One line per failure; a traceback would repeat for every event.
-                    log.error(
-                        "sink_failed",
-                        sink=sink.name,
-                        outcome_id=outcome.outcome_id,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
+            await self._emit(outcome)
             elapsed = (datetime.now(UTC) - event.received_at).total_seconds()
-            metrics.e2e_seconds.observe(max(elapsed, 0.0), handler=hid)
+            self._metrics.e2e_seconds.observe(max(elapsed, 0.0), handler=hid)
         await self._ack(hid, msg)
 
+    async def _emit(self, outcome: ReflexOutcome) -> None:
+        """Count ``outcome`` and hand it to every sink; a failing sink is logged and counted."""
+        metrics = self._metrics
+        metrics.outcomes.inc(handler=outcome.handler_id, kind=outcome.kind.value)
+        for sink in self._sinks:
+            try:
+                await sink.emit(outcome)
+            except Exception as exc:  # noqa: BLE001 - a failing sink must not stop the others
+                metrics.sink_failures.inc(sink=sink.name)
+                # One line per failure; a traceback would repeat for every event.
+                log.error(
+                    "sink_failed",
+                    sink=sink.name,
+                    outcome_id=outcome.outcome_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    async def _watch_windows(self, calendar: MaintenanceCalendar) -> None:
+        """Wake when a window starts or ends (or every ``_WINDOW_POLL`` s, to see
+        windows added meanwhile) and re-evaluate the facts no window covers any more."""
+        while True:
+            now = datetime.now(UTC)
+            nxt = calendar.next_change(now)
+            delay = _WINDOW_POLL
+            if nxt is not None:
+                delay = min(max((nxt - now).total_seconds(), 0.0) + _WINDOW_SLACK, _WINDOW_POLL)
+            await asyncio.sleep(delay)
+            if len(self._facts):
+                await self._reevaluate(calendar)
+
+    async def _reevaluate(self, calendar: MaintenanceCalendar) -> None:
+        """Give the held facts whose target no window covers now their normal outcome.
+
+        The handler runs again on the (enriched) event it was suppressed for; the
+        outcome gets its own id (``<event id>/after/<window id>``: the suppressed
+        shadow keeps its row) and ``trace.decided_by = "maintenance_end"``.
+        """
+        now = datetime.now(UTC)
+
+        def uncovered(fact: HeldFact) -> bool:
+            t = fact.trace
+            tags = t.get("tags")
+            return (
+                calendar.active(
+                    now,
+                    device=fact.event.device,
+                    interface=fact.event.interface,
+                    site=t.get("site") if isinstance(t.get("site"), str) else None,
+                    role=t.get("role") if isinstance(t.get("role"), str) else None,
+                    tags=tuple(tags) if isinstance(tags, list | tuple) else (),
+                )
+                is None
+            )
+
+        for fact in self._facts.release(uncovered):
+            handler = self._registry.get_handler(fact.handler_id)
+            if handler is None:
+                continue
+            try:
+                outcome = await self._handle(handler, fact.event)
+            except Exception as exc:  # noqa: BLE001 - failure is data
+                outcome = self._errored(handler, fact.event, "handler", exc)
+            if outcome is None:
+                continue
+            trace = {
+                **fact.trace,
+                "decided_by": "maintenance_end",
+                "reevaluated_after": fact.window_id,
+            }
+            trace.pop("window_id", None)
+            outcome = _with_trace(
+                replace(
+                    outcome,
+                    outcome_id=outcome_id_for(
+                        handler.id, f"{fact.event.id}/after/{fact.window_id}"
+                    ),
+                    recorded_at=now,
+                ),
+                trace,
+            )
+            log.info(
+                "fact_reevaluated",
+                handler_id=handler.id,
+                target=fact.event.target,
+                window_id=fact.window_id,
+            )
+            await self._emit(outcome)
+
     async def _outcome(self, handler: ReflexHandler, event: SensoryEvent) -> ReflexOutcome | None:
-        """Gates then the handler; any exception becomes an ``errored`` outcome."""
+        """Gates then the handler; any exception becomes an ``errored`` outcome.
+
+        The decision trace starts empty per (handler, event); each gate adds to
+        it, the runner adds ``decided_by`` and puts it on the outcome.
+        """
+        trace: dict[str, Any] = {}
         stage = "gate"
+        decided_by = "handler"
+        stopped: OutcomeKind | None = None
+        metrics = self._metrics
         try:
             for gate in self._gates:
-                result = await gate(handler, event)
+                decided_by = gate.name  # names a raising gate too
+                started = time.perf_counter()
+                try:
+                    result = await gate(handler, event, trace)
+                finally:
+                    metrics.gate_seconds.observe(time.perf_counter() - started, gate=gate.name)
                 if isinstance(result, OutcomeKind):
-                    self._metrics.stopped.inc(handler=handler.id, reason=gate.name)
-                    return ReflexOutcome.for_event(
-                        handler.id,
-                        event,
-                        kind=result,
-                        severity=_nominal_severity(handler),
-                        summary=f"{result.value} by {gate.name}: {event.target}",
-                        diagnostic=gate.name,
-                    )
+                    metrics.stopped.inc(handler=handler.id, reason=gate.name)
+                    stopped = result
+                    break
                 if not isinstance(result, SensoryEvent):
                     raise TypeError(  # noqa: TRY301 - a broken gate is a failure like any other
                         f"gate {gate.name!r} returned {type(result).__name__}, "
                         "expected a SensoryEvent or an OutcomeKind"
                     )
                 event = result
+            else:
+                decided_by = "handler"
+            if self._calendar is not None:
+                self._facts.observe(event)  # a recovery forgets facts held back
+                if stopped is OutcomeKind.SUPPRESSED and "window_id" in trace:
+                    self._facts.hold(handler.id, event, str(trace["window_id"]), trace)
+            if stopped is not None and stopped not in _SHADOW_KINDS:
+                trace["decided_by"] = decided_by
+                return _with_trace(
+                    ReflexOutcome.for_event(
+                        handler.id,
+                        event,
+                        kind=stopped,
+                        severity=_nominal_severity(handler),
+                        summary=f"{stopped.value} by {decided_by}: {event.target}",
+                        diagnostic=decided_by,
+                    ),
+                    trace,
+                )
             stage = "handler"
-            started = time.perf_counter()
-            try:
-                outcome = await handler.handle(event)
-            finally:
-                self._metrics.handler_seconds.observe(
-                    time.perf_counter() - started, handler=handler.id
-                )
-            if outcome is not None and not isinstance(outcome, ReflexOutcome):
-                raise TypeError(  # noqa: TRY301 - a bad return value is a handler failure too
-                    f"handle() returned {type(outcome).__name__}, expected ReflexOutcome or None"
-                )
+            outcome = await self._handle(handler, event)
         except Exception as exc:  # noqa: BLE001 - failure is data: an errored outcome
-            return self._errored(handler, event, stage, exc)
+            trace["decided_by"] = decided_by if stage == "gate" else "handler"
+            return _with_trace(self._errored(handler, event, stage, exc), trace)
+        if outcome is None:
+            return None
+        trace["decided_by"] = decided_by
+        if stopped is not None:
+            # A shadow outcome: what the handler would have fired, marked as stopped.
+            outcome = outcome.with_kind(stopped, diagnostic=decided_by)
+        return _with_trace(outcome, trace)
+
+    async def _handle(self, handler: ReflexHandler, event: SensoryEvent) -> ReflexOutcome | None:
+        """``handler.handle(event)``, timed and type-checked."""
+        started = time.perf_counter()
+        try:
+            outcome = await handler.handle(event)
+        finally:
+            self._metrics.handler_seconds.observe(time.perf_counter() - started, handler=handler.id)
+        if outcome is not None and not isinstance(outcome, ReflexOutcome):
+            raise TypeError(
+                f"handle() returned {type(outcome).__name__}, expected ReflexOutcome or None"
+            )
         return outcome
 
     def _errored(
@@ -432,6 +577,18 @@ class ReflexRunner:
         except BusError as exc:
             self._metrics.ack_failures.inc(handler=handler_id)
             log.warning("ack_failed", error=str(exc))
+
+
+#: Stop kinds whose handler still runs (shadow outcomes, contracts.reflex.Gate):
+#: a suppressed event's would-be severity and summary are on record.
+_SHADOW_KINDS = frozenset({OutcomeKind.SUPPRESSED})
+
+
+def _with_trace(outcome: ReflexOutcome, trace: dict[str, Any]) -> ReflexOutcome:
+    """``outcome`` carrying ``trace``; site and role from enrichment unless the handler set them."""
+    site = outcome.site or trace.get("site")
+    role = outcome.role or trace.get("role")
+    return replace(outcome, trace=trace, site=site, role=role)
 
 
 def _nominal_severity(handler: ReflexHandler) -> Severity:

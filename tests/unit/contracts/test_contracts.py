@@ -106,6 +106,28 @@ class TestCodec:
         }  # fmt: skip
         assert out.fact_key == "link_down|r1|Gi1/0/3"
 
+    def test_outcome_role_and_trace_round_trip(self) -> None:
+        """An outcome's role and decision trace survive encode/decode."""
+        ev = make_event("link_down", device="sw1-north", interface="Gi1/0/3")
+        out = ReflexOutcome.for_event(
+            "link_down", ev, severity=Severity.HIGH, summary="down", role="switch",
+            trace={"decided_by": "dedup", "corroboration": 3, "tags": ["core"]},
+        )  # fmt: skip
+        back = decode_outcome(encode_outcome(out))
+        assert back == out
+        assert back.role == "switch"
+        assert back.trace["corroboration"] == 3
+
+    def test_outcome_without_role_and_trace_decodes(self) -> None:
+        """A record written before role and trace existed decodes with None and an empty trace."""
+        raw = json.loads(encode_outcome(ReflexOutcome.for_event(
+            "link_down", make_event(), severity=Severity.HIGH, summary="down"
+        )))  # fmt: skip
+        del raw["role"], raw["trace"]
+        back = decode_outcome(json.dumps(raw))
+        assert back.role is None
+        assert dict(back.trace) == {}
+
     def test_schema_version_checked(self) -> None:
         """A record with another schema_version is refused with a DecodeError."""
         raw = json.loads(encode_event(make_event()))

@@ -41,6 +41,10 @@ def test_handler_author_surface() -> None:
 
 
 def test_handlers_and_store_exports() -> None:
-    """The handler package exports the six built-ins; episodic memory exports the SQLite store."""
+    """The handler package exports the six built-ins; episodic memory the store and dedup stores."""
     assert len(handlers.__all__) == 6
-    assert episodic.__all__ == ["SqliteOutcomeStore"]
+    assert sorted(episodic.__all__) == [
+        "InMemoryDedupStore",
+        "JetStreamDedupStore",
+        "SqliteOutcomeStore",
+    ]

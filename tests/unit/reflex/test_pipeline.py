@@ -22,7 +22,7 @@ from netcortex.thalamus.memory import InMemoryEventBus
 class _Gate:
     name = "noop"
 
-    async def __call__(self, handler, event):  # type: ignore[no-untyped-def]
+    async def __call__(self, handler, event, trace):  # type: ignore[no-untyped-def]
         return event
 
 

@@ -93,7 +93,9 @@ class SkipGate:
 
     name = "dedup"
 
-    async def __call__(self, handler: ReflexHandler, event: SensoryEvent) -> OutcomeKind:
+    async def __call__(
+        self, handler: ReflexHandler, event: SensoryEvent, trace: dict[str, Any]
+    ) -> OutcomeKind:
         return OutcomeKind.SKIPPED
 
 
@@ -102,7 +104,9 @@ class EnrichGate:
 
     name = "enrich"
 
-    async def __call__(self, handler: ReflexHandler, event: SensoryEvent) -> SensoryEvent:
+    async def __call__(
+        self, handler: ReflexHandler, event: SensoryEvent, trace: dict[str, Any]
+    ) -> SensoryEvent:
         return replace(event, payload={**event.payload, "site": "branch-west"})
 
 
@@ -111,7 +115,9 @@ class RaisingGate:
 
     name = "broken"
 
-    async def __call__(self, handler: ReflexHandler, event: SensoryEvent) -> SensoryEvent:
+    async def __call__(
+        self, handler: ReflexHandler, event: SensoryEvent, trace: dict[str, Any]
+    ) -> SensoryEvent:
         raise KeyError("gate bug")
 
 
@@ -414,7 +420,9 @@ class NoneGate:
 
     name = "none"
 
-    async def __call__(self, handler: ReflexHandler, event: SensoryEvent) -> None:
+    async def __call__(
+        self, handler: ReflexHandler, event: SensoryEvent, trace: dict[str, Any]
+    ) -> None:
         return None
 
 

@@ -294,3 +294,89 @@ class TestReadOnly:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         conn.close()
         assert tables == {"t"}
+
+
+# The version-1 layout (issue 2), verbatim, and one row as issue 2 wrote it.
+_V1_SCHEMA = """
+CREATE TABLE outcomes (
+    outcome_id TEXT PRIMARY KEY, handler_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    subject TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, target TEXT NOT NULL,
+    device TEXT, site TEXT, summary TEXT NOT NULL, diagnostic TEXT NOT NULL,
+    fact_key TEXT NOT NULL, occurred_us INTEGER NOT NULL, recorded_us INTEGER NOT NULL,
+    details TEXT NOT NULL, schema_version INTEGER NOT NULL
+);
+CREATE INDEX outcomes_recorded ON outcomes (recorded_us);
+PRAGMA user_version=1;
+"""
+_V1_ROW = (
+    "old-1", "link_down", "E1", "sensory.snmp.trap.link_down.r1.Gi1", "logged", "high",
+    "r1|Gi1", "r1", None, "Link down on r1 Gi1", "", "link_down|r1|Gi1",
+    1_767_225_600_000_000, 1_767_225_600_000_000, '{"if_index":1}', 1,
+)  # fmt: skip
+
+
+def _v1_file(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(_V1_SCHEMA)
+        conn.execute(f"INSERT INTO outcomes VALUES ({', '.join('?' * 16)})", _V1_ROW)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+class TestMigration:
+    async def test_version_1_file_is_migrated_and_old_rows_load(self, tmp_path: Path) -> None:
+        """A store written by issue 2 opens: migrated to the current version, its rows read
+        back with no role and an empty trace, and new rows keep theirs."""
+        path = tmp_path / "o.db"
+        _v1_file(path)
+        new = dataclasses.replace(_outcome(1), role="switch", trace={"decided_by": "handler"})
+        async with SqliteOutcomeStore(_config(path)) as store:
+            old = await store.get("old-1")
+            assert old is not None
+            assert old.target == "r1|Gi1"
+            assert old.details == {"if_index": 1}
+            assert old.role is None
+            assert dict(old.trace) == {}
+            await store.record(new)
+            await store.flush()
+            got = await store.get(new.outcome_id)
+            assert got is not None
+            assert got.role == "switch"
+            assert dict(got.trace) == {"decided_by": "handler"}
+            assert len(await store.query(OutcomeQuery())) == 2
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        finally:
+            conn.close()
+
+    async def test_migration_is_idempotent(self, tmp_path: Path) -> None:
+        """Opening a migrated file again changes nothing and keeps every row."""
+        path = tmp_path / "o.db"
+        _v1_file(path)
+        for _ in range(2):
+            async with SqliteOutcomeStore(_config(path)) as store:
+                assert [o.outcome_id for o in await store.query(OutcomeQuery())] == ["old-1"]
+
+    async def test_read_only_reader_reads_an_unmigrated_file(self, tmp_path: Path) -> None:
+        """A read-only opener (netcortex outcomes) reads a version-1 file without migrating it."""
+        path = tmp_path / "o.db"
+        _v1_file(path)
+        async with SqliteOutcomeStore(_config(path), read_only=True) as store:
+            (old,) = await store.query(OutcomeQuery())
+            assert old.outcome_id == "old-1"
+            assert dict(old.trace) == {}
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        finally:
+            conn.close()
+
+    async def test_trace_that_is_not_json_is_a_store_error(self, tmp_path: Path) -> None:
+        """An outcome whose trace cannot be JSON-encoded is refused by record."""
+        bad = dataclasses.replace(_outcome(1), trace={"x": object()})
+        async with SqliteOutcomeStore(_config(tmp_path / "o.db")) as store:
+            with pytest.raises(StoreError, match="trace"):
+                await store.record(bad)
