@@ -29,10 +29,28 @@ from typing import Protocol
 
 import structlog
 
-from netcortex.config import BusConfig, Config, StoreConfig
+from netcortex.config import (
+    BusConfig,
+    Config,
+    DedupConfig,
+    InventoryConfig,
+    MaintenanceConfig,
+    StoreConfig,
+)
 from netcortex.contracts.bus import EventBus
-from netcortex.contracts.memory import OutcomeStore
+from netcortex.contracts.memory import (
+    DedupStore,
+    MaintenanceCalendar,
+    MaintenanceWindow,
+    OutcomeStore,
+    SemanticMemory,
+)
+from netcortex.errors import ConfigError
+from netcortex.memory.episodic.dedup_jetstream import JetStreamDedupStore
+from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+from netcortex.memory.semantic import FileInventory, NetboxInventory
+from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar, validate_window
 from netcortex.metrics import Counter, Registry
 from netcortex.reflex.pipeline import build_pipeline
 from netcortex.reflex.registry import builtin_registry
@@ -88,6 +106,63 @@ def _make_store(config: StoreConfig, metrics: Registry) -> OutcomeStore:
     return SqliteOutcomeStore(config, metrics)
 
 
+def _make_memory(config: InventoryConfig, metrics: Registry) -> SemanticMemory | None:
+    if config.backend == "file":
+        assert config.path is not None  # validated by InventoryConfig
+        return FileInventory(config.path, metrics=metrics)
+    if config.backend == "netbox":
+        assert config.netbox_url is not None  # validated by InventoryConfig
+        assert config.netbox_token is not None
+        return NetboxInventory(
+            config.netbox_url,
+            config.netbox_token,
+            refresh_seconds=config.refresh_seconds,
+            verify_tls=config.verify_tls,
+            metrics=metrics,
+        )
+    return None
+
+
+def _make_dedup(config: DedupConfig, bus: BusConfig, metrics: Registry) -> DedupStore:
+    if config.backend == "nats":
+        return JetStreamDedupStore(
+            nats_url=bus.nats_url,
+            bucket=config.bucket,
+            namespace=bus.namespace,
+            max_window=max([3600.0, *config.windows.values()]),
+            metrics=metrics,
+        )
+    return InMemoryDedupStore(max_keys=config.max_keys, metrics=metrics)
+
+
+def _maintenance_windows(config: MaintenanceConfig, source: str) -> list[MaintenanceWindow]:
+    """The config file's windows as contract values; every problem in one ConfigError."""
+    windows: list[MaintenanceWindow] = []
+    problems: list[tuple[str, str, str]] = []
+    for i, item in enumerate(config.windows):
+        try:
+            start, end = item.bounds()
+            window = MaintenanceWindow(
+                id=item.id,
+                scope=item.scope,
+                target=item.target,
+                start=start,
+                end=end,
+                rrule=item.rrule,
+                timezone=item.timezone,
+                reason=item.reason,
+            )
+            validate_window(window)
+        except ValueError as exc:
+            problems.append((source, f"maintenance.windows.{i}", str(exc)))
+            continue
+        windows.append(window)
+    if problems:
+        lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
+        raise ConfigError(f"{len(problems)} configuration problem(s):\n{lines}", problems)
+    return windows
+
+
 def _metric_total(metrics: Registry, *names: str) -> int:
     """Sum of the first registered metric among ``names`` (0 when none is)."""
     for name in names:
@@ -122,12 +197,25 @@ class Engine:
         self.metrics = Registry()
         self.bus: EventBus = _make_bus(config.bus, self.metrics)
         self.store: OutcomeStore = _make_store(config.store, self.metrics)
+        # Semantic memory, the maintenance calendar (kept beside the outcomes) and
+        # dedup state feed the gates: enrich → maintenance → dedup.
+        self.memory: SemanticMemory | None = _make_memory(config.inventory, self.metrics)
+        self.calendar: MaintenanceCalendar = SqliteMaintenanceCalendar(
+            config.store.sqlite_path,
+            windows=_maintenance_windows(config.maintenance, config.source),
+            metrics=self.metrics,
+        )
+        self.dedup: DedupStore = _make_dedup(config.dedup, config.bus, self.metrics)
         self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
         self.pipeline = build_pipeline(
             store=self.store,
             bus=self.bus,
             metrics=self.metrics,
             bus_inflight=config.bus.max_inflight,
+            memory=self.memory,
+            calendar=self.calendar,
+            dedup=self.dedup,
+            dedup_windows=config.dedup.windows,
         )
         self.runner = ReflexRunner(
             self.registry,
@@ -138,7 +226,9 @@ class Engine:
         )
         self.receivers: dict[str, _Receiver] = {}
         if config.trap.enabled:
-            self.receivers["trap"] = TrapReceiver(config.trap, self.bus, self.metrics)
+            self.receivers["trap"] = TrapReceiver(
+                config.trap, self.bus, self.metrics, memory=self.memory
+            )
         self.bound_addresses: dict[str, tuple[str, int]] = {}
         self._lock = asyncio.Lock()
         self._started = False
@@ -169,6 +259,10 @@ class Engine:
             try:
                 await self.bus.start()
                 await self.store.start()
+                if self.memory is not None:
+                    await self.memory.start()
+                await self.calendar.start()
+                await self.dedup.start()
                 await self.runner.start()
                 # Handlers must be subscribed before the first datagram is accepted.
                 async with asyncio.timeout(ready_timeout):
@@ -189,6 +283,9 @@ class Engine:
                 "engine_started",
                 bus=self.config.bus.backend,
                 store=self.config.store.backend,
+                inventory=self.config.inventory.backend,
+                dedup=self.config.dedup.backend,
+                maintenance_windows=len(self.calendar.windows()),
                 handlers=sorted(h.id for h in self.registry.all_handlers()),
                 listeners={k: f"{h}:{p}" for k, (h, p) in self.bound_addresses.items()},
             )
@@ -233,6 +330,10 @@ class Engine:
         # by drain_timeout) before closing its subscriptions; a forced shutdown
         # after a failed start has nothing in flight.
         await self._step("stop_runner", self.runner.stop())
+        await self._step("close_dedup", self.dedup.close())
+        await self._step("close_calendar", self.calendar.close())
+        if self.memory is not None:
+            await self._step("close_inventory", self.memory.close())
         await self._step("close_store", self.store.close())
         await self._step("close_bus", self.bus.close())
 
