@@ -56,6 +56,9 @@ bench: venv tools  ## print benchmark figures (see docs/PERFORMANCE.md)
 	$(PY) benchmarks/bench_bus.py
 	$(PY) benchmarks/bench_runner.py
 	$(PY) benchmarks/bench_trap_ingest.py
+	$(PY) benchmarks/bench_inventory.py
+	$(PY) benchmarks/bench_maintenance.py
+	$(PY) benchmarks/bench_dedup.py
 
 clean:  ## remove the environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
