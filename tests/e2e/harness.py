@@ -266,7 +266,9 @@ class EngineProcess:
                     raise TimeoutError(
                         f"no {event} {fields} within {timeout}s; last lines: {self.lines[-10:]}"
                     )
-                self._cond.wait(left)
+                # Wake at least every 0.1 s: the reader may hit end of output (and the
+                # process exit) without anything left to notify us.
+                self._cond.wait(min(left, 0.1))
 
     # -- outcomes ----------------------------------------------------------------
 
@@ -398,3 +400,49 @@ def capture_trap(argv_for_port: Callable[[int], Sequence[str]], timeout: float =
         send_traps([argv_for_port(sock.getsockname()[1])])
         data, _ = sock.recvfrom(65535)
         return data
+
+
+# -- raw SNMPv2c traps (for storms: one snmptrap process per trap is too slow) ----
+
+
+def _len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    return bytes([tag]) + _len(len(body)) + body
+
+
+def _int(v: int) -> bytes:
+    return _tlv(0x02, v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True))
+
+
+def _oid(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    out = bytearray([parts[0] * 40 + parts[1]])
+    for p in parts[2:]:
+        enc = [p & 0x7F]
+        p >>= 7
+        while p:
+            enc.append(0x80 | (p & 0x7F))
+            p >>= 7
+        out.extend(reversed(enc))
+    return _tlv(0x06, bytes(out))
+
+
+def v2c_link_down(request_id: int, if_index: int, community: bytes = b"public") -> bytes:
+    """A net-snmp-shaped v2c linkDown trap with distinct ifIndex and request id."""
+    vbs = [
+        (_oid("1.3.6.1.2.1.1.3.0"), _tlv(0x43, (360000).to_bytes(3, "big"))),
+        (_oid("1.3.6.1.6.3.1.1.4.1.0"), _oid("1.3.6.1.6.3.1.1.5.3")),
+        (_oid(f"1.3.6.1.2.1.2.2.1.1.{if_index}"), _int(if_index)),
+        (_oid(f"1.3.6.1.2.1.2.2.1.7.{if_index}"), _int(1)),
+        (_oid(f"1.3.6.1.2.1.2.2.1.8.{if_index}"), _int(2)),
+        (_oid(f"1.3.6.1.2.1.31.1.1.1.1.{if_index}"), _tlv(0x04, f"Gi1/0/{if_index}".encode())),
+    ]
+    vbl = _tlv(0x30, b"".join(_tlv(0x30, o + v) for o, v in vbs))
+    pdu = _tlv(0xA7, _int(request_id) + _int(0) + _int(0) + vbl)
+    return _tlv(0x30, _int(1) + _tlv(0x04, community) + pdu)
