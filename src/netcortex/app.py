@@ -45,12 +45,11 @@ from netcortex.contracts.memory import (
     OutcomeStore,
     SemanticMemory,
 )
-from netcortex.errors import ConfigError
 from netcortex.memory.episodic.dedup_jetstream import JetStreamDedupStore
 from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic import FileInventory, NetboxInventory
-from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar, validate_window
+from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar, config_windows
 from netcortex.metrics import Counter, Registry
 from netcortex.reflex.pipeline import build_pipeline
 from netcortex.reflex.registry import builtin_registry
@@ -136,31 +135,11 @@ def _make_dedup(config: DedupConfig, bus: BusConfig, metrics: Registry) -> Dedup
 
 
 def _maintenance_windows(config: MaintenanceConfig, source: str) -> list[MaintenanceWindow]:
-    """The config file's windows as contract values; every problem in one ConfigError."""
-    windows: list[MaintenanceWindow] = []
-    problems: list[tuple[str, str, str]] = []
-    for i, item in enumerate(config.windows):
-        try:
-            start, end = item.bounds()
-            window = MaintenanceWindow(
-                id=item.id,
-                scope=item.scope,
-                target=item.target,
-                start=start,
-                end=end,
-                rrule=item.rrule,
-                timezone=item.timezone,
-                reason=item.reason,
-            )
-            validate_window(window)
-        except ValueError as exc:
-            problems.append((source, f"maintenance.windows.{i}", str(exc)))
-            continue
-        windows.append(window)
-    if problems:
-        lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
-        raise ConfigError(f"{len(problems)} configuration problem(s):\n{lines}", problems)
-    return windows
+    """The config file's windows as contract values; every problem in one ConfigError.
+
+    The same helper serves ``netcortex maintenance`` (bridge), so both agree.
+    """
+    return config_windows(config, source)
 
 
 def _metric_total(metrics: Registry, *names: str) -> int:

@@ -74,7 +74,7 @@ _TRUNCATED = "\n  … (traceback truncated) …\n"
 # After a transient receive error, wait this long before asking again (no hot loop).
 _RECEIVE_RETRY_DELAY = 0.1
 #: longest sleep of the window watcher (windows added at run time are seen within it)
-_WINDOW_POLL = 30.0
+_WINDOW_POLL = 5.0
 #: wake this long after a window's end so ``active`` no longer reports it
 _WINDOW_SLACK = 0.05
 _RESUBSCRIBE_MAX_DELAY = 5.0

@@ -131,6 +131,19 @@ class TestCheckConfig:
         assert f"{path}: trap.port:" in err
         assert f"{path}: bus.backend:" in err
 
+    def test_window_the_calendar_refuses_is_a_config_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """check-config refuses a maintenance window the calendar would refuse at run time."""
+        path = tmp_path / "w.yaml"
+        path.write_text(
+            "maintenance:\n  windows:\n    - {id: w, scope: device, target: r1,"
+            " start: '2026-12-06T02:00:00Z', duration: 60, rrule: 'FREQ=MINUTELY'}\n",
+            encoding="utf-8",
+        )
+        assert main(["check-config", str(path)]) == 2
+        assert f"{path}: maintenance.windows.0:" in capsys.readouterr().err
+
     def test_nats_credentials_are_not_printed(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

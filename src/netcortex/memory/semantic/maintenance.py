@@ -58,6 +58,19 @@ fine: separate table, own connection, WAL, busy timeout). One thread owns the
 only connection; every ``sqlite3`` and file-system error is mapped to
 ``StoreError`` in ``_sqlite_errors``.
 
+Live reload: windows added or removed by another connection (``netcortex
+maintenance add|remove`` while the engine runs, or a second engine on the same
+file) take effect without a restart. After ``start`` a background task asks the
+connection's ``PRAGMA data_version`` every ``reload_interval`` seconds (1 s by
+default) on the calendar's thread: it changes only when *another* connection
+committed to the file, so an idle file costs one pragma per interval and the
+calendar's own writes cost nothing. When it changed, the table is read and
+compared row by row with what the index holds; unchanged windows keep their
+compiled entry (and its memo), and the new index is swapped in at once, so a
+lookup sees either the old or the new set, never a mix. Outcome writes to the
+same file also bump ``data_version``; they cost one read of the (small) window
+table and no index change.
+
 May import: ``contracts``, ``errors``, ``config``, ``metrics``.
 """
 
@@ -87,6 +100,7 @@ from pydantic import (
     model_validator,
 )
 
+from netcortex.config import MaintenanceConfig
 from netcortex.contracts.memory import MAINTENANCE_SCOPES, MaintenanceWindow
 from netcortex.errors import ConfigError, StoreError
 from netcortex.metrics import Registry
@@ -94,7 +108,9 @@ from netcortex.metrics import Registry
 __all__ = [
     "MaintenanceWindowConfig",
     "SqliteMaintenanceCalendar",
+    "config_windows",
     "validate_window",
+    "window_problems",
     "windows_from_config",
 ]
 
@@ -110,6 +126,8 @@ _SLACK: Final = timedelta(hours=3)
 #: No boundary of an occurrence before the searched range is later than ``at - _SAFE``.
 _SAFE: Final = timedelta(hours=1)
 _BUSY_TIMEOUT_S: Final = 5.0
+#: Default seconds between two checks for windows changed by another connection.
+_RELOAD_INTERVAL_S: Final = 1.0
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS maintenance_windows (
@@ -231,6 +249,16 @@ def _problems(window: MaintenanceWindow) -> list[tuple[str, str]]:
     return out
 
 
+def window_problems(window: MaintenanceWindow) -> list[tuple[str, str]]:
+    """Every ``(field, message)`` wrong with ``window``; empty when it is valid.
+
+    Fields are the ``MaintenanceWindow`` attribute names (``id``, ``scope``,
+    ``target``, ``start``, ``end``, ``rrule``, ``timezone``, ``reason``), so a
+    caller (the CLI) can name its own option for each problem.
+    """
+    return _problems(window)
+
+
 def validate_window(window: MaintenanceWindow) -> None:
     """Check ``window`` completely; say everything that is wrong at once.
 
@@ -350,6 +378,48 @@ def windows_from_config(
         lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
         raise ConfigError(f"{len(problems)} maintenance window problem(s):\n{lines}", problems)
     return out
+
+
+def config_windows(config: MaintenanceConfig, source: str = "<config>") -> list[MaintenanceWindow]:
+    """The ``maintenance.windows`` of a loaded ``Config`` as contract values.
+
+    Used by the engine and by ``netcortex maintenance``, so both see the same
+    config windows. Naive ``start``/``end`` are wall-clock time in the window's
+    ``timezone``; ``duration`` is absolute elapsed time (a 4 h window is 4 h long
+    on a DST day too), as for recurring occurrences.
+
+    Raises:
+        ConfigError: one ``(source, "maintenance.windows.<i>", message)`` per bad
+            window, all at once.
+    """
+    windows: list[MaintenanceWindow] = []
+    problems: list[tuple[str, str, str]] = []
+    for i, item in enumerate(config.windows):
+        try:
+            start, end = item.bounds()
+            if item.duration is not None:
+                end = (start.astimezone(UTC) + timedelta(seconds=item.duration)).astimezone(
+                    start.tzinfo
+                )
+            window = MaintenanceWindow(
+                id=item.id,
+                scope=item.scope,
+                target=item.target,
+                start=start,
+                end=end,
+                rrule=item.rrule,
+                timezone=item.timezone,
+                reason=item.reason,
+            )
+            validate_window(window)
+        except ValueError as exc:
+            problems.append((source, f"maintenance.windows.{i}", str(exc)))
+            continue
+        windows.append(window)
+    if problems:
+        lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
+        raise ConfigError(f"{len(problems)} configuration problem(s):\n{lines}", problems)
+    return windows
 
 
 # ------------------------------------------------------------------ evaluation
@@ -543,6 +613,8 @@ class SqliteMaintenanceCalendar:
     work before ``start`` (config windows only) and after ``close``. ``add`` and
     ``remove`` write through one connection owned by one thread, then update the
     index; they are serialised, so concurrent calls from many tasks are safe.
+    Between ``start`` and ``close`` windows stored by other connections are
+    reloaded within ``reload_interval`` seconds (see the module docstring).
     Supports ``async with``.
     """
 
@@ -552,6 +624,7 @@ class SqliteMaintenanceCalendar:
         *,
         windows: Sequence[MaintenanceWindow] = (),
         metrics: Registry | None = None,
+        reload_interval: float = _RELOAD_INTERVAL_S,
     ) -> None:
         """Index the config windows (no I/O until ``start``).
 
@@ -561,12 +634,18 @@ class SqliteMaintenanceCalendar:
             windows: config-owned windows (``maintenance.windows``): indexed, never
                 written, not removable with ``remove``.
             metrics: where to count; a private registry when ``None``.
+            reload_interval: seconds between checks for windows added or removed
+                by another connection (after ``start``); ``0`` turns reloading off.
 
         Raises:
-            ValueError: a config window is invalid, or two share an id.
+            ValueError: a config window is invalid, or two share an id, or
+                ``reload_interval`` is negative.
         """
         if str(path) == ":memory:":
             raise ValueError("maintenance calendar path must be a file, not ':memory:'")
+        if not reload_interval >= 0:
+            raise ValueError(f"reload_interval must be >= 0 seconds, got {reload_interval!r}")
+        self._reload_interval = float(reload_interval)
         self._path = Path(path)
         self._metrics = _Metrics(metrics if metrics is not None else Registry())
         self._entries: dict[str, _Entry] = {}
@@ -583,6 +662,13 @@ class SqliteMaintenanceCalendar:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        # Stored rows as last seen (by id; invalid and shadowed ones too), so a
+        # reload rebuilds only what changed and warns once per change.
+        self._rows: dict[str, tuple[Any, ...]] = {}
+        # The connection's PRAGMA data_version when the table was last read.
+        self._data_version: int | None = None
+        self._reloader: asyncio.Task[None] | None = None
+        self._reload_failing = False
         self._count_gauges()
 
     # ---------------------------------------------------------------- lifecycle
@@ -621,34 +707,29 @@ class SqliteMaintenanceCalendar:
                 executor.shutdown(wait=False)
                 raise
             self._executor = executor
-            loaded = 0
-            for row in rows:
-                window_id = row[0]
-                existing = self._entries.get(window_id)
-                if existing is not None and existing.config_owned:
-                    log.warning("maintenance_window_shadowed", window_id=window_id)
-                    continue
-                try:
-                    entry = _Entry(_window(row), config_owned=False)
-                except ValueError as exc:
-                    log.warning("maintenance_window_invalid", window_id=window_id, error=str(exc))
-                    continue
-                self._replace(entry)
-                loaded += 1
-            self._count_gauges()
+            self._apply_rows(rows)
             log.info(
                 "maintenance_calendar_opened",
                 path=str(self._path),
                 config_windows=sum(e.config_owned for e in self._entries.values()),
-                stored_windows=loaded,
+                stored_windows=sum(not e.config_owned for e in self._entries.values()),
+                reload_interval=self._reload_interval,
             )
+            if self._reload_interval > 0:
+                self._reloader = asyncio.create_task(
+                    self._reload_loop(), name=f"maintenance-reload:{self._path.name}"
+                )
 
     async def close(self) -> None:
         """Close the connection and its thread. Idempotent; safe without ``start``.
 
         The in-memory index stays: ``active`` keeps answering; ``add``/``remove``
-        raise ``StoreError``.
+        raise ``StoreError``. Reloading stops.
         """
+        reloader, self._reloader = self._reloader, None
+        if reloader is not None:
+            reloader.cancel()
+            await asyncio.gather(reloader, return_exceptions=True)
         async with self._lock:
             executor, self._executor = self._executor, None
             if executor is None:
@@ -774,7 +855,9 @@ class SqliteMaintenanceCalendar:
                     "(maintenance.windows); change it there"
                 )
             executor = self._require_open()
-            await self._run(executor, self._write, _UPSERT, _row(window, time.time()))
+            row = _row(window, time.time())
+            await self._run(executor, self._write, _UPSERT, row)
+            self._rows[window.id] = row
             self._replace(entry)
             self._count_gauges()
         log.info(
@@ -806,6 +889,7 @@ class SqliteMaintenanceCalendar:
                 )
             executor = self._require_open()
             deleted = await self._run(executor, self._write, _DELETE, (window_id,))
+            self._rows.pop(window_id, None)
             if existing is not None:
                 self._discard(existing)
                 self._count_gauges()
@@ -836,6 +920,94 @@ class SqliteMaintenanceCalendar:
             self._discard(old)
         self._insert(entry)
 
+    def _apply_rows(self, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int, int]:
+        """Make the stored windows exactly ``rows``; swap the new index in at once.
+
+        Rows equal to the ones last seen keep their compiled entry. A row with a
+        config window's id is shadowed; a row that does not compile is skipped;
+        both are logged once per change of the row.
+
+        Returns:
+            ``(added, changed, removed)`` stored windows.
+        """
+        seen = {row[0]: tuple(row) for row in rows}
+        entries = {i: e for i, e in self._entries.items() if e.config_owned}
+        added = changed = removed = 0
+        for window_id, row in seen.items():
+            old = self._entries.get(window_id)
+            if window_id in entries:
+                if self._rows.get(window_id) != row:
+                    log.warning("maintenance_window_shadowed", window_id=window_id)
+                continue
+            if old is not None and self._rows.get(window_id) == row:
+                entries[window_id] = old
+                continue
+            try:
+                entries[window_id] = _Entry(_window(row), config_owned=False)
+            except ValueError as exc:
+                if self._rows.get(window_id) != row:
+                    log.warning("maintenance_window_invalid", window_id=window_id, error=str(exc))
+                if old is not None:
+                    removed += 1
+                continue
+            if old is None:
+                added += 1
+            else:
+                changed += 1
+        removed += sum(1 for i, e in self._entries.items() if not e.config_owned and i not in seen)
+        self._rows = seen
+        self._swap(entries)
+        return added, changed, removed
+
+    def _swap(self, entries: dict[str, _Entry]) -> None:
+        """Replace the entries and every index with ones built from ``entries``."""
+        index: dict[str, dict[str, list[_Entry]]] = {s: {} for s in MAINTENANCE_SCOPES}
+        for entry in entries.values():
+            index[entry.window.scope].setdefault(entry.window.target, []).append(entry)
+        # No await from here on: a lookup sees the old or the new index, never a mix.
+        self._entries = entries
+        self._index = index
+        self._by_device = index["device"]
+        self._by_interface = index["interface"]
+        self._by_site = index["site"]
+        self._by_role = index["role"]
+        self._by_tag = index["tag"]
+        self._count_gauges()
+
+    async def _reload_loop(self) -> None:
+        """Every ``reload_interval`` s: reload the stored windows if another connection wrote."""
+        while True:
+            await asyncio.sleep(self._reload_interval)
+            try:
+                await self._reload()
+            except StoreError as exc:
+                # Keep answering from the current index; say so once per failure streak.
+                if not self._reload_failing:
+                    log.warning("maintenance_reload_failed", path=str(self._path), error=str(exc))
+                self._reload_failing = True
+            else:
+                if self._reload_failing:
+                    log.info("maintenance_reload_recovered", path=str(self._path))
+                self._reload_failing = False
+
+    async def _reload(self) -> None:
+        async with self._lock:
+            executor = self._executor
+            if executor is None:
+                return
+            rows: list[tuple[Any, ...]] | None = await self._run(executor, self._poll)
+            if rows is None:
+                return
+            added, changed, removed = self._apply_rows(rows)
+        if added or changed or removed:
+            log.info(
+                "maintenance_windows_reloaded",
+                added=added,
+                changed=changed,
+                removed=removed,
+                windows=len(self._entries),
+            )
+
     def _count_gauges(self) -> None:
         config = sum(e.config_owned for e in self._entries.values())
         self._metrics.windows.set(config, source="config")
@@ -863,7 +1035,23 @@ class SqliteMaintenanceCalendar:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
+            self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
             rows: list[tuple[Any, ...]] = conn.execute(f"{_SELECT} ORDER BY id").fetchall()
+            return rows
+
+    def _poll(self) -> list[tuple[Any, ...]] | None:
+        """On the thread: every stored row if another connection committed since the
+        last read (``PRAGMA data_version`` moved), else ``None``."""
+        conn = self._conn
+        if conn is None:
+            return None
+        with _sqlite_errors("reload", self._path):
+            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            if version == self._data_version:
+                return None
+            rows: list[tuple[Any, ...]] = conn.execute(f"{_SELECT} ORDER BY id").fetchall()
+            # Read the version first: a commit between the two reads is seen next time.
+            self._data_version = version
             return rows
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
