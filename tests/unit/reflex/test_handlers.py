@@ -290,3 +290,17 @@ class TestEchoDetails:
         """Keys that look like secrets (token, password, sharedSecret ...) are never echoed."""
         payload = {"api_token": "t", "Password": "p", "sharedSecret": "s", "ok": 1}
         assert echo_details(payload) == {"ok": 1}
+
+
+class TestDedupWindows:
+    def test_default_windows_are_the_issue_3_ones(self) -> None:
+        """Default dedup windows: link_down 60 s, bgp_drop 60 s, security_webhook 300 s."""
+        from netcortex.reflex.handlers import (
+            BgpDropHandler,
+            LinkDownHandler,
+            SecurityWebhookHandler,
+        )
+
+        assert LinkDownHandler().dedup_window == 60.0
+        assert BgpDropHandler().dedup_window == 60.0
+        assert SecurityWebhookHandler().dedup_window == 300.0

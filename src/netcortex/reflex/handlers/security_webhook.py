@@ -85,8 +85,8 @@ class SecurityWebhookHandler:
 
     id = "security_webhook"
     patterns: tuple[str, ...] = ("sensory.meraki.webhook.security.>",)
-    #: Meraki re-sends an alert it thinks undelivered; a minute joins the copies
-    dedup_window = 60.0
+    #: Meraki re-sends alerts and repeats ongoing ones; five minutes join them (issue 3)
+    dedup_window = 300.0
     #: nominal severity when the level is unknown (also used for gate-stopped outcomes)
     severity = Severity.WARN
 
