@@ -45,6 +45,7 @@ from netcortex.contracts.memory import (
     OutcomeStore,
     SemanticMemory,
 )
+from netcortex.errors import ConfigError
 from netcortex.memory.episodic.dedup_jetstream import JetStreamDedupStore
 from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
@@ -52,7 +53,7 @@ from netcortex.memory.semantic import FileInventory, NetboxInventory
 from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar, config_windows
 from netcortex.metrics import Counter, Registry
 from netcortex.reflex.pipeline import build_pipeline
-from netcortex.reflex.registry import builtin_registry
+from netcortex.reflex.registry import builtin_handlers, builtin_registry
 from netcortex.reflex.runner import ReflexRunner
 from netcortex.sensory.trap import TrapReceiver
 from netcortex.thalamus.memory import InMemoryEventBus
@@ -134,6 +135,25 @@ def _make_dedup(config: DedupConfig, bus: BusConfig, metrics: Registry) -> Dedup
     return InMemoryDedupStore(max_keys=config.max_keys, metrics=metrics)
 
 
+def _check_dedup_windows(config: DedupConfig, source: str) -> None:
+    """``dedup.windows`` must name built-in handlers: a typo would silently keep the default.
+
+    Raises:
+        ConfigError: naming ``dedup.windows``, the unknown ids and the known ones.
+    """
+    known = [h.id for h in builtin_handlers()]
+    unknown = sorted(set(config.windows).difference(known))
+    if unknown:
+        msg = (
+            f"unknown handler id(s) {', '.join(map(repr, unknown))}; "
+            f"built-in handlers are {', '.join(known)}"
+        )
+        raise ConfigError(
+            f"1 configuration problem(s):\n  {source}: dedup.windows: {msg}",
+            [(source, "dedup.windows", msg)],
+        )
+
+
 def _maintenance_windows(config: MaintenanceConfig, source: str) -> list[MaintenanceWindow]:
     """The config file's windows as contract values; every problem in one ConfigError.
 
@@ -184,6 +204,7 @@ class Engine:
             windows=_maintenance_windows(config.maintenance, config.source),
             metrics=self.metrics,
         )
+        _check_dedup_windows(config.dedup, config.source)
         self.dedup: DedupStore = _make_dedup(config.dedup, config.bus, self.metrics)
         self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
         self.pipeline = build_pipeline(

@@ -253,8 +253,13 @@ class InventoryConfig(_Section):
     def model_post_init(self, context: Any, /) -> None:
         if self.backend == "file" and self.path is None:
             raise ValueError("backend 'file' needs inventory.path")
-        if self.backend == "netbox" and not (self.netbox_url and self.netbox_token):
-            raise ValueError("backend 'netbox' needs inventory.netbox_url and netbox_token")
+        if self.backend == "netbox":
+            token = self.netbox_token.get_secret_value().strip() if self.netbox_token else ""
+            if not (self.netbox_url and token):
+                raise ValueError("backend 'netbox' needs inventory.netbox_url and netbox_token")
+            if not re.match(r"^https?://[^/\s]+", self.netbox_url, re.IGNORECASE):
+                # Never echo the value: a URL may carry credentials (user:pass@host).
+                raise ValueError("inventory.netbox_url must be an http:// or https:// URL")
 
 
 class DedupConfig(_Section):
@@ -266,8 +271,8 @@ class DedupConfig(_Section):
     windows: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     #: ``memory``: facts remembered at most (oldest dropped first)
     max_keys: Annotated[int, Field(ge=1)] = 100_000
-    #: ``nats``: the key-value bucket name
-    bucket: str = "netcortex_dedup"
+    #: ``nats``: the key-value bucket name (letters, digits, ``_``, ``-``)
+    bucket: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,200}$")] = "netcortex_dedup"
 
 
 class MaintenanceWindowConfig(_Section):

@@ -188,3 +188,29 @@ async def test_snapshot_age_grows(memory: SemanticMemory) -> None:
     assert 0.0 <= first < 60.0
     await asyncio.sleep(0.02)  # elapsed time is the thing under test
     assert memory.snapshot_age() >= first + 0.02
+
+
+async def test_odd_input_finds_nothing_and_never_raises(memory: SemanticMemory) -> None:
+    """Lookups given ``None``, numbers, booleans or lists (a webhook payload's odd values)
+    return ``None`` instead of raising; an IPv6 zone id or IPv4-mapped form still matches."""
+    odd: list[object] = [None, 3, 3.0, True, ["192.0.2.11"], {"a": 1}, b"192.0.2.11"]
+    for value in odd:
+        v: object = value
+        assert memory.device_by_address(v) is None, v  # type: ignore[arg-type]
+        assert memory.device_by_name(v) is None, v  # type: ignore[arg-type]
+        assert memory.device_by_serial(v) is None, v  # type: ignore[arg-type]
+        assert memory.device_by_mac(v) is None, v  # type: ignore[arg-type]
+        assert memory.interface(v, if_index=3) is None, v  # type: ignore[arg-type]
+        assert memory.interface("sw1-north", name=v) is None, v  # type: ignore[arg-type]
+        assert memory.cable_peer("sw1-north", v) is None, v  # type: ignore[arg-type]
+        assert memory.cable_peer(v, "Gi1/0/3") is None, v  # type: ignore[arg-type]
+        assert memory.bgp_session("r1-north", v) is None, v  # type: ignore[arg-type]
+    # A boolean is not an ifIndex (True == 1 must not find ifIndex 1).
+    assert memory.interface("sw1-north", if_index=True) is None
+    sw1 = memory.device_by_address("192.0.2.11")
+    assert sw1 is not None
+    assert memory.device_by_address("192.0.2.11%eth0") == sw1
+    assert memory.device_by_address("::ffff:192.0.2.11") == sw1
+    r1 = memory.device_by_address(f"{SCENARIO_IPV6}%ge-0/0/0.0")
+    assert r1 is not None
+    assert r1.name == "r1-north"

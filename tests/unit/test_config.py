@@ -272,6 +272,40 @@ class TestIssue3Sections:
             with pytest.raises(ConfigError, match=needle):
                 load_config(write(tmp_path, text), environ={})
 
+    @pytest.mark.parametrize(
+        ("inventory", "needle"),
+        [
+            ("netbox_url: 'netbox.example.com', netbox_token: t0k3n", "http:// or https://"),
+            ("netbox_url: 'ftp://user:pw@nb', netbox_token: t0k3n", "http:// or https://"),
+            ("netbox_url: 'https://nb', netbox_token: '   '", "netbox_token"),
+        ],
+    )
+    def test_netbox_url_scheme_and_blank_token_refused(
+        self, tmp_path: Path, inventory: str, needle: str
+    ) -> None:
+        """A NetBox URL without http(s) or a blank token is a config error (not a failure at
+        start), and the error never echoes the URL's credentials."""
+        path = write(tmp_path, f"inventory: {{backend: netbox, {inventory}}}")
+        with pytest.raises(ConfigError, match=needle) as info:
+            load_config(path, environ={})
+        assert "pw@" not in str(info.value)
+
+    def test_dedup_bucket_name_is_checked(self, tmp_path: Path) -> None:
+        """A NATS KV bucket name with characters NATS refuses is a config error naming the key."""
+        with pytest.raises(ConfigError, match=r"dedup\.bucket"):
+            load_config(write(tmp_path, "dedup: {bucket: 'net.cortex dedup'}"), environ={})
+
+    def test_dedup_windows_must_name_builtin_handlers(self, tmp_path: Path) -> None:
+        """A typo in dedup.windows (``linkdown``) is refused when the engine is built, naming the
+        key and the known ids, instead of silently keeping the default window."""
+        from netcortex.app import Engine
+
+        config = load_config(write(tmp_path, "dedup: {windows: {linkdown: 10}}"), environ={})
+        with pytest.raises(ConfigError, match=r"dedup\.windows: .*'linkdown'.*link_down"):
+            Engine(config)
+        ok = load_config(write(tmp_path, "dedup: {windows: {link_down: 10}}"), environ={})
+        assert Engine(ok).config.dedup.windows == {"link_down": 10.0}
+
     def test_netbox_token_is_redacted(self, tmp_path: Path) -> None:
         """The NetBox token is a secret: repr and JSON never show it."""
         path = write(

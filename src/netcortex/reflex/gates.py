@@ -37,8 +37,10 @@ class EnrichGate:
     """Resolve the event against semantic memory; canonicalise it; never stops an event.
 
     Finds the device (by the event's device as a name, then as an address, then
-    as a serial; then by the agent address), the interface (by name, by
-    ``ifIndex=N``, by the payload's ``if_index``, ``if_name`` or ``if_descr``),
+    as a serial; then by the agent address), the interface (by ``ifIndex=N`` or
+    the payload's ``if_index``, then by the event's interface name, then the
+    payload's ``if_name`` or ``if_descr`` — the trap receiver's order, so both
+    agree on the name even when the inventory's ifIndex is stale),
     its cable peer, and for events with a peer the BGP session and the peer's
     device. The event handed on carries the inventory's device and interface
     names and the target rebuilt from them, so dedup keys and outcomes use
@@ -105,20 +107,24 @@ class EnrichGate:
         return None
 
     def _interface(self, device: str, event: SensoryEvent) -> Interface | None:
+        # The trap receiver's order (normalize.Normalizer._canonical): ifIndex first,
+        # then names. Trying the event's name first would let a raw event and the
+        # receiver-canonicalised one of the same trap resolve to different interfaces
+        # (and dedup keys) when the inventory's ifIndex and name disagree.
         memory = self._memory
         raw = event.interface
-        if raw:
-            if raw.startswith(_INDEX_PREFIX):
-                index = _as_index(raw[len(_INDEX_PREFIX) :])
-                if index is not None:
-                    return memory.interface(device, if_index=index)
-            found = memory.interface(device, name=raw)
-            if found is not None:
-                return found
+        if raw and raw.startswith(_INDEX_PREFIX):
+            index = _as_index(raw[len(_INDEX_PREFIX) :])
+            if index is not None:
+                return memory.interface(device, if_index=index)
         payload = event.payload
         index = _as_index(payload.get("if_index"))
         if index is not None:
             found = memory.interface(device, if_index=index)
+            if found is not None:
+                return found
+        if raw:
+            found = memory.interface(device, name=raw)
             if found is not None:
                 return found
         for key in _NAME_KEYS:

@@ -31,6 +31,9 @@ from netcortex.reflex.handlers import BgpDropHandler, LinkDownHandler, LinkUpHan
 from netcortex.reflex.pipeline import Pipeline, build_pipeline
 from netcortex.reflex.registry import HandlerRegistry
 from netcortex.reflex.runner import ReflexRunner
+from netcortex.sensory.trap import Normalizer
+from netcortex.sensory.trap.ber import VarBind
+from netcortex.sensory.trap.decode import Notification
 from netcortex.testing import RecordingSink, make_event
 from netcortex.thalamus.memory import InMemoryEventBus
 from tests.conftest import shared_fixture
@@ -219,6 +222,75 @@ class TestEnrichGate:
         assert outcome.trace["bgp_remote_asn"] == 64500
         assert outcome.trace["peer_device"] == "r1-south"
         assert outcome.trace["inventory"] == "device"
+
+
+def _trap(trap_oid: str, if_index: int | None, if_name: str | None) -> Notification:
+    """A decoded v2c notification ``trap_oid`` with ifIndex (and ifName when given) varbinds."""
+    varbinds: list[VarBind] = []
+    if if_index is not None:
+        varbinds.append(VarBind(f"1.3.6.1.2.1.2.2.1.1.{if_index}", "INTEGER", if_index))
+        if if_name is not None:
+            varbinds.append(
+                VarBind(f"1.3.6.1.2.1.31.1.1.1.1.{if_index}", "OCTET STRING", if_name.encode())
+            )
+    return Notification(
+        version="v2c",
+        pdu_type="snmpv2_trap",
+        request_id=1,
+        trap_oid=trap_oid,
+        uptime=1,
+        varbinds=tuple(varbinds),
+    )
+
+
+_LINK_DOWN_OID = "1.3.6.1.6.3.1.1.5.3"
+
+
+class TestReceiverAndGateAgree:
+    @pytest.mark.parametrize(
+        ("source", "if_index", "if_name"),
+        [
+            (SW1, 3, "Gi1/0/3"),  # index and name agree
+            (SW1, 999, "Gi1/0/3"),  # index unknown to the inventory: the name decides
+            (SW1, 999, None),  # nothing known: raw ifIndex=999 on the canonical device
+            (SW1, 3, None),
+            (SW1, 2, "Gi1/0/3"),  # stale ifIndex in the inventory: index and name disagree
+            (SW1, 3, "gigabitethernet1/0/3"),
+            ("::ffff:192.0.2.11", 3, "Gi1/0/3"),  # IPv4-mapped sender
+            ("192.0.2.99", 3, "Gi1/0/3"),  # unknown sender: raw on both paths
+        ],
+    )
+    async def test_same_fact_same_target_and_dedup_key_with_or_without_receiver_memory(
+        self,
+        inventory: FileInventory,
+        source: str,
+        if_index: int | None,
+        if_name: str | None,
+    ) -> None:
+        """A trap canonicalised by the receiver and the same trap published raw end up, after
+        the enrich gate, with one target, one interface and one dedup key."""
+        note = _trap(_LINK_DOWN_OID, if_index, if_name)
+        now = datetime.now(UTC)
+        canonical = Normalizer(memory=inventory).normalize(note, source, now)
+        raw = Normalizer().normalize(note, source, now)
+        gate = EnrichGate(inventory)
+        results = []
+        for event in (canonical, raw):
+            trace: dict[str, Any] = {}
+            enriched = await gate(LinkDownHandler(), event, trace)
+            assert isinstance(enriched, SensoryEvent)
+            results.append(
+                (
+                    enriched.target,
+                    enriched.device,
+                    enriched.interface,
+                    dedup_key("link_down", enriched),
+                    trace["inventory"],
+                )
+            )
+        assert results[0] == results[1]
+        # The receiver's own canonical target is already the final one.
+        assert results[0][0] == canonical.target
 
 
 class TestMaintenanceGate:

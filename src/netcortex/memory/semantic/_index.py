@@ -19,7 +19,9 @@ A backend swaps its whole snapshot reference at once, so a lookup sees either
 the old or the new snapshot, never a half-built one (no locks needed).
 
 ``SnapshotMemory`` is the shared base class holding the current snapshot and
-answering the contract's synchronous lookups from it.
+answering the contract's synchronous lookups from it. Lookups are total: input
+of the wrong type (``None``, a number, a list from a webhook payload) finds
+nothing instead of raising, so a receiver or gate never fails on it.
 
 May import: ``contracts``, ``errors``, ``config``, ``metrics``, ``logs``.
 """
@@ -174,7 +176,13 @@ class Snapshot:
         self, device: str, *, if_index: int | None = None, name: str | None = None
     ) -> Interface | None:
         """See ``SemanticMemory.interface``: ifIndex first, then exact name, then
-        the normalised (short or long) name."""
+        the normalised (short or long) name. Input of the wrong type finds nothing."""
+        if not isinstance(device, str):
+            return None
+        if not isinstance(if_index, int) or isinstance(if_index, bool):
+            if_index = None
+        if not isinstance(name, str):
+            name = None
         if if_index is not None:
             hit = self.if_by_index.get((device, if_index))
             if hit is not None or name is None:
@@ -188,6 +196,8 @@ class Snapshot:
 
     def cable_peer(self, device: str, interface: str) -> Interface | None:
         """See ``SemanticMemory.cable_peer`` (``interface`` may be a short name)."""
+        if not (isinstance(device, str) and isinstance(interface, str)):
+            return None
         hit = self.peers.get((device, interface))
         if hit is None:
             own = self.if_by_norm.get((device, normalise_interface_name(interface)))
@@ -196,7 +206,9 @@ class Snapshot:
         return hit
 
     def device_by_address(self, address: str) -> Device | None:
-        """See ``SemanticMemory.device_by_address``."""
+        """See ``SemanticMemory.device_by_address`` (non-text input finds nothing)."""
+        if not isinstance(address, str):
+            return None
         hit = self.by_address.get(address)
         if hit is None:
             canon = canonical_address(address)
@@ -205,7 +217,9 @@ class Snapshot:
         return hit
 
     def device_by_mac(self, mac: str) -> Device | None:
-        """See ``SemanticMemory.device_by_mac``."""
+        """See ``SemanticMemory.device_by_mac`` (non-text input finds nothing)."""
+        if not isinstance(mac, str):
+            return None
         hit = self.by_mac.get(mac)
         if hit is None:
             canon = canonical_mac(mac)
@@ -214,7 +228,9 @@ class Snapshot:
         return hit
 
     def bgp_session(self, device: str, remote_address: str) -> BgpSession | None:
-        """See ``SemanticMemory.bgp_session``."""
+        """See ``SemanticMemory.bgp_session`` (non-text input finds nothing)."""
+        if not (isinstance(device, str) and isinstance(remote_address, str)):
+            return None
         hit = self.bgp.get((device, remote_address))
         if hit is None:
             canon = canonical_address(remote_address)
@@ -591,10 +607,12 @@ class SnapshotMemory:
 
     def device_by_name(self, name: str) -> Device | None:
         """The device called ``name`` (exact), or ``None``."""
-        return self._snap.by_name.get(name)
+        return self._snap.by_name.get(name) if isinstance(name, str) else None
 
     def device_by_serial(self, serial: str) -> Device | None:
         """The device with serial ``serial`` (exact, or upper-cased), or ``None``."""
+        if not isinstance(serial, str):
+            return None
         snap = self._snap
         return snap.by_serial.get(serial) or snap.by_serial.get(serial.upper())
 

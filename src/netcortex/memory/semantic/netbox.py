@@ -11,7 +11,14 @@ not installed: no sessions, not an error.
 * A background task re-syncs every ``refresh_seconds``. A failed refresh keeps
   the snapshot in use (stale-while-revalidate), is logged
   (``netbox_refresh_failed``) and counted; ``snapshot_age()`` keeps growing so
-  every outcome shows how stale its enrichment is. Lookups never wait.
+  every outcome shows how stale its enrichment is. Lookups never wait. Any
+  failure (even an unforeseen one, e.g. a malformed ``next`` link) is a failed
+  sync: ``start`` raises ``StoreError`` and the refresh task never dies of it.
+* Transient answers — HTTP 429, 502, 503, 504 and a connection dropped or
+  timing out mid-request — are retried per request (``retries`` times) with
+  exponential backoff from ``backoff`` seconds, honouring ``Retry-After``
+  (seconds), capped at ``max_backoff``; each retry logs ``netbox_retry``.
+  Connection refused and TLS failures are not retried.
 * Tokens: ``Authorization: Token <t>`` for v1 tokens, ``Bearer <t>`` for v2
   tokens (``nbt_<key>.<token>``). The token lives only in the client's default
   headers: it never appears in log lines, ``repr`` or exception messages.
@@ -44,6 +51,30 @@ log = structlog.get_logger(__name__)
 BGP_KIND: Final = "bgp_sessions"
 #: Stop following ``next`` after this many pages of one list (a loop guard).
 _MAX_PAGES: Final = 100_000
+#: Answers worth retrying: rate limited, or a proxy / NetBox briefly unavailable.
+_RETRY_STATUS: Final = frozenset({429, 502, 503, 504})
+#: Transport failures worth retrying (the request reached, or may have reached, NetBox).
+_RETRY_ERRORS: Final = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.PoolTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+
+
+def _retry_after(resp: httpx.Response, default: float, cap: float) -> float:
+    """Seconds to wait before retrying ``resp``: its ``Retry-After`` (delta seconds)
+    when present and sane, else ``default``; never more than ``cap``."""
+    raw = resp.headers.get("retry-after", "").strip()
+    try:
+        wait = float(raw) if raw else default
+    except ValueError:
+        wait = default  # an HTTP date: use our own schedule
+    if not 0.0 <= wait < float("inf"):
+        wait = default
+    return min(wait, cap)
 
 
 def authorization_header(token: SecretStr) -> str:
@@ -67,6 +98,9 @@ class NetboxInventory(SnapshotMemory):
         verify_tls: verify the server certificate (default on).
         timeout: seconds per HTTP request.
         page_size: ``limit`` per page (NetBox caps it at its ``MAX_PAGE_SIZE``).
+        retries: retries per request after a transient failure (0 = none).
+        backoff: seconds before the first retry (doubled each time).
+        max_backoff: longest wait between retries (also caps ``Retry-After``).
         metrics: registry for ``netcortex_inventory_*`` (``backend="netbox"``).
         transport: an httpx transport (tests, proxies); default httpx's own.
     """
@@ -82,17 +116,25 @@ class NetboxInventory(SnapshotMemory):
         verify_tls: bool = True,
         timeout: float = 10.0,
         page_size: int = 1000,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
         metrics: Registry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if refresh_seconds <= 0 or timeout <= 0 or page_size < 1:
             raise ValueError("refresh_seconds and timeout must be > 0, page_size >= 1")
+        if retries < 0 or not 0 <= backoff <= max_backoff:
+            raise ValueError("retries must be >= 0 and 0 <= backoff <= max_backoff")
         super().__init__(metrics)
         self.url = url.rstrip("/")
         self.refresh_seconds = refresh_seconds
         self.verify_tls = verify_tls
         self.timeout = timeout
         self.page_size = page_size
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
         self._token = token
         self._transport = transport
         self._safe_url = redact_url(self.url)
@@ -194,6 +236,13 @@ class NetboxInventory(SnapshotMemory):
         except StoreError:
             self._failed()
             raise
+        except Exception as exc:
+            # Unforeseen (a bug, a closed client, an answer we did not expect): still
+            # a failed sync, so ``start`` reports it as such and the refresh task lives.
+            self._failed()
+            raise StoreError(
+                f"NetBox {self._safe_url}: sync failed: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             async with self._attempt_done:
                 self._attempts += 1
@@ -204,11 +253,12 @@ class NetboxInventory(SnapshotMemory):
             await asyncio.sleep(self.refresh_seconds)  # the schedule, not a wait on a state
             try:
                 await self.refresh()
-            except StoreError as exc:
+            except StoreError as exc:  # _sync turns every failure into one: the task lives on
                 log.warning(
                     "netbox_refresh_failed",
                     url=self._safe_url,
                     error=str(exc),
+                    error_type=type(exc.__cause__ or exc).__name__,
                     snapshot_age=round(self.snapshot_age(), 3),
                 )
 
@@ -239,12 +289,7 @@ class NetboxInventory(SnapshotMemory):
         seen: set[str] = set()
         out: list[Any] = []
         for _page in range(_MAX_PAGES):
-            try:
-                resp = await client.get(url, params=params)
-            except httpx.HTTPError as exc:
-                raise StoreError(
-                    f"NetBox {self._safe_url}{path}: {type(exc).__name__}: {exc}"
-                ) from None
+            resp = await self._get(client, url, params, path)
             if resp.status_code == 404 and kind == BGP_KIND:
                 raise _PluginAbsent
             if resp.status_code != 200:
@@ -256,11 +301,54 @@ class NetboxInventory(SnapshotMemory):
             out.extend(results)
             if not nxt:
                 return out
-            url, params = self._next_url(nxt), None
+            url, params = self._next_url(nxt, path), None
             if str(url) in seen:
                 raise StoreError(f"NetBox {self._safe_url}{path}: pagination loops")
             seen.add(str(url))
         raise StoreError(f"NetBox {self._safe_url}{path}: more than {_MAX_PAGES} pages")
+
+    async def _get(
+        self,
+        client: httpx.AsyncClient,
+        url: httpx.URL | str,
+        params: dict[str, int] | None,
+        path: str,
+    ) -> httpx.Response:
+        """One GET, retried with backoff on transient failures (see the module doc).
+
+        Returns the response (a retryable status once retries are exhausted);
+        raises ``StoreError`` for a transport failure.
+        """
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                resp = await client.get(url, params=params)
+            except _RETRY_ERRORS as exc:
+                if attempt == self.retries:
+                    raise StoreError(
+                        f"NetBox {self._safe_url}{path}: {type(exc).__name__}: {exc}"
+                    ) from None
+                wait, reason = delay, type(exc).__name__
+            except httpx.HTTPError as exc:
+                raise StoreError(
+                    f"NetBox {self._safe_url}{path}: {type(exc).__name__}: {exc}"
+                ) from None
+            else:
+                if resp.status_code not in _RETRY_STATUS or attempt == self.retries:
+                    return resp
+                wait = _retry_after(resp, delay, self.max_backoff)
+                reason = f"HTTP {resp.status_code}"
+            log.info(
+                "netbox_retry",
+                url=self._safe_url,
+                path=path,
+                reason=reason,
+                attempt=attempt + 1,
+                wait_s=round(wait, 3),
+            )
+            await asyncio.sleep(wait)  # the backoff schedule, not a wait on a state
+            delay = min(delay * 2, self.max_backoff)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _list_body(self, resp: httpx.Response, path: str) -> tuple[list[Any], str | None]:
         """``(results, next)`` of a NetBox list body; ``StoreError`` if it is not one."""
@@ -274,10 +362,16 @@ class NetboxInventory(SnapshotMemory):
             raise StoreError(f"NetBox {self._safe_url}{path}: not a NetBox list body")
         return results, nxt
 
-    def _next_url(self, nxt: str) -> httpx.URL:
+    def _next_url(self, nxt: str, path: str) -> httpx.URL:
         """The ``next`` link, re-rooted on our base URL when NetBox names another
-        origin (a reverse proxy): the token only ever goes to the configured host."""
-        link = httpx.URL(nxt)
+        origin (a reverse proxy): the token only ever goes to the configured host.
+        ``StoreError`` when it is not a URL."""
+        try:
+            link = httpx.URL(nxt)
+        except httpx.InvalidURL as exc:
+            raise StoreError(
+                f"NetBox {self._safe_url}{path}: bad 'next' link {nxt[:120]!r}: {exc}"
+            ) from None
         base = httpx.URL(self.url)
         if (link.scheme, link.host, link.port) == (base.scheme, base.host, base.port):
             return link

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -216,3 +217,122 @@ def test_constructor_rejects_nonsense() -> None:
     for kw in ({"refresh_seconds": 0}, {"timeout": -1}, {"page_size": 0}):
         with pytest.raises(ValueError, match="must be"):
             NetboxInventory("http://x", SecretStr("t"), **kw)  # type: ignore[arg-type]
+
+
+def _lists_handler(
+    devices: Callable[[httpx.Request, int], httpx.Response] | None = None,
+) -> tuple[Callable[[httpx.Request], httpx.Response], list[str]]:
+    """A NetBox stand-in: every list empty, except that ``devices(request, n)`` (n = the
+    how-many-th devices request, from 1) answers the devices path when given."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if devices is not None and request.url.path.endswith("/dcim/devices/"):
+            return devices(request, seen.count(request.url.path))
+        return httpx.Response(200, json={"count": 0, "next": None, "results": []})
+
+    return handler, seen
+
+
+_EMPTY: dict[str, object] = {"count": 0, "next": None, "results": []}
+
+
+async def test_malformed_next_link_is_a_store_error() -> None:
+    """A ``next`` that is not a URL fails ``start`` with ``StoreError`` (not a raw httpx error)."""
+
+    def devices(request: httpx.Request, n: int) -> httpx.Response:
+        bad = {"count": 2, "next": "http://netbox.invalid:port/api/dcim/devices/", "results": []}
+        return httpx.Response(200, json=bad)
+
+    handler, _ = _lists_handler(devices)
+    inv = NetboxInventory(
+        "https://netbox.invalid", SecretStr(DEFAULT_TOKEN), transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(StoreError, match="bad 'next' link"):
+        await inv.start()
+    await inv.close()
+
+
+async def test_refresh_task_survives_unforeseen_failures() -> None:
+    """Refreshes that fail in an unforeseen way are counted and logged, and the refresh task
+    keeps running (it does not die silently after the first one)."""
+
+    def devices(request: httpx.Request, n: int) -> httpx.Response:
+        if n == 1:
+            return httpx.Response(200, json=_EMPTY)
+        bad = {"count": 2, "next": "http://netbox.invalid:port/api/dcim/devices/", "results": []}
+        return httpx.Response(200, json=bad)
+
+    handler, _ = _lists_handler(devices)
+    reg = Registry()
+    inv = NetboxInventory(
+        "https://netbox.invalid",
+        SecretStr(DEFAULT_TOKEN),
+        refresh_seconds=0.01,
+        metrics=reg,
+        transport=httpx.MockTransport(handler),
+    )
+    with capture_logs() as logs:
+        async with inv:
+            await asyncio.wait_for(inv.wait_attempts(inv.attempts + 3), WAIT)
+    failures = reg.get("netcortex_inventory_sync_failures_total")
+    assert failures is not None
+    assert failures.value(backend="netbox") >= 3
+    assert [e for e in logs if e["event"] == "netbox_refresh_failed"]
+
+
+@pytest.mark.parametrize(
+    "transient",
+    [
+        httpx.Response(429, headers={"Retry-After": "0"}),
+        httpx.Response(503),
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    ],
+    ids=["429", "503", "dropped"],
+)
+async def test_transient_failures_are_retried(transient: httpx.Response | Exception) -> None:
+    """A 429 (with Retry-After), a 503 or a dropped connection is retried with backoff, so one
+    hiccup does not fail the sync."""
+
+    def devices(request: httpx.Request, n: int) -> httpx.Response:
+        if n <= 2:
+            if isinstance(transient, Exception):
+                raise transient
+            return transient
+        body = {"count": 1, "next": None, "results": [{"id": 1, "name": "d1"}]}
+        return httpx.Response(200, json=body)
+
+    handler, seen = _lists_handler(devices)
+    inv = NetboxInventory(
+        "https://netbox.invalid",
+        SecretStr(DEFAULT_TOKEN),
+        backoff=0.001,
+        transport=httpx.MockTransport(handler),
+    )
+    with capture_logs() as logs:
+        async with inv:
+            assert inv.device_by_name("d1") is not None
+    assert seen.count("/api/dcim/devices/") == 3
+    assert [e["attempt"] for e in logs if e["event"] == "netbox_retry"] == [1, 2]
+
+
+async def test_retries_are_bounded() -> None:
+    """A NetBox answering 503 forever fails the sync after ``retries`` retries per request."""
+
+    def devices(request: httpx.Request, n: int) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": "3600"})  # capped by max_backoff
+
+    handler, seen = _lists_handler(devices)
+    inv = NetboxInventory(
+        "https://netbox.invalid",
+        SecretStr(DEFAULT_TOKEN),
+        retries=2,
+        backoff=0.001,
+        max_backoff=0.001,
+        transport=httpx.MockTransport(handler),
+    )
+    with pytest.raises(StoreError, match="HTTP 503"):
+        await inv.start()
+    assert seen.count("/api/dcim/devices/") == 3
+    await inv.close()
