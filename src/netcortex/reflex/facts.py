@@ -9,6 +9,9 @@ remembered event to its handler again and records the normal outcome then.
 
 Pure bookkeeping, no I/O: the runner owns the timing. Bounded: at most
 ``max_facts`` facts are held (the oldest is dropped and counted beyond that).
+``hold`` and ``observe`` cost O(1) (a recovery looks its facts up in an index
+by class and target, never scans what is held): the runner calls ``observe``
+for every event.
 May import: ``contracts``.
 """
 
@@ -51,6 +54,8 @@ class FactTracker:
             raise ValueError("max_facts must be at least 1")
         self._max = max_facts
         self._held: OrderedDict[tuple[str, str, str], HeldFact] = OrderedDict()
+        # (event class, target) -> handler ids holding that fact: what a recovery clears.
+        self._by_fact: dict[tuple[str, str], set[str]] = {}
         self.dropped = 0  #: facts forgotten because the tracker was full
 
     def __len__(self) -> int:
@@ -74,19 +79,31 @@ class FactTracker:
         key = (handler_id, event.event_class, event.target)
         self._held.pop(key, None)
         self._held[key] = HeldFact(handler_id, event, window_id, dict(trace or {}))
+        self._by_fact.setdefault((event.event_class, event.target), set()).add(handler_id)
         while len(self._held) > self._max:
-            self._held.popitem(last=False)
+            oldest, _ = self._held.popitem(last=False)
+            self._unindex(oldest)
             self.dropped += 1
+
+    def _unindex(self, key: tuple[str, str, str]) -> None:
+        handler_id, event_class, target = key
+        handlers = self._by_fact.get((event_class, target))
+        if handlers is not None:
+            handlers.discard(handler_id)
+            if not handlers:
+                del self._by_fact[(event_class, target)]
 
     def observe(self, event: SensoryEvent) -> int:
         """Forget facts that ``event`` recovers (same target); return how many."""
         cleared_class = _CLEARS.get(event.event_class)
         if cleared_class is None or not self._held:
             return 0
-        gone = [k for k in self._held if k[1] == cleared_class and k[2] == event.target]
-        for k in gone:
-            del self._held[k]
-        return len(gone)
+        handlers = self._by_fact.pop((cleared_class, event.target), None)
+        if not handlers:
+            return 0
+        for handler_id in handlers:
+            del self._held[(handler_id, cleared_class, event.target)]
+        return len(handlers)
 
     def due(self, ended_window_ids: set[str]) -> list[HeldFact]:
         """Remove and return the facts held by any of ``ended_window_ids``."""
@@ -97,7 +114,9 @@ class FactTracker:
         covers their target any more), oldest first."""
         out = [f for f in self._held.values() if is_due(f)]
         for f in out:
-            del self._held[(f.handler_id, f.event.event_class, f.event.target)]
+            key = (f.handler_id, f.event.event_class, f.event.target)
+            del self._held[key]
+            self._unindex(key)
         return out
 
     def window_ids(self) -> set[str]:

@@ -54,6 +54,7 @@ from netcortex.metrics import Registry
 from netcortex.reflex.facts import FactTracker, HeldFact
 from netcortex.reflex.pipeline import Pipeline
 from netcortex.reflex.protocol import (
+    Gate,
     OutcomeKind,
     ReflexHandler,
     ReflexOutcome,
@@ -77,6 +78,10 @@ _RECEIVE_RETRY_DELAY = 0.1
 _WINDOW_POLL = 5.0
 #: wake this long after a window's end so ``active`` no longer reports it
 _WINDOW_SLACK = 0.05
+#: after a failure of the window watcher, wait this long before trying again
+_WATCH_RETRY_DELAY = 1.0
+#: trace keys of the maintenance decision, dropped from a re-evaluated fact's trace
+_WINDOW_TRACE_KEYS = frozenset({"window_id", "decided_by"})
 _RESUBSCRIBE_MAX_DELAY = 5.0
 
 
@@ -194,6 +199,7 @@ class ReflexRunner:
         # Facts suppressed by a window, handed to their handler again when it ends.
         self._facts = FactTracker()
         self._watcher: asyncio.Task[None] | None = None
+        self._reevaluating = False  # the watcher is emitting re-evaluated outcomes
         self._metrics = _Metrics(metrics if metrics is not None else Registry())
         self._drain_timeout = drain_timeout
         self._workers: list[_Worker] = []
@@ -248,24 +254,32 @@ class ReflexRunner:
         included) unless the drain timeout passes first, in which case it is
         cancelled and its unacked message is left to the bus to redeliver. Then
         every message already delivered to a subscription is processed (see
-        ``_sweep``), all within ``drain_timeout`` in total.
+        ``_sweep``), all within ``drain_timeout`` in total. The window watcher is
+        cancelled first, or, when it is re-evaluating facts, allowed to finish
+        (within the same budget), so no outcome is emitted after the sinks are
+        flushed and none is cut off half-way through the sinks.
         """
         async with self._lock:
             if not self._running:
                 return
             self._stopping = True
             self.ready_event.clear()
-            if self._watcher is not None:
-                self._watcher.cancel()
-                await asyncio.gather(self._watcher, return_exceptions=True)
-                self._watcher = None
+            deadline = asyncio.get_running_loop().time() + self._drain_timeout
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                # A re-evaluation in progress finishes (its outcomes reach every sink
+                # before the flush below); a sleeping watcher is cancelled at once.
+                if self._reevaluating:
+                    await asyncio.wait({watcher}, timeout=self._drain_timeout)
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             tasks = [w.task for w in self._workers if w.task is not None]
             for worker in self._workers:
                 if not worker.busy and worker.task is not None:
                     worker.task.cancel()
-            deadline = asyncio.get_running_loop().time() + self._drain_timeout
             if tasks:
-                _, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
+                remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
+                _, pending = await asyncio.wait(tasks, timeout=remaining)
                 for task in pending:
                     log.warning("reflex_drain_timeout", task=task.get_name())
                     task.cancel()
@@ -410,23 +424,52 @@ class ReflexRunner:
 
     async def _watch_windows(self, calendar: MaintenanceCalendar) -> None:
         """Wake when a window starts or ends (or every ``_WINDOW_POLL`` s, to see
-        windows added meanwhile) and re-evaluate the facts no window covers any more."""
-        while True:
-            now = datetime.now(UTC)
-            nxt = calendar.next_change(now)
+        windows added meanwhile) and re-evaluate the facts no window covers any more.
+
+        Outlives any failure: an exception from the calendar or a re-evaluation is
+        logged with its traceback (``window_watch_failed``) and the watcher tries
+        again after ``_WATCH_RETRY_DELAY`` s (facts not yet released stay held).
+        ``stop`` cancels it while it sleeps, and lets a re-evaluation in progress
+        finish first (its outcomes pass every sink before the sinks are flushed).
+        """
+        failed = False
+        while not self._stopping:
             delay = _WINDOW_POLL
-            if nxt is not None:
-                delay = min(max((nxt - now).total_seconds(), 0.0) + _WINDOW_SLACK, _WINDOW_POLL)
+            try:
+                now = datetime.now(UTC)
+                nxt = calendar.next_change(now)
+                if nxt is not None:
+                    delay = min(max((nxt - now).total_seconds(), 0.0) + _WINDOW_SLACK, _WINDOW_POLL)
+            except Exception:  # the watcher must outlive any one failure (logged)
+                log.exception("window_watch_failed", stage="next_change")
+                delay = _WATCH_RETRY_DELAY
+            if failed:  # no hot loop when re-evaluating keeps failing
+                delay = max(delay, _WATCH_RETRY_DELAY)
+                failed = False
             await asyncio.sleep(delay)
-            if len(self._facts):
+            if self._stopping or not len(self._facts):
+                continue
+            self._reevaluating = True
+            try:
                 await self._reevaluate(calendar)
+            except Exception:  # the watcher must outlive any one failure (logged)
+                log.exception("window_watch_failed", stage="reevaluate")
+                failed = True
+            finally:
+                self._reevaluating = False
 
     async def _reevaluate(self, calendar: MaintenanceCalendar) -> None:
         """Give the held facts whose target no window covers now their normal outcome.
 
-        The handler runs again on the (enriched) event it was suppressed for; the
-        outcome gets its own id (``<event id>/after/<window id>``: the suppressed
-        shadow keeps its row) and ``trace.decided_by = "maintenance_end"``.
+        The event it was suppressed for (enriched) goes through the gates after
+        the maintenance gate (dedup ...), then its handler: a fact reported many
+        times in the window gives one outcome, and it is ``skipped`` (with its
+        corroboration) when the same fact was already logged since the window
+        ended (by a live event, or by another worker sharing the dedup state).
+        The outcome gets its own id (``<event id>/after/<window id>``: the
+        suppressed shadow keeps its row) and ``trace.reevaluated_after``;
+        ``trace.decided_by`` is ``maintenance_end`` when the handler decided, else
+        the gate that stopped it.
         """
         now = datetime.now(UTC)
 
@@ -445,53 +488,64 @@ class ReflexRunner:
                 is None
             )
 
+        after = self._gates_after_maintenance()
         for fact in self._facts.release(uncovered):
             handler = self._registry.get_handler(fact.handler_id)
             if handler is None:
                 continue
-            try:
-                outcome = await self._handle(handler, fact.event)
-            except Exception as exc:  # noqa: BLE001 - failure is data
-                outcome = self._errored(handler, fact.event, "handler", exc)
+            trace = {k: v for k, v in fact.trace.items() if k not in _WINDOW_TRACE_KEYS}
+            trace["reevaluated_after"] = fact.window_id
+            outcome = await self._outcome(
+                handler, fact.event, gates=after, trace=trace, track=False
+            )
             if outcome is None:
                 continue
-            trace = {
-                **fact.trace,
-                "decided_by": "maintenance_end",
-                "reevaluated_after": fact.window_id,
-            }
-            trace.pop("window_id", None)
-            outcome = _with_trace(
-                replace(
-                    outcome,
-                    outcome_id=outcome_id_for(
-                        handler.id, f"{fact.event.id}/after/{fact.window_id}"
-                    ),
-                    recorded_at=now,
-                ),
-                trace,
+            if outcome.trace.get("decided_by") == "handler":
+                outcome = _with_trace(outcome, {**outcome.trace, "decided_by": "maintenance_end"})
+            outcome = replace(
+                outcome,
+                outcome_id=outcome_id_for(handler.id, f"{fact.event.id}/after/{fact.window_id}"),
+                recorded_at=now,
             )
             log.info(
                 "fact_reevaluated",
                 handler_id=handler.id,
                 target=fact.event.target,
                 window_id=fact.window_id,
+                kind=outcome.kind.value,
             )
             await self._emit(outcome)
 
-    async def _outcome(self, handler: ReflexHandler, event: SensoryEvent) -> ReflexOutcome | None:
+    def _gates_after_maintenance(self) -> tuple[Gate, ...]:
+        """The gates that follow the maintenance gate (those a re-evaluated fact passes)."""
+        for i, gate in enumerate(self._gates):
+            if gate.name == "maintenance":
+                return self._gates[i + 1 :]
+        return ()
+
+    async def _outcome(
+        self,
+        handler: ReflexHandler,
+        event: SensoryEvent,
+        *,
+        gates: tuple[Gate, ...] | None = None,
+        trace: dict[str, Any] | None = None,
+        track: bool = True,
+    ) -> ReflexOutcome | None:
         """Gates then the handler; any exception becomes an ``errored`` outcome.
 
-        The decision trace starts empty per (handler, event); each gate adds to
-        it, the runner adds ``decided_by`` and puts it on the outcome.
+        The decision trace starts empty per (handler, event) (or as ``trace``);
+        each gate adds to it, the runner adds ``decided_by`` and puts it on the
+        outcome. ``gates`` defaults to the pipeline's; ``track`` lets the fact
+        tracker see the event (off when re-evaluating a held fact).
         """
-        trace: dict[str, Any] = {}
+        trace = {} if trace is None else trace
         stage = "gate"
         decided_by = "handler"
         stopped: OutcomeKind | None = None
         metrics = self._metrics
         try:
-            for gate in self._gates:
+            for gate in self._gates if gates is None else gates:
                 decided_by = gate.name  # names a raising gate too
                 started = time.perf_counter()
                 try:
@@ -510,7 +564,7 @@ class ReflexRunner:
                 event = result
             else:
                 decided_by = "handler"
-            if self._calendar is not None:
+            if track and self._calendar is not None:
                 self._facts.observe(event)  # a recovery forgets facts held back
                 if stopped is OutcomeKind.SUPPRESSED and "window_id" in trace:
                     self._facts.hold(handler.id, event, str(trace["window_id"]), trace)

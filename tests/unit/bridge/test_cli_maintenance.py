@@ -294,6 +294,22 @@ def test_missing_span_is_an_argparse_usage_error(
     assert "--end" in capsys.readouterr().err
 
 
+def test_in_memory_store_path_is_refused_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``store.sqlite_path: ':memory:'`` cannot keep windows: ``add`` says so and exits 1
+    (no traceback)."""
+    path = tmp_path / "memory.yaml"
+    path.write_text(yaml.safe_dump({"store": {"sqlite_path": ":memory:"}}), encoding="utf-8")
+    code = _add(
+        path, "w", "--scope", "device", "--target", "x", "--start", "now", "--duration", "1h"
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "':memory:'" in err
+    assert "Traceback" not in err
+
+
 def test_bad_config_window_is_a_configuration_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

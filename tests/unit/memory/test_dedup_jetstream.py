@@ -246,3 +246,21 @@ async def test_server_gone_is_a_store_error_then_recovers(tmp_path: Path) -> Non
             assert result.count >= 2
         finally:
             await store.close()
+
+
+@pytest.mark.nats
+async def test_bucket_gone_is_recreated(new_store: NewStore, nats_server: NatsServer) -> None:
+    """A bucket that disappeared under a running store (deleted, or a memory-storage server
+    restarted) is created again on the next ``seen``: the state starts over (logged), and
+    dedup works again instead of failing every call."""
+    store = await new_store()
+    assert (await store.seen("k", 60.0, "e1")).first
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().delete_stream(f"KV_{store.bucket}")
+    finally:
+        await nc.close()
+    with capture_logs() as logs:
+        assert await store.seen("k", 60.0, "e2") == DedupResult(True, "e2", 1)
+    assert "dedup_bucket_recreated" in [e["event"] for e in logs]
+    assert await store.seen("k", 60.0, "e3") == DedupResult(False, "e2", 2)

@@ -138,3 +138,50 @@ def test_max_keys_must_be_positive(bad: int) -> None:
     """``max_keys < 1`` is refused at construction."""
     with pytest.raises(ValueError, match="max_keys"):
         InMemoryDedupStore(max_keys=bad)
+
+
+async def test_long_window_key_does_not_hide_expired_short_window_keys() -> None:
+    """A live 300 s key created first does not shield expired 60 s keys behind it: they are
+    swept, and at capacity the expired key makes room, not the live 300 s one."""
+    reg = Registry()
+    clock = FakeClock()
+    store = InMemoryDedupStore(max_keys=2, metrics=reg, clock=clock)
+    await store.seen("webhook", 300.0, "w1")
+    await store.seen("link", 60.0, "l1")
+    clock.now += 100.0  # link expired, webhook still live
+    await store.seen("bgp", 60.0, "b1")
+    assert evictions(reg, "capacity") == 0
+    assert evictions(reg, "expired") == 1
+    assert await store.seen("webhook", 300.0, "w2") == DedupResult(False, "w1", 2)
+
+
+async def test_capacity_evicts_the_key_expiring_soonest_across_windows() -> None:
+    """With only live keys, the one expiring soonest goes, whatever its creation order."""
+    reg = Registry()
+    clock = FakeClock()
+    store = InMemoryDedupStore(max_keys=2, metrics=reg, clock=clock)
+    await store.seen("long", 300.0, "a1")  # expires at +300
+    clock.now += 10.0
+    await store.seen("short", 60.0, "b1")  # expires at +70
+    await store.seen("new", 60.0, "c1")
+    assert evictions(reg, "capacity") == 1
+    assert (await store.seen("long", 300.0, "a2")).count == 2
+    assert (await store.seen("short", 60.0, "b2")).first
+
+
+async def test_mixed_windows_stay_bounded_and_swept() -> None:
+    """Thousands of keys over several windows and a moving clock never exceed max_keys,
+    and expired keys of every window are swept as new keys arrive."""
+    clock = FakeClock()
+    store = InMemoryDedupStore(max_keys=50, clock=clock)
+    windows = (5.0, 60.0, 300.0)
+    for i in range(5_000):
+        await store.seen(f"k{i}", windows[i % 3], "e")
+        assert len(store) <= 50
+        clock.now += 0.5
+    clock.now += 301.0
+    for i in range(200):
+        await store.seen(f"n{i}", 5.0, "e")
+    assert len(store) <= 50
+    counts = [(await store.seen(f"n{i}", 5.0, "x")).count for i in range(150, 200)]
+    assert counts == [2] * 50

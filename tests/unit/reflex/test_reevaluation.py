@@ -4,9 +4,11 @@ the shared NetBox fixture and SqliteMaintenanceCalendar."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -14,10 +16,11 @@ from structlog.testing import capture_logs
 from netcortex.contracts.codec import encode_event
 from netcortex.contracts.events import SensoryEvent
 from netcortex.contracts.memory import MaintenanceWindow
-from netcortex.contracts.reflex import OutcomeKind
+from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
+from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
 from netcortex.memory.semantic import FileInventory
 from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar
-from netcortex.reflex.gates import EnrichGate, MaintenanceGate
+from netcortex.reflex.gates import DedupGate, EnrichGate, MaintenanceGate
 from netcortex.reflex.handlers import LinkDownHandler, LinkUpHandler
 from netcortex.reflex.pipeline import Pipeline
 from netcortex.reflex.registry import HandlerRegistry
@@ -128,6 +131,206 @@ async def test_recovered_fact_gets_no_outcome_after_the_window(
     assert [o.kind for o in outcomes[:2]] == [OutcomeKind.SUPPRESSED] * 2
     assert outcomes[2].event_id == marker.id
     assert len(rec.outcomes) == 3
+
+
+async def long_window(tmp_path: Path) -> SqliteMaintenanceCalendar:
+    """A calendar with one window on sw1-north that lasts another hour (removed by the test)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    cal = SqliteMaintenanceCalendar(tmp_path / "maintenance.db", reload_interval=0)
+    await cal.start()
+    await cal.add(
+        MaintenanceWindow(
+            id="mw-long",
+            scope="device",
+            target="sw1-north",
+            start=now - timedelta(minutes=5),
+            end=now + timedelta(hours=1),
+        )
+    )
+    return cal
+
+
+async def _publish(bus: InMemoryEventBus, event: SensoryEvent) -> None:
+    await bus.publish(event.subject, encode_event(event), msg_id=event.id)
+
+
+async def test_storm_in_window_then_live_repeat_gives_one_logged_outcome(
+    tmp_path: Path, inventory: FileInventory
+) -> None:
+    """Many downs in a window give one re-evaluated logged outcome; a repeat after it is
+    skipped by dedup (the re-evaluated fact set the dedup key)."""
+    cal = await long_window(tmp_path)
+    rec = RecordingSink()
+    gates = (EnrichGate(inventory), MaintenanceGate(cal), DedupGate(InMemoryDedupStore()))
+    async with _bus() as bus:
+        runner = ReflexRunner(
+            HandlerRegistry([LinkDownHandler()]),
+            bus,
+            Pipeline(gates=gates, sinks=(rec,), calendar=cal),
+        )
+        await runner.start()
+        try:
+            storm = [link_event("link_down") for _ in range(5)]
+            for ev in storm:
+                await _publish(bus, ev)
+            await rec.wait_for(5, timeout=10)
+            assert await cal.remove("mw-long")
+            await runner._reevaluate(cal)
+            await rec.wait_for(6, timeout=10)
+            repeat = link_event("link_down")
+            await _publish(bus, repeat)
+            outcomes = await rec.wait_for(7, timeout=10)
+        finally:
+            await runner.stop()
+    await cal.close()
+    assert [o.kind for o in outcomes[:5]] == [OutcomeKind.SUPPRESSED] * 5
+    after, live = outcomes[5], outcomes[6]
+    assert (after.kind, after.event_id) == (OutcomeKind.LOGGED, storm[-1].id)
+    assert after.trace["decided_by"] == "maintenance_end"
+    assert after.trace["corroboration"] == 1
+    assert (live.kind, live.event_id) == (OutcomeKind.SKIPPED, repeat.id)
+    assert live.trace["first_event_id"] == storm[-1].id
+    assert live.trace["corroboration"] == 2
+
+
+async def test_fact_logged_live_after_the_window_is_skipped_when_reevaluated(
+    tmp_path: Path, inventory: FileInventory
+) -> None:
+    """A down logged by a live event between the window's end and the re-evaluation is not
+    logged a second time: the re-evaluated fact is skipped, counting corroboration."""
+    cal = await long_window(tmp_path)
+    rec = RecordingSink()
+    gates = (EnrichGate(inventory), MaintenanceGate(cal), DedupGate(InMemoryDedupStore()))
+    async with _bus() as bus:
+        runner = ReflexRunner(
+            HandlerRegistry([LinkDownHandler()]),
+            bus,
+            Pipeline(gates=gates, sinks=(rec,), calendar=cal),
+        )
+        await runner.start()
+        try:
+            held = link_event("link_down")
+            await _publish(bus, held)
+            await rec.wait_for(1, timeout=10)
+            assert await cal.remove("mw-long")
+            live = link_event("link_down")
+            await _publish(bus, live)
+            await rec.wait_for(2, timeout=10)
+            await runner._reevaluate(cal)
+            outcomes = await rec.wait_for(3, timeout=10)
+        finally:
+            await runner.stop()
+    await cal.close()
+    kinds = [o.kind for o in outcomes]
+    assert kinds == [OutcomeKind.SUPPRESSED, OutcomeKind.LOGGED, OutcomeKind.SKIPPED]
+    again = outcomes[2]
+    assert again.event_id == held.id
+    assert again.trace["decided_by"] == "dedup"
+    assert again.trace["reevaluated_after"] == "mw-long"
+    assert again.trace["first_event_id"] == live.id
+    assert again.trace["corroboration"] == 2
+
+
+class _FlakyCalendar:
+    """The real calendar, except that ``next_change`` raises the first ``failures`` times."""
+
+    def __init__(self, inner: SqliteMaintenanceCalendar, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def next_change(self, after: datetime) -> datetime | None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("calendar broke")
+        return self.inner.next_change(after)
+
+
+async def test_window_watcher_logs_a_failure_and_keeps_going(
+    tmp_path: Path, inventory: FileInventory
+) -> None:
+    """A calendar error in the window watcher is logged and the watcher lives on: the held
+    fact still gets its outcome when the window ends."""
+    real = await short_window(tmp_path)
+    cal: Any = _FlakyCalendar(real, failures=1)
+    rec = RecordingSink()
+    async with _bus() as bus:
+        pipeline = Pipeline(
+            gates=(EnrichGate(inventory), MaintenanceGate(cal)), sinks=(rec,), calendar=cal
+        )
+        runner = ReflexRunner(HandlerRegistry([LinkDownHandler()]), bus, pipeline)
+        with capture_logs() as logs:
+            await runner.start()
+            try:
+                await _publish(bus, link_event("link_down"))
+                first, later = await rec.wait_for(2, timeout=15)
+            finally:
+                await runner.stop()
+    await real.close()
+    assert first.kind is OutcomeKind.SUPPRESSED
+    assert later.kind is OutcomeKind.LOGGED
+    failed = [e for e in logs if e["event"] == "window_watch_failed"]
+    assert len(failed) == 1
+    assert failed[0]["stage"] == "next_change"
+
+
+class _StoppingSink:
+    """Calls ``runner.stop()`` from inside the first re-evaluated emit and records whether
+    that emit was cancelled and whether ``flush`` came before it finished."""
+
+    name = "stopping"
+
+    def __init__(self) -> None:
+        self.runner: ReflexRunner | None = None
+        self.stop_task: asyncio.Task[None] | None = None
+        self.events: list[str] = []
+
+    async def emit(self, outcome: ReflexOutcome) -> None:
+        if "reevaluated_after" not in outcome.trace or self.runner is None:
+            return
+        self.events.append("emit")
+        self.stop_task = asyncio.create_task(self.runner.stop())
+        try:
+            for _ in range(10):  # give stop() every chance to cut this emit off
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self.events.append("cancelled")
+            raise
+        self.events.append("emitted")
+
+    async def flush(self) -> None:
+        self.events.append("flush")
+
+
+async def test_stop_lets_a_reevaluation_in_progress_finish_before_flushing(
+    tmp_path: Path, inventory: FileInventory
+) -> None:
+    """stop() during a re-evaluation neither cuts the outcome off mid-sinks nor flushes
+    the sinks before it: every sink sees it, then the flush."""
+    cal = await short_window(tmp_path)
+    stopping, rec = _StoppingSink(), RecordingSink()
+    async with _bus() as bus:
+        pipeline = Pipeline(
+            gates=(EnrichGate(inventory), MaintenanceGate(cal)),
+            sinks=(stopping, rec),
+            calendar=cal,
+        )
+        runner = ReflexRunner(HandlerRegistry([LinkDownHandler()]), bus, pipeline)
+        stopping.runner = runner
+        await runner.start()
+        try:
+            await _publish(bus, link_event("link_down"))
+            # the window ends within 2 s; the watcher re-evaluates and the sink stops it
+            await rec.wait_for(2, timeout=15)
+            assert stopping.stop_task is not None
+            await stopping.stop_task
+        finally:
+            await runner.stop()
+    await cal.close()
+    assert stopping.events == ["emit", "emitted", "flush"]
+    assert rec.outcomes[1].kind is OutcomeKind.LOGGED
 
 
 def _bus() -> InMemoryEventBus:

@@ -38,6 +38,12 @@ write per event; only other processes contend on the revision. The last
 revision written or read is cached (bounded) so a duplicate usually costs one
 round trip.
 
+Bucket gone. A write answered "no stream" (the bucket was deleted, or a
+server with memory storage restarted) creates the bucket again once per call
+and retries, logged as ``dedup_bucket_recreated``: the shared state starts
+over (a fact seen before may be ``first`` once more), but dedup works again
+instead of failing every call until a restart.
+
 Errors. nats-py exceptions are mapped by ``_map_error`` (the one place):
 ``start`` raises ``BusUnavailable`` when the server cannot be reached and
 ``StoreError`` when the bucket cannot be made; ``seen`` raises ``StoreError``
@@ -468,6 +474,7 @@ class JetStreamDedupStore:
         subject = self._prefix + kv_key(key)
         n = len(event_ids)
         state: _State = self._revisions.get(subject, (0, None))
+        recreated = False
         for _ in range(MAX_ATTEMPTS):
             revision, value = state
             now = time.time()
@@ -476,7 +483,15 @@ class JetStreamDedupStore:
             else:
                 first = False
                 new = _Value(key, value.first, value.count + n, value.created, value.expires)
-            written = await self._write(subject, new, revision, new.expires - now)
+            try:
+                written = await self._write(subject, new, revision, new.expires - now)
+            except StoreError as exc:
+                if recreated or not isinstance(exc.__cause__, nats.js.errors.NoStreamResponseError):
+                    raise
+                recreated = True
+                await self._recreate_bucket()
+                state = (0, None)
+                continue
             if written is None:  # another writer got there first: read and retry
                 self._conflicts.inc(backend=_BACKEND)
                 state = await self._read(subject, key)
@@ -493,6 +508,21 @@ class JetStreamDedupStore:
                 for i in range(n)
             ]
         raise StoreError(f"dedup {key!r}: still conflicting after {MAX_ATTEMPTS} attempts")
+
+    async def _recreate_bucket(self) -> None:
+        """Create the bucket again: it vanished under us (deleted, or a server with memory
+        storage restarted). Every remembered revision is void; the state starts over."""
+        js = self._js
+        if js is None:
+            raise StoreError("the dedup store is closed")
+        self._revisions.clear()
+        try:
+            await self._ensure_bucket(js)
+        except NetcortexError as exc:
+            raise StoreError(
+                f"dedup bucket {self.bucket} is gone and cannot be made: {exc}"
+            ) from exc
+        log.warning("dedup_bucket_recreated", backend=_BACKEND, bucket=self.bucket)
 
     async def _write(
         self, subject: str, value: _Value, revision: int, remaining: float

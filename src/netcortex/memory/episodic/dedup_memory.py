@@ -1,12 +1,15 @@
 """Memory, episodic: ``InMemoryDedupStore`` — bounded, per-key TTL dedup state in one process.
 
-The embedded default (``dedup.backend: memory``). One dict in creation order; a
-key lives ``window`` seconds from the event that created it (duplicates count
-but never extend it). Every ``seen`` is O(1): one dict lookup, and at most a
-couple of evictions from the oldest end.
+The embedded default (``dedup.backend: memory``). One dict by key, plus one
+queue per window length in creation order — which, for one window length, is
+expiry order, so handlers with different windows (link_down 60 s,
+security_webhook 300 s) never hide each other's expired keys. A key lives
+``window`` seconds from the event that created it (duplicates count but never
+extend it). Every ``seen`` is O(number of distinct windows, a handful): one
+dict lookup, and at most a couple of evictions from each queue's old end.
 
-Bounded: at ``max_keys`` the oldest key is evicted to make room (expired keys at
-the old end are dropped first and for free). Evicting a *live* key loses
+Bounded: at ``max_keys`` the key that expires soonest is evicted to make room
+(expired keys are dropped first and for free). Evicting a *live* key loses
 nothing that was recorded — its first event was already handled — but a later
 duplicate of that fact, within what would have been its window, is seen as
 ``first`` again and logged a second time. Such evictions are counted in
@@ -36,12 +39,14 @@ _SWEEP: Final = 2
 
 
 class _Fact:
-    """One key's state: when it expires, who reported it first, how many reported it."""
+    """One key's state: when it expires (and its window), who reported it first, how many
+    reported it."""
 
-    __slots__ = ("count", "expires", "first_event_id")
+    __slots__ = ("count", "expires", "first_event_id", "window")
 
-    def __init__(self, expires: float, first_event_id: str) -> None:
+    def __init__(self, expires: float, window: float, first_event_id: str) -> None:
         self.expires = expires
+        self.window = window
         self.first_event_id = first_event_id
         self.count = 1
 
@@ -61,8 +66,9 @@ class InMemoryDedupStore:
       recognise a redelivered first event by ``first_event_id == event_id``);
     * atomic by construction: ``seen`` never awaits, so on one event loop no two
       calls interleave (not shared across processes: use the JetStream store);
-    * bounded to ``max_keys`` keys; at capacity the oldest key is evicted (see
-      the module doc for what that costs) and counted;
+    * bounded to ``max_keys`` keys; at capacity an expired key is dropped if
+      there is one, else the live key expiring soonest is evicted (see the
+      module doc for what that costs) and counted;
     * ``start``/``close`` do nothing but mark the state; ``seen`` works without
       ``start`` (nothing to connect) and ``close`` forgets every key.
 
@@ -86,7 +92,9 @@ class InMemoryDedupStore:
             raise ValueError(f"max_keys must be >= 1, not {max_keys}")
         self._max_keys = max_keys
         self._clock = clock
-        self._facts: OrderedDict[str, _Fact] = OrderedDict()
+        self._facts: dict[str, _Fact] = {}
+        # window -> its keys in creation order = expiry order (one clock, one window)
+        self._queues: dict[float, OrderedDict[str, _Fact]] = {}
         reg = metrics if metrics is not None else Registry()
         self._seen_total = reg.counter(
             "netcortex_dedup_seen_total",
@@ -118,6 +126,7 @@ class InMemoryDedupStore:
     async def close(self) -> None:
         """Forget every key. Idempotent; safe without ``start``."""
         self._facts.clear()
+        self._queues.clear()
         self._keys.set(0, backend=_BACKEND)
 
     async def seen(self, key: str, window: float, event_id: str) -> DedupResult:
@@ -147,26 +156,46 @@ class InMemoryDedupStore:
                 return DedupResult(
                     first=False, first_event_id=fact.first_event_id, count=fact.count
                 )
-            del facts[key]  # expired: this event starts the fact again (at the young end)
+            self._forget(key, fact)  # expired: this event starts the fact again
         self._make_room(now)
-        facts[key] = _Fact(now + window, event_id)
+        fact = _Fact(now + window, window, event_id)
+        facts[key] = fact
+        queue = self._queues.get(window)
+        if queue is None:
+            queue = self._queues[window] = OrderedDict()
+        queue[key] = fact
         self._seen_total.inc(backend=_BACKEND, result="first")
         self._keys.set(len(facts), backend=_BACKEND)
         return DedupResult(first=True, first_event_id=event_id, count=1)
 
+    def _forget(self, key: str, fact: _Fact) -> None:
+        del self._facts[key]
+        queue = self._queues[fact.window]
+        del queue[key]
+        if not queue:
+            del self._queues[fact.window]
+
     def _make_room(self, now: float) -> None:
-        """Drop a few expired keys from the old end; evict the oldest if still full."""
-        facts = self._facts
-        for _ in range(_SWEEP):
-            if not facts:
-                return
-            oldest_key = next(iter(facts))
-            if facts[oldest_key].expires > now:
-                break
-            del facts[oldest_key]
-            self._evictions.inc(backend=_BACKEND, reason="expired")
-        if len(facts) >= self._max_keys:
-            oldest_key, oldest = facts.popitem(last=False)
+        """Drop a few expired keys from each queue's old end; if still full, evict the key
+        that expires soonest (an expired one if any is left)."""
+        for window, queue in list(self._queues.items()):
+            for _ in range(_SWEEP):
+                oldest_key, oldest = next(iter(queue.items()))
+                if oldest.expires > now:
+                    break
+                del queue[oldest_key]
+                del self._facts[oldest_key]
+                self._evictions.inc(backend=_BACKEND, reason="expired")
+                if not queue:
+                    del self._queues[window]
+                    break
+        while len(self._facts) >= self._max_keys:
+            # each queue's head is its soonest expiry; the earliest head goes
+            oldest_key, oldest = min(
+                (next(iter(q.items())) for q in self._queues.values()),
+                key=lambda item: item[1].expires,
+            )
+            self._forget(oldest_key, oldest)
             if oldest.expires > now:
                 self._evictions.inc(backend=_BACKEND, reason="capacity")
                 log.debug(

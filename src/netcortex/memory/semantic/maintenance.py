@@ -639,10 +639,9 @@ class SqliteMaintenanceCalendar:
 
         Raises:
             ValueError: a config window is invalid, or two share an id, or
-                ``reload_interval`` is negative.
+                ``reload_interval`` is negative. (A ``:memory:`` path is refused
+                by ``start`` with ``StoreError``, as the outcome store does.)
         """
-        if str(path) == ":memory:":
-            raise ValueError("maintenance calendar path must be a file, not ':memory:'")
         if not reload_interval >= 0:
             raise ValueError(f"reload_interval must be >= 0 seconds, got {reload_interval!r}")
         self._reload_interval = float(reload_interval)
@@ -694,11 +693,16 @@ class SqliteMaintenanceCalendar:
         (``maintenance_window_shadowed``).
 
         Raises:
-            StoreError: the file cannot be created, opened or read.
+            StoreError: the path is ``:memory:``, or the file cannot be created,
+                opened or read.
         """
         async with self._lock:
             if self._executor is not None:
                 return
+            if str(self._path) == ":memory:":
+                # Like the outcome store (StoreError at start, not a crash at construction):
+                # windows must outlive the process and be shared with `netcortex maintenance`.
+                raise StoreError("maintenance calendar path must be a file, not ':memory:'")
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netcortex-maint")
             try:
                 rows = await self._run(executor, self._open)
