@@ -198,6 +198,7 @@ def _load(path: str | None, err: TextIO, *, check_handlers: bool = False) -> Con
         if check_handlers:
             _check_handlers(config)
             _check_windows(config)
+            _check_dedup(config)
     except ConfigError as exc:
         print(f"netcortex: configuration error\n{exc}", file=err)
         return None
@@ -209,6 +210,13 @@ def _check_windows(config: Config) -> None:
     from netcortex.memory.semantic.maintenance import config_windows
 
     config_windows(config.maintenance, config.source)  # raises ConfigError naming each
+
+
+def _check_dedup(config: Config) -> None:
+    """``dedup.windows`` must name built-in handlers (the engine refuses others too)."""
+    from netcortex.app import _check_dedup_windows
+
+    _check_dedup_windows(config.dedup, config.source)
 
 
 def _check_handlers(config: Config) -> None:

@@ -144,6 +144,17 @@ class TestCheckConfig:
         assert main(["check-config", str(path)]) == 2
         assert f"{path}: maintenance.windows.0:" in capsys.readouterr().err
 
+    def test_unknown_handler_in_dedup_windows_is_a_config_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """check-config names dedup.windows when it mentions a handler that does not exist."""
+        path = tmp_path / "d.yaml"
+        path.write_text("dedup:\n  windows: {linkdown: 30}\n", encoding="utf-8")
+        assert main(["check-config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: dedup.windows:" in err
+        assert "linkdown" in err
+
     def test_nats_credentials_are_not_printed(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
