@@ -71,6 +71,7 @@ from netcortex.errors import (
 )
 from netcortex.logs import redact_url
 from netcortex.metrics import Registry
+from netcortex.nats_errors import NATS_UNAVAILABLE
 from netcortex.thalamus._metrics import BusMetrics
 from netcortex.thalamus.subjects import (
     REFLEX,
@@ -109,28 +110,7 @@ NATS_ERROR_MAP: Final[tuple[_Row, ...]] = (
     ((nats.errors.BadSubjectError,), InvalidSubject),
     ((nats.js.errors.TooManyStalledMsgsError,), PublishTimeout),
     ((nats.errors.TimeoutError, TimeoutError), _TIMEOUT),
-    (
-        (
-            nats.errors.NoRespondersError,
-            nats.js.errors.NoStreamResponseError,
-            nats.js.errors.ServiceUnavailableError,
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionDrainingError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.StaleConnectionError,
-            nats.errors.NoServersError,
-            nats.errors.OutboundBufferLimitError,
-            nats.errors.SecureConnRequiredError,
-            nats.errors.SecureConnWantedError,
-            nats.errors.SecureConnFailedError,
-            nats.errors.AuthorizationError,
-            nats.errors.InvalidUserCredentialsError,
-            nats.errors.ProtocolError,
-            nats.errors.ServerNotInPoolError,
-            OSError,
-        ),
-        BusUnavailable,
-    ),
+    (NATS_UNAVAILABLE, BusUnavailable),
     # API errors (bad request, not found, server error), payload too large, bad
     # headers, slow consumer ...: the bus could not do it, nothing more specific.
     ((nats.js.errors.APIError, nats.errors.Error), BusError),

@@ -76,6 +76,7 @@ from netcortex.contracts.memory import DedupResult
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
 from netcortex.metrics import Registry
+from netcortex.nats_errors import NATS_UNAVAILABLE
 
 __all__ = ["MAX_ATTEMPTS", "JetStreamDedupStore", "kv_key"]
 
@@ -101,22 +102,7 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _CONNECTIVITY: Final[tuple[type[BaseException], ...]] = (
     nats.errors.TimeoutError,
     TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
-    nats.errors.NoServersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.SecureConnRequiredError,
-    nats.errors.SecureConnWantedError,
-    nats.errors.SecureConnFailedError,
-    nats.errors.AuthorizationError,
-    nats.errors.InvalidUserCredentialsError,
-    nats.errors.ProtocolError,
-    OSError,
+    *NATS_UNAVAILABLE,
 )
 
 
