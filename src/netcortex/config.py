@@ -16,7 +16,7 @@ import os
 import re
 import zoneinfo
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
@@ -278,15 +278,17 @@ class DedupConfig(_Section):
 class MaintenanceWindowConfig(_Section):
     """One maintenance window from the config file (see ``contracts.MaintenanceWindow``)."""
 
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+    #: a plain token; the calendar's ``validate_window`` is the one rule for ids
+    id: Annotated[str, Field(min_length=1)]
     scope: Literal["device", "interface", "site", "role", "tag"]
     #: device name, ``device|interface``, site slug, role slug or tag slug
     target: Annotated[str, Field(min_length=1)]
     #: ISO 8601 with an offset (``2026-12-06T02:00:00+01:00``); naive means ``timezone``
     start: datetime
-    #: either ``end`` or ``duration`` (seconds)
+    #: either ``end`` or ``duration`` (seconds, ``HH:MM:SS`` or ISO 8601 ``PT2H``;
+    #: absolute elapsed time, so a 4 h window is 4 h long on a DST day too)
     end: datetime | None = None
-    duration: Annotated[float, Field(gt=0)] | None = None
+    duration: timedelta | None = None
     #: RFC 5545 recurrence, e.g. ``FREQ=WEEKLY;BYDAY=SU``
     rrule: str | None = None
     #: IANA time zone the window (and its recurrence) is in
@@ -295,7 +297,9 @@ class MaintenanceWindowConfig(_Section):
 
     def model_post_init(self, context: Any, /) -> None:
         if (self.end is None) == (self.duration is None):
-            raise ValueError("give exactly one of end or duration")
+            raise ValueError("give exactly one of end and duration")
+        if self.duration is not None and self.duration <= timedelta(0):
+            raise ValueError("duration must be positive")
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
@@ -309,7 +313,8 @@ class MaintenanceWindowConfig(_Section):
             end = self.end if self.end.tzinfo else self.end.replace(tzinfo=tz)
         else:
             assert self.duration is not None
-            end = start + timedelta(seconds=self.duration)
+            # Elapsed time: add in UTC (same-zone arithmetic would be wall-clock).
+            end = (start.astimezone(UTC) + self.duration).astimezone(start.tzinfo)
         if end <= start:
             raise ValueError(f"window {self.id!r}: end must be after start")
         return start, end

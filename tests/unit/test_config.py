@@ -330,7 +330,7 @@ class TestIssue3Sections:
                 "maintenance: {windows: [{id: w, scope: device, target: r1,"
                 f" start: '2026-12-06T02:00:00Z'{extra}}}]}}"
             )
-            with pytest.raises(ConfigError, match="exactly one of end or duration"):
+            with pytest.raises(ConfigError, match="exactly one of end and duration"):
                 load_config(write(tmp_path, text), environ={})
 
     def test_naive_start_is_read_in_the_window_timezone(self, tmp_path: Path) -> None:

@@ -81,32 +81,27 @@ import bisect
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from dateutil.rrule import rrule, rrulestr
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     ValidationError,
-    field_validator,
-    model_validator,
 )
 
-from netcortex.config import MaintenanceConfig
+from netcortex.config import MaintenanceConfig, MaintenanceWindowConfig
 from netcortex.contracts.memory import MAINTENANCE_SCOPES, MaintenanceWindow
 from netcortex.errors import ConfigError, StoreError
 from netcortex.metrics import Registry
 
 __all__ = [
-    "MaintenanceWindowConfig",
     "SqliteMaintenanceCalendar",
     "config_windows",
     "validate_window",
@@ -274,98 +269,37 @@ def validate_window(window: MaintenanceWindow) -> None:
 # ------------------------------------------------------------------ config
 
 
-class MaintenanceWindowConfig(BaseModel):
-    """One entry of ``maintenance.windows`` in the config file.
-
-    ``start``/``end`` are ISO 8601; with an offset (``2025-06-01T22:00:00+02:00``)
-    they are instants, without one they are wall-clock time in ``timezone``.
-    Give either ``end`` or ``duration`` (seconds, ``HH:MM:SS`` or ISO 8601
-    ``PT2H``; absolute elapsed time). Meant to move into ``config.py`` as the item
-    type of ``MaintenanceConfig.windows``; ``to_window()`` gives the contract value.
-    """
-
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False
+def _to_window(item: MaintenanceWindowConfig) -> MaintenanceWindow:
+    """The contract value of one config entry; ``ValueError`` when the calendar refuses it."""
+    start, end = item.bounds()
+    window = MaintenanceWindow(
+        id=item.id,
+        scope=item.scope,
+        target=item.target,
+        start=start,
+        end=end,
+        rrule=item.rrule,
+        timezone=item.timezone,
+        reason=item.reason,
     )
-
-    id: str
-    scope: Literal["device", "interface", "site", "role", "tag"]
-    target: str
-    start: datetime
-    end: datetime | None = None
-    duration: timedelta | None = None
-    rrule: str | None = None
-    timezone: str = "UTC"
-    reason: str = ""
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        _zone(v)
-        return v
-
-    @model_validator(mode="after")
-    def _whole(self) -> MaintenanceWindowConfig:
-        if (self.end is None) == (self.duration is None):
-            raise ValueError("give exactly one of end and duration")
-        if self.duration is not None and self.duration <= timedelta(0):
-            raise ValueError("duration must be positive")
-        problems = _problems(self.to_window())
-        if problems:
-            raise ValueError("; ".join(f"{f}: {m}" for f, m in problems))
-        return self
-
-    def to_window(self) -> MaintenanceWindow:
-        """The ``MaintenanceWindow`` this entry describes (naive times read in ``timezone``)."""
-        zone = _zone(self.timezone)
-        start = (
-            self.start if self.start.utcoffset() is not None else self.start.replace(tzinfo=zone)
-        )
-        if self.end is not None:
-            end = self.end if self.end.utcoffset() is not None else self.end.replace(tzinfo=zone)
-        else:
-            assert self.duration is not None  # checked by _whole (or the caller's model)
-            end = (start.astimezone(UTC) + self.duration).astimezone(start.tzinfo)
-        return MaintenanceWindow(
-            id=self.id,
-            scope=self.scope,
-            target=self.target,
-            start=start,
-            end=end,
-            rrule=self.rrule,
-            timezone=self.timezone,
-            reason=self.reason,
-        )
+    validate_window(window)
+    return window
 
 
-def windows_from_config(
-    items: Sequence[Mapping[str, Any]], *, source: str = "<config>"
+def _build(
+    entries: Iterable[tuple[int, MaintenanceWindowConfig]],
+    source: str,
+    problems: list[tuple[str, str, str]],
 ) -> list[MaintenanceWindow]:
-    """Build windows from ``maintenance.windows`` entries; report every problem at once.
-
-    Args:
-        items: the list from the config file (dicts with ``id, scope, target,
-            start, end | duration, rrule, timezone, reason``).
-        source: the file name, for messages.
-
-    Raises:
-        ConfigError: one ``(source, "maintenance.windows.<i>.<key>", message)``
-            per problem, duplicate ids included.
-    """
-    problems: list[tuple[str, str, str]] = []
+    """Windows of the valid ``entries``; adds one problem per refused window or duplicate id."""
     out: list[MaintenanceWindow] = []
     seen: dict[str, int] = {}
-    for i, item in enumerate(items):
+    for i, item in entries:
         key = f"maintenance.windows.{i}"
         try:
-            window = MaintenanceWindowConfig.model_validate(item).to_window()
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = err["msg"].removeprefix("Value error, ")
-                if err["type"] == "extra_forbidden":
-                    msg = "unknown key"
-                problems.append((source, f"{key}.{loc}" if loc else key, msg))
+            window = _to_window(item)
+        except ValueError as exc:
+            problems.append((source, key, str(exc)))
             continue
         if window.id in seen:
             problems.append(
@@ -380,6 +314,32 @@ def windows_from_config(
     return out
 
 
+def windows_from_config(
+    items: Sequence[Mapping[str, Any]], *, source: str = "<config>"
+) -> list[MaintenanceWindow]:
+    """Build windows from raw ``maintenance.windows`` entries (``config.MaintenanceWindowConfig``
+    shape); report every problem at once.
+
+    Raises:
+        ConfigError: one ``(source, "maintenance.windows.<i>[.<key>]", message)`` per
+            problem, duplicate ids included.
+    """
+    problems: list[tuple[str, str, str]] = []
+    valid: list[tuple[int, MaintenanceWindowConfig]] = []
+    for i, item in enumerate(items):
+        try:
+            valid.append((i, MaintenanceWindowConfig.model_validate(item)))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = err["msg"].removeprefix("Value error, ")
+                if err["type"] == "extra_forbidden":
+                    msg = "unknown key"
+                key = f"maintenance.windows.{i}"
+                problems.append((source, f"{key}.{loc}" if loc else key, msg))
+    return _build(valid, source, problems)
+
+
 def config_windows(config: MaintenanceConfig, source: str = "<config>") -> list[MaintenanceWindow]:
     """The ``maintenance.windows`` of a loaded ``Config`` as contract values.
 
@@ -389,37 +349,9 @@ def config_windows(config: MaintenanceConfig, source: str = "<config>") -> list[
     on a DST day too), as for recurring occurrences.
 
     Raises:
-        ConfigError: one ``(source, "maintenance.windows.<i>", message)`` per bad
-            window, all at once.
+        ConfigError: one problem per refused window or duplicate id, all at once.
     """
-    windows: list[MaintenanceWindow] = []
-    problems: list[tuple[str, str, str]] = []
-    for i, item in enumerate(config.windows):
-        try:
-            start, end = item.bounds()
-            if item.duration is not None:
-                end = (start.astimezone(UTC) + timedelta(seconds=item.duration)).astimezone(
-                    start.tzinfo
-                )
-            window = MaintenanceWindow(
-                id=item.id,
-                scope=item.scope,
-                target=item.target,
-                start=start,
-                end=end,
-                rrule=item.rrule,
-                timezone=item.timezone,
-                reason=item.reason,
-            )
-            validate_window(window)
-        except ValueError as exc:
-            problems.append((source, f"maintenance.windows.{i}", str(exc)))
-            continue
-        windows.append(window)
-    if problems:
-        lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
-        raise ConfigError(f"{len(problems)} configuration problem(s):\n{lines}", problems)
-    return windows
+    return _build(enumerate(config.windows), source, [])
 
 
 # ------------------------------------------------------------------ evaluation
