@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from netcortex.contracts.events import EVENT_CLASSES
 from netcortex.errors import ConfigError
 
 __all__ = [
@@ -31,10 +32,13 @@ __all__ = [
     "BusConfig",
     "Config",
     "DedupConfig",
+    "HttpConfig",
     "InventoryConfig",
     "LogConfig",
     "MaintenanceConfig",
     "MaintenanceWindowConfig",
+    "MerakiAlertPattern",
+    "MerakiConfig",
     "ReflexConfig",
     "Secret",
     "StoreConfig",
@@ -217,6 +221,102 @@ class TrapConfig(_Section):
         return v
 
 
+class HttpConfig(_Section):
+    """``http``: the one HTTP server inside ``netcortex run`` (API, webhooks, metrics)."""
+
+    enabled: bool = True
+    #: loopback by default; ``0.0.0.0`` / ``::`` to accept webhooks from elsewhere
+    host: str = "127.0.0.1"
+    #: TCP port (0 = any free port, logged as ``listening``)
+    port: Annotated[int, Field(ge=0, le=65535)] = 8162
+    #: bearer token for ``/api/v1/*`` (except health) and ``/metrics``; unset = those
+    #: endpoints answer 403 (fail closed)
+    api_token: Secret | None = None
+    #: request bodies larger than this are refused with 413 (bytes)
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    #: ``GET /api/v1/outcomes`` page size when ``limit`` is not given, and its maximum
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    max_page_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_length(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return v
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.page_size > self.max_page_size:
+            raise ValueError("page_size must not exceed max_page_size")
+
+
+class MerakiAlertPattern(_Section):
+    """One ``meraki.alert_type_patterns`` rule: ``alertType`` text → event class."""
+
+    #: a Python regular expression searched (case-insensitive) in ``alertType``
+    pattern: Annotated[str, Field(min_length=1)]
+    event_class: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return v
+
+    @field_validator("event_class")
+    @classmethod
+    def _known_class(cls, v: str) -> str:
+        return _event_class(v)
+
+
+def _event_class(v: str) -> str:
+    if v not in EVENT_CLASSES:
+        raise ValueError(f"unknown event class {v!r}; one of {', '.join(sorted(EVENT_CLASSES))}")
+    return v
+
+
+class MerakiConfig(_Section):
+    """``meraki``: the Meraki Dashboard webhook receiver (``POST /webhooks/meraki``)."""
+
+    enabled: bool = True
+    #: the HTTP server's shared secret set in Dashboard; unset = every POST is
+    #: refused with 403 (fail closed)
+    shared_secret: Secret | None = None
+    #: alerts whose ``sentAt`` is further than this from now are refused (seconds;
+    #: 0 turns the check off)
+    replay_window_seconds: Annotated[float, Field(ge=0)] = 300.0
+    #: an ``alertId`` seen within this many seconds is answered 200 and not published again
+    idempotency_window_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    #: alert ids remembered at most (oldest forgotten first)
+    idempotency_max_keys: Annotated[int, Field(ge=1)] = 100_000
+    #: accepted alerts waiting to be published, at most; beyond it POSTs get 503
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    #: ``alertTypeId`` → event class, over the built-in table (e.g. ``ids_alerted: security``)
+    alert_types: dict[str, str] = Field(default_factory=dict)
+    #: ``alertType`` text rules tried before the built-in ones, for ids not in any table
+    alert_type_patterns: list[MerakiAlertPattern] = Field(default_factory=list)
+
+    @field_validator("alert_types")
+    @classmethod
+    def _known_classes(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            try:
+                _event_class(value)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        return v
+
+    @field_validator("shared_secret")
+    @classmethod
+    def _secret_not_blank(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("must not be blank (leave it unset to refuse every webhook)")
+        return v
+
+
 class ReflexConfig(_Section):
     """``reflex``: which built-in handlers run."""
 
@@ -337,6 +437,8 @@ class Config(_Section):
     inventory: InventoryConfig = Field(default_factory=InventoryConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    meraki: MerakiConfig = Field(default_factory=MerakiConfig)
 
     #: where the file was read from (for messages), not a setting
     source: str = Field(default="<defaults>", exclude=True)
