@@ -2,24 +2,54 @@
 
 Each region declares its metrics in one place, against a ``Registry`` passed in
 by ``app.py`` (one per engine, so two engines in one process never share
-counts). ``Registry.render()`` gives the Prometheus text format; tests read a
-value with ``counter.value(**labels)``. Deliberately tiny: no global state, no
-locks needed on the asyncio thread; ``inc`` is a dict update.
+counts). ``Registry.render()`` gives the Prometheus text format (0.0.4: what
+``prometheus_client.parser`` and a Prometheus server read; values at full float
+precision, ``+Inf``/``-Inf``/``NaN``, label values and help text escaped); tests
+read a value with ``counter.value(**labels)``. Deliberately tiny: no global
+state, no locks needed on the asyncio thread; ``inc`` is a dict update.
+
+Gauges read on demand (queue depths, inventory age) are set by collectors that
+``render`` runs first (``Registry.add_collector``). Every queue reports on one
+gauge, ``netcortex_queue_depth{queue}`` (``Registry.queue_depth``).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
-__all__ = ["Counter", "Gauge", "Histogram", "Registry"]
+import structlog
+
+__all__ = ["QUEUE_DEPTH", "Counter", "Gauge", "Histogram", "Registry"]
+
+log = structlog.get_logger(__name__)
 
 #: Latency buckets in seconds: 50 µs .. 10 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+
+
+#: The one gauge every internal queue reports its depth on, labelled by ``queue``.
+QUEUE_DEPTH = "netcortex_queue_depth"
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _num(value: float) -> str:
+    """A sample value as Prometheus writes it: exact, ``+Inf``/``-Inf``/``NaN``."""
+    v = float(value)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
 
 
 def _key(labelnames: tuple[str, ...], labels: dict[str, str]) -> tuple[str, ...]:
@@ -40,6 +70,11 @@ def _fmt_labels(labelnames: tuple[str, ...], values: tuple[str, ...], extra: str
 
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _esc_help(v: str) -> str:
+    # HELP text escapes backslash and newline only (quotes stay as they are).
+    return v.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 class Counter:
@@ -74,7 +109,7 @@ class Counter:
 
     def render(self) -> list[str]:
         return [
-            f"{self.name}{_fmt_labels(self.labelnames, k)} {v:g}"
+            f"{self.name}{_fmt_labels(self.labelnames, k)} {_num(v)}"
             for k, v in sorted(self._values.items())
         ]
 
@@ -138,10 +173,9 @@ class Histogram:
             acc = 0
             for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
                 acc += n
-                le = "+Inf" if bound == math.inf else f"{bound:g}"
-                labels = _fmt_labels(self.labelnames, k, 'le="' + le + '"')
+                labels = _fmt_labels(self.labelnames, k, 'le="' + _num(bound) + '"')
                 lines.append(f"{self.name}_bucket{labels} {acc}")
-            lines.append(f"{self.name}_sum{_fmt_labels(self.labelnames, k)} {total[0]:g}")
+            lines.append(f"{self.name}_sum{_fmt_labels(self.labelnames, k)} {_num(total[0])}")
             lines.append(f"{self.name}_count{_fmt_labels(self.labelnames, k)} {acc}")
         return lines
 
@@ -151,6 +185,30 @@ class Registry:
 
     def __init__(self) -> None:
         self._metrics: dict[str, Counter | Histogram] = {}
+        self._collectors: list[Callable[[], None]] = []
+
+    def add_collector(self, collect: Callable[[], None]) -> None:
+        """Run ``collect`` before every ``render`` (it sets gauges read on demand:
+        queue depths, inventory age). A failing collector is logged and skipped."""
+        self._collectors.append(collect)
+
+    def collect(self) -> None:
+        """Run every collector now (``render`` does this first)."""
+        for collect in self._collectors:
+            try:
+                collect()
+            except Exception:
+                log.warning("metrics_collector_failed", collector=repr(collect), exc_info=True)
+
+    def queue_depth(self, queue: str, depth: Callable[[], int]) -> None:
+        """Report ``depth()`` as ``netcortex_queue_depth{queue=<queue>}`` at every render.
+
+        One gauge for every queue (trap and webhook publish queues, store rows
+        not yet committed, bus mailboxes, publishes awaiting an ack), so one
+        query shows where work piles up.
+        """
+        gauge = self.gauge(QUEUE_DEPTH, "Items waiting in an internal queue, by queue.", ("queue",))
+        self.add_collector(lambda: gauge.set(depth(), queue=queue))
 
     def _get(self, cls: type, name: str, help: str, labelnames: Sequence[str], **kw: object):  # type: ignore[no-untyped-def]
         existing = self._metrics.get(name)
@@ -158,6 +216,15 @@ class Registry:
             if type(existing) is not cls or existing.labelnames != tuple(labelnames):
                 raise ValueError(f"metric {name!r} already registered with another shape")
             return existing
+        if not _METRIC_NAME.fullmatch(name):
+            raise ValueError(
+                f"metric name {name!r} is not valid (Prometheus names: [a-zA-Z_:][a-zA-Z0-9_:]*)"
+            )
+        for label in labelnames:
+            if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
+                raise ValueError(f"label name {label!r} of {name!r} is not valid")
+        if cls is Histogram and "le" in labelnames:
+            raise ValueError(f"histogram {name!r} cannot have a label named 'le'")
         metric = cls(name, help, labelnames, **kw)
         self._metrics[name] = metric
         return metric
@@ -188,10 +255,11 @@ class Registry:
         return self._metrics.get(name)
 
     def render(self) -> str:
-        """Prometheus text exposition of every metric."""
+        """Prometheus text exposition of every metric (collectors run first)."""
+        self.collect()
         out: list[str] = []
         for name, m in sorted(self._metrics.items()):
-            out.append(f"# HELP {name} {m.help}")
+            out.append(f"# HELP {name} {_esc_help(m.help)}")
             out.append(f"# TYPE {name} {m.kind}")
             out.extend(m.render())
         return "\n".join(out) + "\n"

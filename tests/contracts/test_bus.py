@@ -333,6 +333,39 @@ class TestErrorsAndLifecycle:
         with pytest.raises(BusUnavailable):
             await sub.next(timeout=1)
 
+    async def test_connected_follows_the_lifecycle(
+        self, backend: str, bus_factory: BusFactory
+    ) -> None:
+        """``connected`` is False before start, True once started, False after close
+        (and stays False: a closed bus is not restarted)."""
+        bus = await bus_factory(backend, start=False)
+        assert bus.connected is False
+        await bus.start()
+        assert bus.connected is True
+        await bus.start()
+        assert bus.connected is True
+        await bus.close()
+        assert bus.connected is False
+        with pytest.raises(BusUnavailable):
+            await bus.start()
+        assert bus.connected is False
+
+    async def test_reports_its_queue_depth(self, backend: str, bus_factory: BusFactory) -> None:
+        """Every backend reports a ``netcortex_queue_depth`` series (its own ``queue``
+        label) on the registry it was given; 0 once everything published was taken."""
+        metrics = Registry()
+        bus = await bus_factory(backend, metrics=metrics)
+        sub = await bus.subscribe("reflex.>")
+        await bus.publish("reflex.h.logged.r1", b"x")
+        await receive(sub, 1)
+        lines = [
+            line
+            for line in metrics.render().splitlines()
+            if line.startswith("netcortex_queue_depth{")
+        ]
+        assert lines, "no netcortex_queue_depth series"
+        assert all(line.endswith(" 0") for line in lines), lines
+
     async def test_close_without_start_is_safe(self, backend: str, bus_factory: BusFactory) -> None:
         """Closing a bus that never started returns quietly (twice, too)."""
         bus = await bus_factory(backend, start=False)

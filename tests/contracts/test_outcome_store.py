@@ -3,7 +3,7 @@
 Backends are parameters of ``new_store``; adding one (PostgreSQL in a later
 issue) is one ``pytest.param`` line in ``STORE_BACKENDS`` pointing at a factory.
 The tests use only the Protocol (``start``/``close``/``record``/``flush``/
-``query``/``get``) and contain no backend branches.
+``query``/``get``/``ping``) and contain no backend branches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from netcortex.config import StoreConfig
 from netcortex.contracts.events import Severity
-from netcortex.contracts.memory import OutcomeQuery, OutcomeStore
+from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery, OutcomeStore
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
@@ -65,6 +65,7 @@ def outcome(
     kind: OutcomeKind = OutcomeKind.LOGGED,
     severity: Severity = Severity.HIGH,
     device: str = "r1",
+    site: str | None = "branch-west",
     at: datetime | None = None,
 ) -> ReflexOutcome:
     """Outcome number ``n``, recorded ``n`` seconds after T0 unless ``at`` says otherwise."""
@@ -77,7 +78,7 @@ def outcome(
         summary=f"outcome {n} — ünïcode",
         details={"ifIndex": n, "ok": True, "note": None, "ratio": 0.5},
         diagnostic="diag" if kind is OutcomeKind.ERRORED else "",
-        site="branch-west",
+        site=site,
     )
     return replace(made, recorded_at=at or T0 + timedelta(seconds=n), occurred_at=T0)
 
@@ -223,6 +224,54 @@ class TestQueries:
         """device keeps only that device's outcomes."""
         assert self.ns(await store.query(OutcomeQuery(device="r3"))) == [8, 7]
 
+    async def test_filter_site(self, store: OutcomeStore) -> None:
+        """site keeps only that site's outcomes (exact match; no site never matches)."""
+        await record_all(
+            store,
+            [
+                outcome(1, site="dc-north"),
+                outcome(2, site="branch-west"),
+                outcome(3, site="dc-north"),
+                outcome(4, site=None),
+                outcome(5, site="dc-north-2"),
+            ],
+        )
+        assert self.ns(await store.query(OutcomeQuery(site="dc-north"))) == [3, 1]
+        assert self.ns(await store.query(OutcomeQuery(site="branch-west"))) == [2]
+        assert await store.query(OutcomeQuery(site="dc")) == []
+
+    async def test_site_combines_with_severity_and_time(self, store: OutcomeStore) -> None:
+        """site, several severities and a time range together keep only outcomes matching all."""
+        await record_all(
+            store,
+            [
+                outcome(1, site="dc-north", severity=Severity.CRITICAL),
+                outcome(2, site="dc-north", severity=Severity.HIGH),
+                outcome(3, site="dc-north", severity=Severity.INFO),
+                outcome(4, site="branch-west", severity=Severity.CRITICAL),
+                outcome(5, site="dc-north", severity=Severity.HIGH),
+                outcome(6, site="dc-north", severity=Severity.WARN),
+            ],
+        )
+        q = OutcomeQuery(
+            site="dc-north",
+            severity=[Severity.HIGH, Severity.CRITICAL],
+            since=T0 + timedelta(seconds=2),
+        )
+        assert self.ns(await store.query(q)) == [5, 2]
+
+    async def test_several_severities_and_kinds_keep_order_and_limit(
+        self, store: OutcomeStore, filled: list[ReflexOutcome]
+    ) -> None:
+        """Several severities and several kinds (no other filter) still give the newest
+        matches first, cut at limit, each outcome once (a repeated value changes nothing)."""
+        q = OutcomeQuery(
+            severity=[Severity.HIGH, Severity.WARN, Severity.HIGH],
+            kind=[OutcomeKind.LOGGED, OutcomeKind.ERRORED],
+        )
+        assert self.ns(await store.query(q)) == [9, 8, 6, 5, 2, 0]
+        assert self.ns(await store.query(replace(q, limit=4))) == [9, 8, 6, 5]
+
     async def test_empty_sequence_matches_nothing(
         self, store: OutcomeStore, filled: list[ReflexOutcome]
     ) -> None:
@@ -260,6 +309,160 @@ class TestQueries:
         """A naive datetime bound raises StoreError rather than guessing a timezone."""
         with pytest.raises(StoreError, match="timezone"):
             await store.query(OutcomeQuery(since=datetime(2026, 1, 1)))
+
+
+def newest_first(outcomes: list[ReflexOutcome]) -> list[ReflexOutcome]:
+    """``outcomes`` in the store's order: recorded_at descending, then outcome_id descending."""
+    return sorted(outcomes, key=lambda o: (o.recorded_at, o.outcome_id), reverse=True)
+
+
+async def walk(store: OutcomeStore, query: OutcomeQuery) -> list[list[ReflexOutcome]]:
+    """Every page of ``query``, each continuing after the previous one's last outcome."""
+    pages: list[list[ReflexOutcome]] = []
+    cursor: OutcomeCursor | None = None
+    while True:
+        page = await store.query(replace(query, before=cursor))
+        if page:
+            pages.append(page)
+        if len(page) < query.limit:
+            return pages
+        cursor = OutcomeCursor.after(page[-1])
+        assert len(pages) < 1000, "pagination does not end"
+
+
+class TestPagination:
+    @pytest.fixture
+    async def crowded(self, store: OutcomeStore) -> list[ReflexOutcome]:
+        """60 outcomes on only four distinct recorded_at instants (ties everywhere),
+        with varied handler, severity and site."""
+        handlers = ["link_down", "bgp_drop", "security_webhook"]
+        severities = [Severity.HIGH, Severity.INFO, Severity.CRITICAL, Severity.WARN]
+        outcomes = [
+            outcome(
+                n,
+                handler_id=handlers[n % 3],
+                severity=severities[n % 4],
+                site="dc-north" if n % 5 else "branch-west",
+                at=T0 + timedelta(seconds=n % 4),
+            )
+            for n in range(60)
+        ]
+        await record_all(store, outcomes)
+        return outcomes
+
+    async def test_order_breaks_ties_by_outcome_id_descending(
+        self, store: OutcomeStore, crowded: list[ReflexOutcome]
+    ) -> None:
+        """Outcomes sharing one recorded_at come in outcome_id descending order."""
+        got = await store.query(OutcomeQuery(limit=100))
+        assert got == newest_first(crowded)
+
+    @pytest.mark.parametrize("limit", [1, 7, 15, 59, 60, 61])
+    async def test_walking_every_page_gives_each_outcome_once_in_order(
+        self, store: OutcomeStore, crowded: list[ReflexOutcome], limit: int
+    ) -> None:
+        """Pages walked with OutcomeCursor.after(last) cover every outcome exactly once,
+        in the newest-first order, even across many equal recorded_at values."""
+        pages = await walk(store, OutcomeQuery(limit=limit))
+        flat = [o for page in pages for o in page]
+        assert flat == newest_first(crowded)
+        assert all(len(page) == limit for page in pages[:-1])
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            pytest.param(OutcomeQuery(handler_id="bgp_drop", limit=4), id="handler"),
+            pytest.param(OutcomeQuery(site="dc-north", limit=6), id="site"),
+            pytest.param(
+                OutcomeQuery(severity=[Severity.HIGH, Severity.CRITICAL], limit=5),
+                id="two-severities",
+            ),
+            pytest.param(
+                OutcomeQuery(
+                    site="dc-north",
+                    severity=[Severity.HIGH, Severity.CRITICAL],
+                    since=T0 + timedelta(seconds=1),
+                    limit=3,
+                ),
+                id="site-severities-since",
+            ),
+            pytest.param(
+                OutcomeQuery(
+                    kind=[OutcomeKind.LOGGED],
+                    severity=[Severity.INFO, Severity.WARN],
+                    until=T0 + timedelta(seconds=3),
+                    limit=4,
+                ),
+                id="kind-severities-until",
+            ),
+        ],
+    )
+    async def test_pages_combine_with_filters(
+        self, store: OutcomeStore, crowded: list[ReflexOutcome], query: OutcomeQuery
+    ) -> None:
+        """A cursor combined with filters walks exactly the filtered outcomes, in order."""
+        everything = await store.query(replace(query, limit=1000))
+        pages = await walk(store, query)
+        assert [o for page in pages for o in page] == everything
+        assert everything == newest_first(everything)
+        assert len(pages) > 1  # the parameters really page
+
+    async def test_before_is_strict_and_needs_no_stored_outcome(
+        self, store: OutcomeStore, crowded: list[ReflexOutcome]
+    ) -> None:
+        """``before`` keeps outcomes strictly after the cursor in the order; the cursor need
+        not name a stored outcome (the lowest id sorts before every id at that instant)."""
+        at2 = T0 + timedelta(seconds=2)
+        below = await store.query(OutcomeQuery(before=OutcomeCursor(at2, ""), limit=100))
+        assert below == newest_first([o for o in crowded if o.recorded_at < at2])
+        top = newest_first([o for o in crowded if o.recorded_at == at2])[0]
+        after_top = await store.query(OutcomeQuery(before=OutcomeCursor.after(top), limit=100))
+        assert after_top == newest_first(crowded)[newest_first(crowded).index(top) + 1 :]
+        assert top not in after_top
+
+    async def test_cursor_in_another_timezone_means_the_same_instant(
+        self, store: OutcomeStore, crowded: list[ReflexOutcome]
+    ) -> None:
+        """A cursor whose recorded_at is in another timezone continues at the same place."""
+        last = newest_first(crowded)[9]
+        plus5 = timezone(timedelta(hours=5))
+        moved = OutcomeCursor(last.recorded_at.astimezone(plus5), last.outcome_id)
+        assert await store.query(OutcomeQuery(before=moved, limit=5)) == await store.query(
+            OutcomeQuery(before=OutcomeCursor.after(last), limit=5)
+        )
+
+    async def test_naive_cursor_is_refused(self, store: OutcomeStore) -> None:
+        """A cursor with a naive recorded_at raises StoreError rather than guessing."""
+        with pytest.raises(StoreError, match="timezone"):
+            await store.query(OutcomeQuery(before=OutcomeCursor(datetime(2026, 1, 1), "x")))
+
+    def test_cursor_after_is_the_outcomes_position(self) -> None:
+        """OutcomeCursor.after(o) is (o.recorded_at, o.outcome_id)."""
+        o = outcome(3)
+        assert OutcomeCursor.after(o) == OutcomeCursor(o.recorded_at, o.outcome_id)
+        assert OutcomeCursor.after(o).recorded_at == T0 + timedelta(seconds=3)
+
+
+class TestPing:
+    async def test_ping_after_start(self, store: OutcomeStore) -> None:
+        """A started store answers ping, also after writing."""
+        await store.ping()
+        await record_all(store, [outcome(1)])
+        await store.ping()
+
+    async def test_ping_before_start_raises(self, new_store: NewStore) -> None:
+        """A store that was never started fails ping with StoreError."""
+        with pytest.raises(StoreError, match="not started"):
+            await new_store().ping()
+
+    async def test_ping_after_close_raises(self, new_store: NewStore) -> None:
+        """A closed store fails ping with StoreError."""
+        s = new_store()
+        await s.start()
+        await s.ping()
+        await s.close()
+        with pytest.raises(StoreError, match="closed"):
+            await s.ping()
 
 
 class TestLifecycle:

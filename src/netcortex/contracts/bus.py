@@ -84,6 +84,11 @@ class EventBus(Protocol):
         safe without ``start``."""
         ...
 
+    @property
+    def connected(self) -> bool:
+        """True when started, not closed, and (for a server) currently connected."""
+        ...
+
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         """Publish ``data`` on ``subject``; returns when the bus has accepted it.
 

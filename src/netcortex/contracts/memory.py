@@ -24,10 +24,30 @@ __all__ = [
     "Interface",
     "MaintenanceCalendar",
     "MaintenanceWindow",
+    "OutcomeCursor",
     "OutcomeQuery",
     "OutcomeStore",
     "SemanticMemory",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeCursor:
+    """A position in the newest-first order of outcomes (for cursor pagination).
+
+    The order is ``recorded_at`` descending, then ``outcome_id`` descending: a
+    total order, so a page boundary never skips or repeats an outcome even when
+    many share one ``recorded_at``. The cursor of a page is its last outcome's
+    ``(recorded_at, outcome_id)``.
+    """
+
+    recorded_at: datetime
+    outcome_id: str
+
+    @classmethod
+    def after(cls, outcome: ReflexOutcome) -> OutcomeCursor:
+        """The cursor that continues after ``outcome`` (the last one of a page)."""
+        return cls(outcome.recorded_at, outcome.outcome_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +56,13 @@ class OutcomeQuery:
 
     Attributes:
         since, until: ``recorded_at`` range, inclusive ``since``, exclusive ``until``.
-        handler_id, device: exact matches.
+        handler_id, device, site: exact matches.
         severity: exact severities to include.
         kind: exact kinds to include.
-        limit: at most this many rows, newest first.
+        before: only outcomes strictly after this cursor in the newest-first
+            order (the next page).
+        limit: at most this many rows, newest first (``recorded_at`` descending,
+            then ``outcome_id`` descending).
     """
 
     since: datetime | None = None
@@ -48,6 +71,8 @@ class OutcomeQuery:
     severity: Sequence[Severity] | None = None
     kind: Sequence[OutcomeKind] | None = None
     device: str | None = None
+    site: str | None = None
+    before: OutcomeCursor | None = None
     limit: int = 100
 
 
@@ -94,6 +119,15 @@ class OutcomeStore(Protocol):
 
     async def get(self, outcome_id: str) -> ReflexOutcome | None:
         """Return one outcome by id, or ``None``."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the store is open and accepts writes (readiness probes).
+
+        Raises:
+            netcortex.errors.StoreError: not started, closed, or not writable,
+                with the reason.
+        """
         ...
 
 

@@ -23,6 +23,8 @@ Shape:
   remain. There is no ack timer: a handler that never settles a message keeps it.
 * a durable group lives while it has members: the memory bus keeps nothing for a
   group with no members (nothing survives the process anyway).
+* ``connected`` is "started and not closed"; messages waiting in every mailbox
+  are ``netcortex_queue_depth{queue="bus_subscriptions"}``.
 """
 
 from __future__ import annotations
@@ -324,6 +326,16 @@ class InMemoryEventBus:
         self._durables: dict[str, _Group] = {}
         self._route: dict[str, tuple[_Group, ...]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
+        bus_metrics.registry.queue_depth("bus_subscriptions", self._undelivered)
+
+    @property
+    def connected(self) -> bool:
+        """True when started and not closed (there is no server to lose)."""
+        return self._running
+
+    def _undelivered(self) -> int:
+        """Messages waiting in every subscription's mailbox (``queue="bus_subscriptions"``)."""
+        return sum(len(group.mailbox.items) for group in self._groups)
 
     async def __aenter__(self) -> InMemoryEventBus:
         await self.start()

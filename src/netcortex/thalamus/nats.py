@@ -30,7 +30,9 @@ Connection. ``start`` gives up after ``publish_timeout`` seconds
 (``BusUnavailable``); once connected, the client reconnects forever (a fixed
 back-off of ``RECONNECT_WAIT`` seconds) and logs ``bus_disconnected`` /
 ``bus_reconnected``; fetch loops re-issue their pull requests (and re-create an
-ephemeral consumer the server lost) on reconnect.
+ephemeral consumer the server lost) on reconnect. ``connected`` is False while
+the client reconnects; publishes awaiting JetStream's ack are
+``netcortex_queue_depth{queue="bus_inflight"}``.
 """
 
 from __future__ import annotations
@@ -635,6 +637,18 @@ class NatsEventBus:
         self._ack_seq = 0
         self._ack_prefix = ""
         self._ack_prefix_len = 0
+        registry.queue_depth("bus_inflight", self._inflight_publishes)
+
+    @property
+    def connected(self) -> bool:
+        """True when started, not closed, and the client is connected right now
+        (``False`` while it reconnects)."""
+        nc = self._nc
+        return self._running and nc is not None and nc.is_connected
+
+    def _inflight_publishes(self) -> int:
+        """Publishes sent and awaiting JetStream's ack (``queue="bus_inflight"``)."""
+        return len(self._acks)
 
     async def __aenter__(self) -> NatsEventBus:
         await self.start()

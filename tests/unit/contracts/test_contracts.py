@@ -37,8 +37,8 @@ class TestPublicSurface:
         """The contracts package exports exactly the agreed names (a change is deliberate)."""
         assert set(contracts.__all__) == {
             "EVENT_CLASSES", "SCHEMA_VERSION", "BusMessage", "EventBus", "Gate", "OutcomeKind",
-            "OutcomeQuery", "OutcomeStore", "ReflexHandler", "ReflexOutcome", "SensoryEvent",
-            "Severity", "Sink", "Subscription", "new_event_id", "outcome_id_for",
+            "OutcomeCursor", "OutcomeQuery", "OutcomeStore", "ReflexHandler", "ReflexOutcome",
+            "SensoryEvent", "Severity", "Sink", "Subscription", "new_event_id", "outcome_id_for",
             "BgpSession", "DedupResult", "DedupStore", "Device", "Interface", "SemanticMemory",
         }  # fmt: skip
         for name in contracts.__all__:

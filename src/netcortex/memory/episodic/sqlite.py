@@ -23,11 +23,24 @@ Design (issue 2, item 8; LIMITS.md "Storage": batching decides everything):
 Times are stored as integer microseconds since the epoch (UTC), so range
 filters and ordering are integer comparisons on indexed columns.
 
+Reads are index-driven (issue 4; the plans are pinned by
+``tests/unit/memory/episodic/test_sqlite.py``): the order is ``recorded_us DESC,
+outcome_id DESC`` (a total order), walked on ``(recorded_us, outcome_id)`` or on a
+``(column, recorded_us)`` index for an equality filter (handler, device, site,
+one severity, one kind; SQLite then sorts only rows sharing one ``recorded_us``).
+The page cursor is a row-value bound, ``(recorded_us, outcome_id) < (?, ?)``, a
+range on the same index. Several severities (or kinds) become one
+``UNION ALL`` branch per value, each index-ordered and limited, so a page never
+sorts every matching row.
+
 Schema versions (``PRAGMA user_version``): 1 (issue 2), 2 (issue 3: ``role``
-and ``trace``, the decision trace as JSON). The writer brings an older file up
-to date with ``ALTER TABLE`` in one transaction at ``start``; rows written before
-read back with ``role=None`` and an empty ``trace``. A read-only opener never
-migrates and reads an old file as it is. A newer file is refused.
+and ``trace``, the decision trace as JSON), 3 (issue 4: indexes
+``(recorded_us, outcome_id)`` replacing ``(recorded_us)``, and
+``(site, recorded_us)``). The writer brings an older file up to date with
+``ALTER TABLE`` / ``CREATE INDEX`` in one transaction at ``start``; rows written
+before read back with ``role=None`` and an empty ``trace``. A read-only opener
+never migrates and reads an old file as it is (correctly, with the old indexes).
+A newer file is refused.
 
 May import: ``contracts``, ``errors``, ``config``, ``metrics``.
 """
@@ -52,7 +65,7 @@ from typing import Any, Final
 import structlog
 
 from netcortex.config import StoreConfig
-from netcortex.contracts.memory import OutcomeQuery
+from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.metrics import Registry
@@ -63,7 +76,9 @@ log = structlog.get_logger(__name__)
 
 #: ``PRAGMA user_version`` of the file layout this module writes.
 #: 1: issue 2. 2: issue 3 added ``role`` and ``trace`` (the decision trace, JSON).
-SCHEMA_VERSION: Final = 2
+#: 3: issue 4 added the paging index ``(recorded_us, outcome_id)`` (replacing
+#: ``(recorded_us)``) and ``(site, recorded_us)``.
+SCHEMA_VERSION: Final = 3
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -96,12 +111,24 @@ _ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 _INDEXES = (
-    "CREATE INDEX IF NOT EXISTS outcomes_recorded ON outcomes (recorded_us)",
+    # the newest-first order itself (and the page cursor's range): a total order
+    "CREATE INDEX IF NOT EXISTS outcomes_recorded_id ON outcomes (recorded_us, outcome_id)",
     "CREATE INDEX IF NOT EXISTS outcomes_handler ON outcomes (handler_id, recorded_us)",
     "CREATE INDEX IF NOT EXISTS outcomes_severity ON outcomes (severity, recorded_us)",
     "CREATE INDEX IF NOT EXISTS outcomes_kind ON outcomes (kind, recorded_us)",
     "CREATE INDEX IF NOT EXISTS outcomes_device ON outcomes (device, recorded_us)",
+    "CREATE INDEX IF NOT EXISTS outcomes_site ON outcomes (site, recorded_us)",
 )
+#: Indexes of older versions that a newer one covers (dropped by the migration:
+#: every index costs each insert).
+_DROPPED_INDEXES = ("outcomes_recorded",)
+
+#: At most this many ``UNION ALL`` branches (severities and kinds are small closed sets;
+#: an odd query with more values is filtered with ``IN`` instead).
+_MAX_BRANCHES = 16
+
+#: The newest-first order of ``OutcomeQuery`` (a total order: see ``OutcomeCursor``).
+_ORDER = " ORDER BY recorded_us DESC, outcome_id DESC LIMIT ?"
 
 _COLUMNS = (
     "outcome_id, handler_id, event_id, subject, kind, severity, target, device, site, "
@@ -121,6 +148,10 @@ _SELECT_V1 = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _BUSY_TIMEOUT_S = 5.0
+#: How long ``ping`` waits for the write lock: a readiness probe answers quickly.
+_PING_TIMEOUT_S = 0.25
+#: How often a waiting ``flush``/``close`` checks that the writer thread still runs.
+_WRITER_CHECK_S = 0.5
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 _Row = tuple[Any, ...]
@@ -221,6 +252,8 @@ def _migrate(conn: sqlite3.Connection) -> int:
                     conn.execute(f"ALTER TABLE outcomes ADD COLUMN {name} {decl}")
             for statement in _INDEXES:
                 conn.execute(statement)
+            for name in _DROPPED_INDEXES:
+                conn.execute(f"DROP INDEX IF EXISTS {name}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -234,6 +267,72 @@ def _select_for(conn: sqlite3.Connection) -> str:
     """The SELECT that reads this file: a version-1 layout lacks ``role``/``trace``."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(outcomes)")}
     return _SELECT if "trace" in have else _SELECT_V1
+
+
+def _values(wanted: Sequence[str]) -> list[str]:
+    """The distinct values of a severity/kind filter (a bare string is one value)."""
+    values = [str(wanted)] if isinstance(wanted, str) else [str(v) for v in wanted]
+    return list(dict.fromkeys(values))
+
+
+def _build_query(select: str, query: OutcomeQuery) -> tuple[str, tuple[Any, ...]] | None:
+    """The SQL and parameters of ``query`` (``None``: it matches nothing).
+
+    Equality filters and time bounds become ``WHERE`` terms the indexes serve;
+    the cursor a row-value range on ``(recorded_us, outcome_id)``. Several
+    severities (or kinds) with no handler/device/site filter become one
+    ``UNION ALL`` branch per value — each walks ``(severity, recorded_us)`` in
+    order and stops at ``limit`` — so SQLite sorts at most ``values x limit``
+    rows instead of every match. Other multi-value lists are written ``+col IN``
+    (a filter, not an index choice: an ``IN`` on a low-cardinality index would
+    make SQLite sort every matching row).
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.since is not None:
+        clauses.append("recorded_us >= ?")
+        params.append(_to_us(query.since, "since"))
+    if query.until is not None:
+        clauses.append("recorded_us < ?")
+        params.append(_to_us(query.until, "until"))
+    for column, exact in (
+        ("handler_id", query.handler_id),
+        ("device", query.device),
+        ("site", query.site),
+    ):
+        if exact is not None:
+            clauses.append(f"{column} = ?")
+            params.append(exact)
+    if query.before is not None:
+        cursor: OutcomeCursor = query.before
+        clauses.append("(recorded_us, outcome_id) < (?, ?)")
+        params.extend((_to_us(cursor.recorded_at, "before.recorded_at"), str(cursor.outcome_id)))
+    narrowed = query.handler_id is not None or query.device is not None or query.site is not None
+    branch: tuple[str, list[str]] | None = None  # the column split into UNION ALL branches
+    for column, wanted in (("severity", query.severity), ("kind", query.kind)):
+        if wanted is None:
+            continue
+        values = _values(wanted)
+        if not values:
+            return None
+        if len(values) == 1:
+            clauses.append(f"{column} = ?")
+            params.append(values[0])
+        elif branch is None and not narrowed and len(values) <= _MAX_BRANCHES:
+            branch = (column, values)
+        else:
+            clauses.append(f"+{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+    if branch is None:
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return f"{select}{where}{_ORDER}", (*params, query.limit)
+    column, values = branch
+    where = " WHERE " + " AND ".join([*clauses, f"{column} = ?"])
+    parts = [f"SELECT * FROM ({select}{where}{_ORDER})"] * len(values)  # noqa: S608
+    all_params: list[Any] = []
+    for value in values:
+        all_params.extend((*params, value, query.limit))
+    return " UNION ALL ".join(parts) + _ORDER, (*all_params, query.limit)
 
 
 @dataclass(slots=True)
@@ -262,6 +361,7 @@ class _Metrics:
     """The store's metrics, declared in one place (labelled by backend)."""
 
     def __init__(self, registry: Registry) -> None:
+        self.registry = registry
         self.rows = registry.counter(
             "netcortex_store_rows_total", "Outcome rows written, by backend.", ("backend",)
         )
@@ -320,6 +420,7 @@ class SqliteOutcomeStore:
         self._metrics = _Metrics(metrics if metrics is not None else Registry())
         self._queue: queue.SimpleQueue[list[_Row] | _Flush] = queue.SimpleQueue()
         self._pending: list[_Row] = []
+        self._handed = 0  # rows handed to the writer and not yet written (or failed)
         self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -327,7 +428,10 @@ class SqliteOutcomeStore:
         self._reader_lock = threading.Lock()
         self._lifecycle = asyncio.Lock()
         self._open = False
+        self._closed = False  # closed after a start (for ping's reason)
         self._select = _SELECT
+        if not read_only:
+            self._metrics.registry.queue_depth("store_pending", self.pending_rows)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -361,6 +465,7 @@ class SqliteOutcomeStore:
             loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
             self._queue = queue.SimpleQueue()
+            self._handed = 0
             self._loop = loop
             thread = threading.Thread(
                 target=self._writer,
@@ -379,6 +484,7 @@ class SqliteOutcomeStore:
                 raise
             self._thread = thread
             self._open = True
+            self._closed = False
             log.info("store_opened", backend="sqlite", path=str(self._path))
 
     async def _start_read_only(self) -> None:
@@ -405,12 +511,13 @@ class SqliteOutcomeStore:
             if not self._open or self._loop is None or self._thread is None:
                 return
             self._open = False  # record() refuses from here on
+            self._closed = True
             self._hand_over()
             done: asyncio.Future[None] = self._loop.create_future()
             self._queue.put(_Flush(self._loop, done, stop=True))
             error: StoreError | None = None
             try:
-                await done
+                await self._await_writer(done)
             except StoreError as exc:
                 error = exc
             finally:
@@ -450,7 +557,16 @@ class SqliteOutcomeStore:
             self._timer = None
         if self._pending:
             batch, self._pending = self._pending, []
+            self._handed += len(batch)
             self._queue.put(batch)
+
+    def pending_rows(self) -> int:
+        """Rows recorded and not yet committed (or failed): ``queue="store_pending"``."""
+        return len(self._pending) + self._handed
+
+    def _batch_done(self, rows: int) -> None:
+        """On the loop: the writer finished a batch of ``rows`` (committed or failed)."""
+        self._handed = max(0, self._handed - rows)
 
     async def flush(self) -> None:
         """Return when every outcome recorded before the call is committed.
@@ -466,49 +582,77 @@ class SqliteOutcomeStore:
         self._hand_over()
         done: asyncio.Future[None] = self._loop.create_future()
         self._queue.put(_Flush(self._loop, done))
-        await done
+        await self._await_writer(done)
+
+    async def _await_writer(self, done: asyncio.Future[None]) -> None:
+        """Wait for the writer's answer to a marker; fail rather than hang if it died.
+
+        Raises:
+            StoreError: the writer reported a failed batch, or it is not running.
+        """
+        thread = self._thread
+        dead = False
+        try:
+            while not done.done():
+                await asyncio.wait({done}, timeout=_WRITER_CHECK_S)
+                if not done.done() and (thread is None or not thread.is_alive()):
+                    await asyncio.sleep(0)  # an answer sent just before the thread ended
+                    dead = not done.done()
+                    if dead:
+                        break
+        except BaseException:
+            done.cancel()  # nobody waits for it any more (a late answer is dropped)
+            raise
+        if dead:
+            done.cancel()
+            raise StoreError(f"outcome store {self._path}: the writer thread is not running")
+        done.result()
+
+    async def ping(self) -> None:
+        """Return when the store is open and the file accepts a write lock (readiness).
+
+        Takes and releases the write lock on a short-lived connection of its own
+        (``BEGIN IMMEDIATE; ROLLBACK``, waiting at most ``_PING_TIMEOUT_S``) in a
+        worker thread: it writes nothing, so the writer is delayed by microseconds
+        at most and never sees its snapshot change. The file is opened without
+        being created (a deleted store file is an error, not a new empty store).
+
+        Raises:
+            StoreError: opened read-only, not started, closed, the writer thread is
+                not running, or the file is missing, locked, or has no outcome table
+                (the message says which).
+        """
+        if self._read_only:
+            raise StoreError(f"outcome store {self._path} is open read-only")
+        if not self._open:
+            state = "closed" if self._closed else "not started"
+            raise StoreError(f"outcome store {self._path} is {state}")
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            raise StoreError(f"outcome store {self._path}: the writer thread is not running")
+        await asyncio.to_thread(self._probe_write_lock)
 
     # ---------------------------------------------------------------- reads
 
     async def query(self, query: OutcomeQuery) -> list[ReflexOutcome]:
-        """Committed outcomes matching ``query``, newest ``recorded_at`` first.
+        """Committed outcomes matching ``query``, newest first.
 
+        The order is ``recorded_at`` descending, then ``outcome_id`` descending (a
+        total order); ``before`` keeps the outcomes strictly after that cursor in
+        it, so pages walked with ``OutcomeCursor.after(last)`` never skip or repeat.
         ``since`` is inclusive, ``until`` exclusive; ``severity``/``kind`` match any
         of the given values (an empty sequence matches nothing); ``limit < 1``
-        returns nothing. Ties in ``recorded_at`` come newest-written first.
+        returns nothing.
 
         Raises:
             StoreError: the store is not open, a time is naive, or the read failed.
         """
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.since is not None:
-            clauses.append("recorded_us >= ?")
-            params.append(_to_us(query.since, "since"))
-        if query.until is not None:
-            clauses.append("recorded_us < ?")
-            params.append(_to_us(query.until, "until"))
-        if query.handler_id is not None:
-            clauses.append("handler_id = ?")
-            params.append(query.handler_id)
-        if query.device is not None:
-            clauses.append("device = ?")
-            params.append(query.device)
-        for column, wanted in (("severity", query.severity), ("kind", query.kind)):
-            if wanted is None:
-                continue
-            # a bare value (not a sequence of them) is taken as a one-element sequence
-            values = [str(wanted)] if isinstance(wanted, str) else [str(v) for v in wanted]
-            if not values:
-                return []
-            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
-            params.extend(values)
         if query.limit < 1:
             return []
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"{self._select}{where} ORDER BY recorded_us DESC, rowid DESC LIMIT ?"
-        params.append(query.limit)
-        rows = await asyncio.to_thread(self._read, sql, tuple(params))
+        built = _build_query(self._select, query)
+        if built is None:
+            return []
+        rows = await asyncio.to_thread(self._read, *built)
         return [_outcome(r) for r in rows]
 
     async def get(self, outcome_id: str) -> ReflexOutcome | None:
@@ -583,6 +727,7 @@ class SqliteOutcomeStore:
                         return
                 else:
                     failed = self._write(conn, item) or failed
+                    self._from_thread(self._batch_done, len(item))
         finally:
             try:
                 with _sqlite_errors("close", self._path):
@@ -637,6 +782,20 @@ class SqliteOutcomeStore:
                     self._reader = self._connect(read_only=True)
                 rows: list[_Row] = self._reader.execute(sql, params).fetchall()
                 return rows
+
+    def _probe_write_lock(self) -> None:
+        """Worker thread: take the write lock on a fresh connection, then roll back."""
+        uri = self._path.absolute().as_uri() + "?mode=rw"  # never creates the file
+        with _sqlite_errors("ping", self._path):
+            conn = sqlite3.connect(uri, uri=True, timeout=_PING_TIMEOUT_S, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("SELECT 1 FROM outcomes LIMIT 0").fetchall()
+                finally:
+                    conn.execute("ROLLBACK")
+            finally:
+                conn.close()
 
     def _close_reader(self) -> None:
         with self._reader_lock:

@@ -5,7 +5,10 @@ granted is logged) and a pool of publisher tasks. Decoding runs synchronously in
 the datagram callback (a few µs on the v2c path), the event goes on a bounded
 ``asyncio.Queue``, and the publishers drain it concurrently so a NATS bus can
 pipeline its acks. A full queue is counted (``netcortex_trap_queue_full_total``)
-and the datagram rejected as ``overloaded`` — never silently lost.
+and the datagram rejected as ``overloaded`` — never silently lost. Every datagram
+is counted in ``netcortex_received_total{source="snmp.trap"}`` (the name every
+receiver counts on) and in ``netcortex_trap_received_total``; accepted events
+not yet published are ``netcortex_queue_depth{queue="trap_publish"}``.
 
 Every ``IngestError`` stops at this boundary: counted in
 ``netcortex_rejected_total{source="snmp.trap",reason}`` and logged as
@@ -141,6 +144,7 @@ class TrapReceiver:
         self._log_new_in_window = 0
         self._log_overflow: dict[str, int] = {}  # reason -> lines not written (bounded)
         self._queue: asyncio.Queue[SensoryEvent] | None = None
+        self._in_hand = 0  # events publishers took off the queue and have not finished
         self._tasks: list[asyncio.Task[None]] = []
         self._transport: asyncio.DatagramTransport | None = None
         self._bound: tuple[str, int] | None = None
@@ -151,6 +155,9 @@ class TrapReceiver:
         self.metrics = reg
         self._received = reg.counter(
             "netcortex_trap_received_total", "UDP datagrams received by the trap receiver"
+        )
+        self._received_by_source = reg.counter(
+            "netcortex_received_total", "inputs received by a receiver", ["source"]
         )
         self._decoded = reg.counter(
             "netcortex_trap_decoded_total", "traps decoded into events", ["event_class"]
@@ -177,8 +184,14 @@ class TrapReceiver:
             "netcortex_udp_rcvbuf_errors",
             "kernel UDP RcvbufErrors (system-wide, from /proc/net/snmp) at start/close",
         )
+        reg.queue_depth("trap_publish", self.queue_depth)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def queue_depth(self) -> int:
+        """Accepted events not yet published: queued, or taken by a publisher."""
+        queue = self._queue
+        return (queue.qsize() if queue is not None else 0) + self._in_hand
 
     @property
     def bound_address(self) -> tuple[str, int]:
@@ -299,7 +312,7 @@ class TrapReceiver:
             "trap_receiver_stopped",
             received=int(self._received.total()),
             published=int(self._published.total()),
-            rejected=int(self._rejected.total()),
+            rejected=int(self._rejected.by_label("source").get(SOURCE, 0)),
             kernel_rcvbuf_errors_delta=(
                 None
                 if errors is None or self._rcvbuf_errors_start is None
@@ -332,6 +345,7 @@ class TrapReceiver:
 
     def _datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self._received.inc()
+        self._received_by_source.inc(source=SOURCE)
         host = str(addr[0])
         if host.startswith("::ffff:") and "." in host:  # IPv4 via a dual-stack socket
             host = host[7:]
@@ -419,10 +433,12 @@ class TrapReceiver:
                     batch.append(queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
+            self._in_hand += len(batch)
             for event in batch:
                 try:
                     await self._publish(event)
                 finally:
+                    self._in_hand -= 1
                     queue.task_done()
 
     async def _publish(self, event: SensoryEvent) -> None:

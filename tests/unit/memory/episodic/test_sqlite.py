@@ -1,4 +1,5 @@
-"""Unit tests for ``SqliteOutcomeStore`` specifics: WAL, batching, schema, error mapping.
+"""Unit tests for ``SqliteOutcomeStore`` specifics: WAL, batching, schema, query plans,
+ping, error mapping.
 
 Behaviour every store shares is in ``tests/contracts/test_outcome_store.py``.
 """
@@ -10,6 +11,7 @@ import dataclasses
 import inspect
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,17 @@ import pytest
 
 from netcortex.config import StoreConfig
 from netcortex.contracts.events import Severity
-from netcortex.contracts.memory import OutcomeQuery
-from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery
+from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 from netcortex.errors import StoreError
-from netcortex.memory.episodic.sqlite import SCHEMA_VERSION, SqliteOutcomeStore, _sqlite_errors
+from netcortex.memory.episodic.sqlite import (
+    _SELECT,
+    SCHEMA_VERSION,
+    SqliteOutcomeStore,
+    _build_query,
+    _Flush,
+    _sqlite_errors,
+)
 from netcortex.metrics import Registry
 from netcortex.testing import make_event
 
@@ -43,6 +52,35 @@ def _raw_count(path: Path) -> int:
     return count
 
 
+_INDEXES_V3 = {
+    "outcomes_recorded_id",
+    "outcomes_handler",
+    "outcomes_severity",
+    "outcomes_kind",
+    "outcomes_device",
+    "outcomes_site",
+}
+
+
+def _index_names(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outcomes'"
+        " AND name NOT LIKE 'sqlite_autoindex%'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _delete_store_files(path: Path) -> None:
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+
+
+def _render_value(registry: Registry, line_prefix: str) -> str:
+    """The value of the one rendered sample line starting with ``line_prefix``."""
+    (line,) = [ln for ln in registry.render().splitlines() if ln.startswith(line_prefix + " ")]
+    return line.rsplit(" ", 1)[1]
+
+
 class TestFile:
     async def test_creates_parent_directories_and_uses_wal(self, tmp_path: Path) -> None:
         """start creates missing parent directories and the file is in WAL journal mode."""
@@ -57,7 +95,8 @@ class TestFile:
                 conn.close()
 
     async def test_indexes_exist(self, tmp_path: Path) -> None:
-        """Indexes cover recorded_at, handler, severity, kind and device."""
+        """Indexes cover the page order (recorded_at, outcome_id), and handler, severity,
+        kind, device and site each with recorded_at; nothing else costs inserts."""
         path = tmp_path / "o.db"
         async with SqliteOutcomeStore(_config(path)):
             conn = sqlite3.connect(path)
@@ -67,14 +106,8 @@ class TestFile:
                 ).fetchall()
             finally:
                 conn.close()
-        names = {r[0] for r in rows}
-        assert {
-            "outcomes_recorded",
-            "outcomes_handler",
-            "outcomes_severity",
-            "outcomes_kind",
-            "outcomes_device",
-        } <= names
+        names = {r[0] for r in rows if not r[0].startswith("sqlite_autoindex")}
+        assert names == _INDEXES_V3
 
     async def test_memory_path_is_refused(self) -> None:
         """':memory:' is refused because the reader and the writer would see different databases."""
@@ -348,7 +381,8 @@ class TestMigration:
             assert len(await store.query(OutcomeQuery())) == 2
         conn = sqlite3.connect(path)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert _index_names(conn) == _INDEXES_V3
         finally:
             conn.close()
 
@@ -380,3 +414,305 @@ class TestMigration:
         async with SqliteOutcomeStore(_config(tmp_path / "o.db")) as store:
             with pytest.raises(StoreError, match="trace"):
                 await store.record(bad)
+
+
+# The version-2 layout (issue 3): the table as now, the issue-2 and -3 indexes.
+_V2_SCHEMA = """
+CREATE TABLE outcomes (
+    outcome_id TEXT PRIMARY KEY, handler_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    subject TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, target TEXT NOT NULL,
+    device TEXT, site TEXT, summary TEXT NOT NULL, diagnostic TEXT NOT NULL,
+    fact_key TEXT NOT NULL, occurred_us INTEGER NOT NULL, recorded_us INTEGER NOT NULL,
+    details TEXT NOT NULL, schema_version INTEGER NOT NULL, role TEXT,
+    trace TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX outcomes_recorded ON outcomes (recorded_us);
+CREATE INDEX outcomes_handler ON outcomes (handler_id, recorded_us);
+CREATE INDEX outcomes_severity ON outcomes (severity, recorded_us);
+CREATE INDEX outcomes_kind ON outcomes (kind, recorded_us);
+CREATE INDEX outcomes_device ON outcomes (device, recorded_us);
+PRAGMA user_version=2;
+"""
+
+
+class TestMigrationToV3:
+    async def test_version_2_file_gains_the_paging_and_site_indexes(self, tmp_path: Path) -> None:
+        """A store written by issue 3 opens as version 3: the (recorded_us, outcome_id) and
+        (site, recorded_us) indexes are added, the superseded (recorded_us) one dropped,
+        and its rows read back and page by site."""
+        path = tmp_path / "o.db"
+        conn = sqlite3.connect(path)
+        try:
+            conn.executescript(_V2_SCHEMA)
+            conn.execute(
+                f"INSERT INTO outcomes VALUES ({', '.join('?' * 18)})",
+                (*_V1_ROW[:8], "dc-north", *_V1_ROW[9:], "router", '{"gates":[]}'),
+            )
+            conn.commit()
+        finally:
+            conn.close()
+        async with SqliteOutcomeStore(_config(path)) as store:
+            (old,) = await store.query(OutcomeQuery(site="dc-north"))
+            assert (old.outcome_id, old.role, dict(old.trace)) == ("old-1", "router", {"gates": []})
+            cursor = OutcomeCursor.after(old)
+            assert await store.query(OutcomeQuery(site="dc-north", before=cursor)) == []
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+            assert _index_names(conn) == _INDEXES_V3
+        finally:
+            conn.close()
+
+
+_T = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
+_CURSOR = OutcomeCursor(_T, "8f" * 16)
+_TWO_SEVERITIES = [Severity.HIGH, Severity.CRITICAL]
+
+
+def _plan(path: Path, query: OutcomeQuery) -> list[str]:
+    built = _build_query(_SELECT, query)
+    assert built is not None
+    conn = sqlite3.connect(path)
+    try:
+        return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + built[0], built[1])]
+    finally:
+        conn.close()
+
+
+class TestQueryPlans:
+    """The common API queries stay index-driven: no full-table scan, no sort of every match.
+
+    ``USE TEMP B-TREE FOR RIGHT PART OF ORDER BY`` is allowed: SQLite walks a
+    ``(column, recorded_us)`` index in order and sorts only rows sharing one
+    ``recorded_us`` by ``outcome_id``, stopping at the limit.
+    """
+
+    @pytest.fixture
+    async def path(self, tmp_path: Path) -> Path:
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path)) as store:
+            for i in range(20):
+                await store.record(_outcome(i))
+        return path
+
+    @pytest.mark.parametrize(
+        ("query", "index", "bound"),
+        [
+            pytest.param(OutcomeQuery(), "outcomes_recorded_id", "", id="newest-page"),
+            pytest.param(
+                OutcomeQuery(before=_CURSOR),
+                "outcomes_recorded_id",
+                "(recorded_us,outcome_id)<(?,?)",
+                id="next-page",
+            ),
+            pytest.param(
+                OutcomeQuery(device="r1", since=_T, until=_T),
+                "outcomes_device",
+                "device=? AND recorded_us>? AND recorded_us<?",
+                id="device-time",
+            ),
+            pytest.param(
+                OutcomeQuery(device="r1", since=_T, before=_CURSOR),
+                "outcomes_device",
+                "device=? AND recorded_us>?",
+                id="device-time-next-page",
+            ),
+            pytest.param(
+                OutcomeQuery(site="s", severity=_TWO_SEVERITIES, since=_T),
+                "outcomes_site",
+                "site=? AND recorded_us>?",
+                id="site-severities-time",
+            ),
+            pytest.param(
+                OutcomeQuery(site="s", severity=_TWO_SEVERITIES, since=_T, before=_CURSOR),
+                "outcomes_site",
+                "site=? AND recorded_us>?",
+                id="site-severities-time-next-page",
+            ),
+            pytest.param(
+                OutcomeQuery(handler_id="h", kind=[OutcomeKind.LOGGED, OutcomeKind.ERRORED]),
+                "outcomes_handler",
+                "handler_id=?",
+                id="handler-kinds",
+            ),
+            pytest.param(
+                OutcomeQuery(since=_T, until=_T, before=_CURSOR),
+                "outcomes_recorded_id",
+                "recorded_us>? AND recorded_us<?",
+                id="time-next-page",
+            ),
+        ],
+    )
+    def test_walks_an_index_in_order(
+        self, path: Path, query: OutcomeQuery, index: str, bound: str
+    ) -> None:
+        """The query walks the expected index (with the expected bounds) in the page order."""
+        plan = _plan(path, query)
+        assert f"USING INDEX {index}" in plan[0], plan
+        assert bound in plan[0], plan
+        assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan
+        assert "SCAN outcomes" not in plan, plan
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            pytest.param(OutcomeQuery(severity=_TWO_SEVERITIES), id="severities"),
+            pytest.param(OutcomeQuery(severity=_TWO_SEVERITIES, before=_CURSOR), id="next-page"),
+            pytest.param(
+                OutcomeQuery(
+                    severity=_TWO_SEVERITIES,
+                    kind=[OutcomeKind.LOGGED, OutcomeKind.ERRORED],
+                    since=_T,
+                ),
+                id="severities-kinds-time",
+            ),
+        ],
+    )
+    def test_several_severities_merge_limited_index_walks(
+        self, path: Path, query: OutcomeQuery
+    ) -> None:
+        """Several severities: one limited walk of (severity, recorded_us) per value, merged;
+        the only full sorts are of each branch's at most ``limit`` rows."""
+        plan = _plan(path, query)
+        assert plan[0] == "MERGE (UNION ALL)", plan
+        walks = [p for p in plan if p.startswith("SEARCH outcomes USING INDEX outcomes_severity")]
+        assert len(walks) == len(_TWO_SEVERITIES), plan
+        assert "SCAN outcomes" not in plan, plan
+        for i, step in enumerate(plan):
+            if step == "USE TEMP B-TREE FOR ORDER BY":
+                assert plan[i - 1].startswith("SCAN (subquery-"), plan
+
+    def test_get_uses_the_primary_key(self, path: Path) -> None:
+        """get looks an outcome up by its primary key."""
+        conn = sqlite3.connect(path)
+        try:
+            (row,) = conn.execute(
+                f"EXPLAIN QUERY PLAN {_SELECT} WHERE outcome_id = ?", ("x",)
+            ).fetchall()
+        finally:
+            conn.close()
+        assert "USING INDEX sqlite_autoindex_outcomes_1 (outcome_id=?)" in row[3]
+
+
+class TestPing:
+    async def test_read_only_store_is_not_writable(self, tmp_path: Path) -> None:
+        """ping on a read-only store (the CLI's) raises StoreError saying read-only."""
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path)):
+            pass
+        async with SqliteOutcomeStore(_config(path), read_only=True) as reader:
+            with pytest.raises(StoreError, match="read-only"):
+                await reader.ping()
+
+    async def test_locked_file_fails_ping_quickly_and_recovers(self, tmp_path: Path) -> None:
+        """While another connection holds the write lock, ping fails within a second with
+        StoreError (database is locked); once released, ping and writes work."""
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path)) as store:
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                async with asyncio.timeout(2):
+                    with pytest.raises(StoreError, match="locked"):
+                        await store.ping()
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+            await store.ping()
+            await store.record(_outcome(1))
+            await store.flush()
+            assert len(await store.query(OutcomeQuery())) == 1
+
+    async def test_ping_does_not_disturb_the_writer(self, tmp_path: Path) -> None:
+        """Pings racing with a stream of batches neither fail nor lose or fail a write."""
+        path = tmp_path / "o.db"
+        metrics = Registry()
+        async with SqliteOutcomeStore(_config(path, batch_size=10), metrics) as store:
+
+            async def pinger() -> None:
+                for _ in range(30):
+                    await store.ping()
+
+            async def writer() -> None:
+                for i in range(1000):
+                    await store.record(_outcome(i))
+                    if i % 100 == 0:
+                        await store.flush()
+                        await asyncio.sleep(0)
+
+            async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+                tg.create_task(pinger())
+                tg.create_task(pinger())
+                tg.create_task(writer())
+            await store.flush()
+        assert _raw_count(path) == 1000
+        failures = metrics.counter("netcortex_store_write_failures_total", "", ("backend",))
+        assert failures.value(backend="sqlite") == 0
+
+    async def test_deleted_file_fails_ping_and_is_not_recreated(self, tmp_path: Path) -> None:
+        """A store file deleted under a running store fails ping; ping creates no new file."""
+        path = tmp_path / "o.db"
+        async with SqliteOutcomeStore(_config(path)) as store:
+            await store.ping()
+            await asyncio.to_thread(_delete_store_files, path)
+            with pytest.raises(StoreError, match="ping"):
+                await store.ping()
+            assert not path.exists()
+
+    async def test_dead_writer_fails_ping_flush_and_close(self, tmp_path: Path) -> None:
+        """With the writer thread gone, ping, flush and close raise StoreError, never hang."""
+        store = SqliteOutcomeStore(_config(tmp_path / "o.db"))
+        await store.start()
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[None] = loop.create_future()
+        store._queue.put(_Flush(loop, stopped, stop=True))  # end the writer behind its back
+        await stopped
+        thread = store._thread
+        assert thread is not None
+        await asyncio.to_thread(thread.join, 5)
+        async with asyncio.timeout(10):
+            with pytest.raises(StoreError, match="writer thread"):
+                await store.ping()
+            await store.record(_outcome(1))
+            with pytest.raises(StoreError, match="writer thread"):
+                await store.flush()
+            with pytest.raises(StoreError, match="writer thread"):
+                await store.close()
+        with pytest.raises(StoreError, match="closed"):
+            await store.ping()
+
+
+class TestQueueDepth:
+    async def test_pending_rows_are_reported_until_committed(self, tmp_path: Path) -> None:
+        """Recorded, uncommitted rows show as netcortex_queue_depth{queue="store_pending"};
+        0 once flushed."""
+        metrics = Registry()
+        config = _config(tmp_path / "o.db", batch_size=1000, flush_interval=60.0)
+        async with SqliteOutcomeStore(config, metrics) as store:
+            assert _render_value(metrics, 'netcortex_queue_depth{queue="store_pending"}') == "0"
+            for i in range(5):
+                await store.record(_outcome(i))
+            assert store.pending_rows() == 5
+            assert _render_value(metrics, 'netcortex_queue_depth{queue="store_pending"}') == "5"
+            await store.flush()
+            assert store.pending_rows() == 0
+            assert _render_value(metrics, 'netcortex_queue_depth{queue="store_pending"}') == "0"
+
+    async def test_rows_handed_to_the_writer_count_until_written(self, tmp_path: Path) -> None:
+        """Rows handed to the writer count as pending while the file is locked, and drop
+        to 0 once their batch commits."""
+        path = tmp_path / "o.db"
+        config = _config(path, batch_size=4, flush_interval=60.0)
+        async with SqliteOutcomeStore(config) as store:
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # the writer waits for the lock
+                for i in range(4):
+                    await store.record(_outcome(i))  # the 4th hands the batch over
+                assert store.pending_rows() == 4
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            await store.flush()
+            assert store.pending_rows() == 0
+        assert _raw_count(path) == 4

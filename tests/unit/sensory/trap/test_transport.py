@@ -129,9 +129,13 @@ async def test_full_queue_is_counted_as_overloaded() -> None:
     # one event is held by the blocked publisher, three wait in the queue
     await wait_until(lambda: full.value() == 6)
     assert rejected(registry, "overloaded") == 6
+    # both count as accepted and not yet published
+    assert receiver.queue_depth() == 4
+    assert 'netcortex_queue_depth{queue="trap_publish"} 4\n' in registry.render()
     bus.gate.set()
     await receiver.close()
     assert len(bus.events) == 4
+    assert 'netcortex_queue_depth{queue="trap_publish"} 0\n' in registry.render()
 
 
 async def test_transient_publish_failure_is_retried_with_the_same_id() -> None:
@@ -178,6 +182,8 @@ async def test_metrics_and_kernel_stats() -> None:
             )
         )
     assert registry.counter("netcortex_trap_received_total", "").value() == 1
+    received = registry.counter("netcortex_received_total", "", ["source"])
+    assert received.value(source="snmp.trap") == 1
     assert registry.histogram("netcortex_trap_decode_seconds", "").count() == 1
     text = registry.render()
     assert "netcortex_trap_decoded_total" in text
@@ -238,6 +244,9 @@ async def test_bad_datagram_rejected_then_good_served(payload: bytes, reason: st
         (event,) = await bus.wait_for(1)
     assert event.event_class == "device_reboot"
     assert registry.counter("netcortex_trap_received_total", "").value() == 2
+    # every datagram, rejected or not, counts as received from its source
+    received = registry.counter("netcortex_received_total", "", ["source"])
+    assert received.by_label("source") == {"snmp.trap": 2}
 
 
 async def test_rejection_logs_are_rate_limited() -> None:
