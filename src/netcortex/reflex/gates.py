@@ -169,11 +169,16 @@ def _canonical(
 
     The target keeps the event's shape: ``device|interface`` when the event is
     about an interface (it had one, or the payload named one we found),
-    ``device|peer`` for peer events, else ``device``.
+    ``device|peer`` for peer events, else ``device``. A target not anchored at
+    the event's device (a Meraki security alert's ``network|client``) is not
+    device-shaped and is kept as the receiver built it.
     """
     interface = itf.name if itf is not None else event.interface
-    second = interface if interface else event.peer
-    target = f"{device}|{second}" if second else device
+    if event.device and event.target.partition("|")[0] != event.device:
+        target = event.target
+    else:
+        second = interface if interface else event.peer
+        target = f"{device}|{second}" if second else device
     if device == event.device and interface == event.interface and target == event.target:
         return event
     if target != event.target:

@@ -19,7 +19,10 @@ from netcortex.errors import DuplicateHandlerError, InvalidSubject, RegistryErro
 from netcortex.reflex.handlers import (
     BgpDropHandler,
     BgpEstablishedHandler,
+    ConfigChangeHandler,
+    DeviceDownHandler,
     DeviceRebootHandler,
+    DeviceUpHandler,
     LinkDownHandler,
     LinkUpHandler,
     SecurityWebhookHandler,
@@ -41,6 +44,9 @@ def builtin_handlers() -> tuple[ReflexHandler, ...]:
         BgpEstablishedHandler(),
         DeviceRebootHandler(),
         SecurityWebhookHandler(),
+        DeviceDownHandler(),
+        DeviceUpHandler(),
+        ConfigChangeHandler(),
     )
 
 

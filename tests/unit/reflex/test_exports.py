@@ -41,8 +41,18 @@ def test_handler_author_surface() -> None:
 
 
 def test_handlers_and_store_exports() -> None:
-    """The handler package exports the six built-ins; episodic memory the store and dedup stores."""
-    assert len(handlers.__all__) == 6
+    """The handler package exports the nine built-ins; episodic memory the stores."""
+    assert sorted(handlers.__all__) == [
+        "BgpDropHandler",
+        "BgpEstablishedHandler",
+        "ConfigChangeHandler",
+        "DeviceDownHandler",
+        "DeviceRebootHandler",
+        "DeviceUpHandler",
+        "LinkDownHandler",
+        "LinkUpHandler",
+        "SecurityWebhookHandler",
+    ]
     assert sorted(episodic.__all__) == [
         "InMemoryDedupStore",
         "JetStreamDedupStore",

@@ -9,6 +9,7 @@ GigabitEthernet1/0/3.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,12 @@ from netcortex.memory.semantic import FileInventory
 from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar
 from netcortex.metrics import Registry
 from netcortex.reflex.gates import DedupGate, EnrichGate, MaintenanceGate, dedup_key
-from netcortex.reflex.handlers import BgpDropHandler, LinkDownHandler, LinkUpHandler
+from netcortex.reflex.handlers import (
+    BgpDropHandler,
+    LinkDownHandler,
+    LinkUpHandler,
+    SecurityWebhookHandler,
+)
 from netcortex.reflex.pipeline import Pipeline, build_pipeline
 from netcortex.reflex.registry import HandlerRegistry
 from netcortex.reflex.runner import ReflexRunner
@@ -205,6 +211,26 @@ class TestEnrichGate:
         event = make_event("link_down", device="sw1-north", interface="GigabitEthernet1/0/3")
         trace: dict[str, Any] = {}
         assert await EnrichGate(inventory)(LinkDownHandler(), event, trace) is event
+        assert "raw_target" not in trace
+
+    async def test_target_not_anchored_at_the_device_is_kept(
+        self, inventory: FileInventory
+    ) -> None:
+        """A Meraki security alert's ``network|client`` target survives enrichment.
+
+        Its device (the serial-resolved appliance) is enriched, its target is not
+        rebuilt as ``device`` (which would merge every client's alerts into one fact).
+        """
+        event = dataclasses.replace(
+            make_event("security", source="meraki.webhook", device="mx-west"),
+            target="Branch West|00:00:5e:00:53:aa",
+        )
+        trace: dict[str, Any] = {}
+        enriched = await EnrichGate(inventory)(SecurityWebhookHandler(), event, trace)
+        assert isinstance(enriched, SensoryEvent)
+        assert enriched.target == "Branch West|00:00:5e:00:53:aa"
+        assert enriched.device == "mx-west"
+        assert trace["site"] == "branch-west"
         assert "raw_target" not in trace
 
     async def test_bgp_event_gets_session_and_peer_device(

@@ -138,6 +138,9 @@ class TestBuiltinRegistry:
         "bgp_established": "sensory.snmp.poll.bgp_established.r1.192%2E0%2E2%2E2",
         "device_reboot": "sensory.snmp.trap.device_reboot.r1",
         "security_webhook": "sensory.meraki.webhook.security.mx-west",
+        "device_down": "sensory.meraki.webhook.device_down.mr-west",
+        "device_up": "sensory.meraki.webhook.device_up.mr-west",
+        "config_change": "sensory.meraki.webhook.config_change.Branch%20West",
     }
 
     def test_all_builtins_registered(self) -> None:
@@ -170,13 +173,21 @@ class TestBuiltinRegistry:
         """Ids in ``disabled`` are left out; the others keep their order."""
         reg = builtin_registry(disabled=["link_up", "device_reboot"])
         ids = [h.id for h in reg.all_handlers()]
-        assert ids == ["link_down", "bgp_drop", "bgp_established", "security_webhook"]
+        assert ids == [
+            "link_down",
+            "bgp_drop",
+            "bgp_established",
+            "security_webhook",
+            "device_down",
+            "device_up",
+            "config_change",
+        ]
 
     def test_disabled_bare_string_is_one_id(self) -> None:
         """A bare string in ``disabled`` names one handler, not a set of characters."""
         reg = builtin_registry(disabled="link_up")
         assert reg.get_handler("link_up") is None
-        assert len(reg) == 5
+        assert len(reg) == len(self.EXPECTED) - 1
 
     def test_unknown_disabled_id_raises_listing_known_ids(self) -> None:
         """An unknown id in ``disabled`` is a RegistryError that lists the built-in ids."""
