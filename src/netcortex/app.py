@@ -4,15 +4,18 @@ The only module (with ``bridge/``) that picks implementations. ``Engine`` builds
 the regions in the order data flows through them::
 
     metrics Registry → bus (memory | nats) → outcome store (sqlite)
-        → reflex pipeline + handler registry + runner → receivers (trap)
+        → reflex pipeline + handler registry + runner → receivers (trap, webhook)
+        → HTTP server (API, /webhooks/meraki, metrics)
 
 and starts them in that order too, so nothing arrives before the handlers
 listen: the runner's ``ready_event`` is awaited before the first receiver binds
-its socket. ``stop`` runs the other way: receivers first (no new input, their
-accepted events published), then the runner (which processes every event
-already delivered to it, bounded by ``drain_timeout``), the store (flushed) and
-the bus. Swapping a backend is a change of ``bus.backend`` / ``store.backend``
-in the config, never of code.
+its socket, and the HTTP server (which feeds the webhook receiver) binds last.
+``stop`` runs the other way: the HTTP server first (no new requests, in-flight
+ones answered), then the receivers (no new input, their accepted events
+published), then the runner (which processes every event already delivered to
+it, bounded by ``drain_timeout``), the store (flushed) and the bus. Swapping a
+backend is a change of ``bus.backend`` / ``store.backend`` in the config, never
+of code.
 
 ``Engine`` also runs in-process for fast scenario tests (as Alertmanager's
 ``app`` package does); ``run_engine`` is what ``netcortex run`` calls.
@@ -21,6 +24,7 @@ in the config, never of code.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -29,6 +33,8 @@ from typing import Protocol
 
 import structlog
 
+from netcortex import __version__
+from netcortex.bridge.http import ApiContext, HttpServer, create_app
 from netcortex.config import (
     BusConfig,
     Config,
@@ -56,6 +62,7 @@ from netcortex.reflex.pipeline import build_pipeline
 from netcortex.reflex.registry import builtin_handlers, builtin_registry
 from netcortex.reflex.runner import ReflexRunner
 from netcortex.sensory.trap import TrapReceiver
+from netcortex.sensory.webhook.receiver import MerakiWebhookReceiver
 from netcortex.thalamus.memory import InMemoryEventBus
 from netcortex.thalamus.nats import NatsEventBus
 
@@ -163,16 +170,18 @@ def _maintenance_windows(config: MaintenanceConfig, source: str) -> list[Mainten
 
 
 def _metric_total(metrics: Registry, *names: str) -> int:
-    """Sum of the first registered metric among ``names`` (0 when none is)."""
+    """Sum of every registered counter among ``names`` (0 when none is)."""
+    total = 0.0
     for name in names:
         metric = metrics.get(name)
         if isinstance(metric, Counter):
-            return int(metric.total())
-    return 0
+            total += metric.total()
+    return int(total)
 
 
 class Engine:
-    """The running netcortex: one bus, one store, the reflex runner, the receivers.
+    """The running netcortex: one bus, one store, the reflex runner, the receivers,
+    the HTTP server.
 
     Args:
         config: the validated configuration tree.
@@ -183,8 +192,11 @@ class Engine:
         metrics: this engine's metrics ``Registry`` (one per engine).
         bus: the ``EventBus`` picked by ``bus.backend``.
         store: the ``OutcomeStore`` picked by ``store.backend``.
-        bound_addresses: listener name → ``(host, port)`` actually bound; filled
-            by ``start`` (port 0 in the config becomes the kernel's choice).
+        webhook: the Meraki webhook receiver (``http.enabled`` and ``meraki.enabled``).
+        http: the HTTP server (``http.enabled``): API, webhooks, metrics.
+        bound_addresses: listener name (``trap``, ``http``) → ``(host, port)``
+            actually bound; filled by ``start`` (port 0 in the config becomes the
+            kernel's choice).
 
     Construction does no I/O; ``start``/``stop`` (or ``async with``) do.
     """
@@ -199,9 +211,10 @@ class Engine:
         # Semantic memory, the maintenance calendar (kept beside the outcomes) and
         # dedup state feed the gates: enrich → maintenance → dedup.
         self.memory: SemanticMemory | None = _make_memory(config.inventory, self.metrics)
+        windows = _maintenance_windows(config.maintenance, config.source)
         self.calendar: MaintenanceCalendar = SqliteMaintenanceCalendar(
             config.store.sqlite_path,
-            windows=_maintenance_windows(config.maintenance, config.source),
+            windows=windows,
             metrics=self.metrics,
         )
         _check_dedup_windows(config.dedup, config.source)
@@ -229,8 +242,30 @@ class Engine:
             self.receivers["trap"] = TrapReceiver(
                 config.trap, self.bus, self.metrics, memory=self.memory
             )
+        # The webhook receiver has no socket of its own: the HTTP server feeds it.
+        self.webhook: MerakiWebhookReceiver | None = None
+        self.http: HttpServer | None = None
+        if config.http.enabled:
+            if config.meraki.enabled:
+                self.webhook = MerakiWebhookReceiver(
+                    config.meraki, self.bus, self.metrics, memory=self.memory
+                )
+            api = ApiContext(
+                config=config,
+                metrics=self.metrics,
+                store=self.store,
+                calendar=self.calendar,
+                config_window_ids=frozenset(w.id for w in windows),
+                bus=self.bus,
+                memory=self.memory,
+                webhook=self.webhook,
+                ready=lambda: self._ready,
+            )
+            self.http = HttpServer(create_app(api), config.http)
         self.bound_addresses: dict[str, tuple[str, int]] = {}
         self._lock = asyncio.Lock()
+        self._ready = False
+        self._engine_metrics()
         self._started = False
         self._stopped = False
         self._started_at = 0.0
@@ -272,6 +307,15 @@ class Engine:
                     host, port = receiver.bound_address[:2]
                     self.bound_addresses[name] = (host, port)
                     log.info("listening", listener=name, transport="udp", host=host, port=port)
+                if self.webhook is not None:
+                    await self.webhook.start()
+                # Last: a request may need every part above (and feeds the webhook).
+                if self.http is not None:
+                    await self.http.start()
+                    host, port = self.http.bound_address
+                    self.bound_addresses["http"] = (host, port)
+                    log.info("listening", listener="http", transport="tcp", host=host, port=port)
+                self._ready = True
             except BaseException as exc:
                 # The caller reports the failure; one line here, no duplicate traceback.
                 log.error("engine_start_failed", error=str(exc), error_type=type(exc).__name__)
@@ -320,10 +364,17 @@ class Engine:
 
     async def _shutdown(self) -> None:
         """Close everything in reverse flow order; one failing step never skips the rest."""
+        self._ready = False
         if self._stats_task is not None:
             self._stats_task.cancel()
             await asyncio.gather(self._stats_task, return_exceptions=True)
             self._stats_task = None
+        # No new requests first (in-flight ones are answered), then the webhook
+        # receiver publishes what it accepted.
+        if self.http is not None:
+            await self._step("close_http", self.http.close())
+        if self.webhook is not None:
+            await self._step("close_receiver_webhook", self.webhook.close())
         for name, receiver in self.receivers.items():
             await self._step(f"close_receiver_{name}", receiver.close())
         # The runner's stop processes every event the receivers accepted (bounded
@@ -363,6 +414,27 @@ class Engine:
             )
             last = now
 
+    def _engine_metrics(self) -> None:
+        """``netcortex_engine_up``, ``netcortex_build_info{version}`` and
+        ``netcortex_inventory_age_seconds`` (absent without an inventory snapshot)."""
+        up = self.metrics.gauge("netcortex_engine_up", "1 while the engine is started, else 0")
+        self.metrics.gauge(
+            "netcortex_build_info", "the running netcortex version (always 1)", ["version"]
+        ).set(1, version=__version__)
+        age = self.metrics.gauge(
+            "netcortex_inventory_age_seconds", "seconds since the inventory snapshot was taken"
+        )
+        memory = self.memory
+
+        def collect() -> None:
+            up.set(1 if self._ready else 0)
+            if memory is not None:
+                seconds = memory.snapshot_age()
+                if math.isfinite(seconds):
+                    age.set(seconds)
+
+        self.metrics.add_collector(collect)
+
     def summary(self) -> EngineSummary:
         """Current totals (events published, outcomes, rejected inputs)."""
         return EngineSummary(
@@ -385,8 +457,8 @@ class Engine:
         await self.stop()
 
 
-#: Metrics the summary reads (declared by the trap receiver and the reflex runner).
-_EVENT_METRICS = ("netcortex_trap_published_total",)
+#: Metrics the summary reads (declared by the receivers and the reflex runner).
+_EVENT_METRICS = ("netcortex_trap_published_total", "netcortex_webhook_published_total")
 _OUTCOME_METRICS = ("netcortex_reflex_outcomes_total",)
 
 

@@ -21,10 +21,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.snmp, pytest.mark.xdist_group("e2e-en
 
 
 def engine_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
-    """A config with trap port 0 and the store under ``tmp_path``."""
+    """A config with trap and HTTP on port 0 and the store under ``tmp_path``."""
     data: dict[str, dict[str, Any]] = {
         "store": {"sqlite_path": str(tmp_path / "outcomes.db")},
         "trap": {"host": "127.0.0.1", "port": 0},
+        "http": {"host": "127.0.0.1", "port": 0},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
@@ -108,10 +109,19 @@ async def test_failed_start_closes_what_was_opened(tmp_path: Path) -> None:
 
 
 async def test_trap_receiver_can_be_disabled(tmp_path: Path) -> None:
-    """trap.enabled: false starts the engine with no listeners."""
-    async with Engine(engine_config(tmp_path, trap={"enabled": False})) as engine:
+    """trap.enabled: false (and http.enabled: false) starts the engine with no listeners."""
+    config = engine_config(tmp_path, trap={"enabled": False}, http={"enabled": False})
+    async with Engine(config) as engine:
         assert engine.bound_addresses == {}
         assert engine.receivers == {}
+        assert engine.webhook is None
+
+
+async def test_http_alone_listens_without_the_trap_receiver(tmp_path: Path) -> None:
+    """trap.enabled: false keeps the HTTP server (and the webhook receiver) running."""
+    async with Engine(engine_config(tmp_path, trap={"enabled": False})) as engine:
+        assert set(engine.bound_addresses) == {"http"}
+        assert engine.webhook is not None
 
 
 def test_unknown_disabled_handler_fails_construction(tmp_path: Path) -> None:

@@ -20,28 +20,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from netcortex import __version__
+from netcortex.bridge.views import (
+    CLI_QUERY_NAMES,
+    CLI_WINDOW_NAMES,
+    UsageError,
+    build_window,
+    fmt_local,
+    outcome_query,
+    parse_duration,
+    parse_time,
+    parse_when,
+    window_rows,
+)
 from netcortex.config import Config, LogConfig, load_config
 from netcortex.contracts.codec import outcome_to_dict
-from netcortex.contracts.events import Severity
 from netcortex.contracts.memory import OutcomeQuery
-from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
+from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import ConfigError, NetcortexError, RegistryError, StoreError
 
 if TYPE_CHECKING:
-    from zoneinfo import ZoneInfo
-
     from netcortex.contracts.memory import MaintenanceWindow
 
 __all__ = [
+    "UsageError",
     "main",
     "parse_duration",
     "parse_time",
@@ -57,84 +66,21 @@ EXIT_USAGE = 2
 
 _T = TypeVar("_T")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-#: ``--duration``: ``3600``, ``3600s``, ``90m``, ``2h``, ``1h30m``, ``1d``, ``1w``.
-_SPAN = re.compile(r"(\d+)\s*(s|sec|m|min|h|d|w)", re.IGNORECASE)
-_SPANS = re.compile(r"^(?:\d+\s*(?:s|sec|m|min|h|d|w)\s*)+$", re.IGNORECASE)
 
-
-class UsageError(Exception):
-    """A bad command-line value; reported on stderr with exit status 2."""
-
-
-# -- value parsing ---------------------------------------------------------------
-
-
-def parse_time(value: str, *, now: datetime | None = None) -> datetime:
-    """Parse ``--since``/``--until``: a duration ago (``30s``, ``10m``, ``2h``, ``1d``,
-    ``1w``), ``now``, or an ISO-8601 time (naive times are taken as UTC).
-
-    Raises:
-        UsageError: the value is neither.
-    """
-    current = now or datetime.now(UTC)
-    text = value.strip()
-    if text.lower() == "now":
-        return current
-    m = _DURATION.match(text)
-    if m:
-        amount, unit = float(m.group(1)), m.group(2).lower()
-        try:
-            return current - timedelta(seconds=amount * _UNIT_SECONDS[unit])
-        except OverflowError:  # "99999999w": before year 1
-            raise UsageError(f"invalid time {value!r}: that is too long ago") from None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"invalid time {value!r}: use a duration ago (30s, 10m, 2h, 1d, 1w) "
-            "or an ISO-8601 time such as 2026-01-31T09:00:00Z"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _parse_choices(values: Sequence[str] | None, enum: type[_T], what: str) -> list[_T] | None:
-    """``--severity high,critical --severity warn`` → enum members (``None`` = any)."""
-    if not values:
-        return None
-    allowed = [m.value for m in enum]  # type: ignore[attr-defined]
-    out: list[_T] = []
-    for chunk in values:
-        for raw in chunk.split(","):
-            item = raw.strip().lower()
-            if not item:
-                continue
-            if item not in allowed:
-                raise UsageError(
-                    f"invalid {what} {raw.strip()!r}: choose from {', '.join(allowed)}"
-                )
-            member = enum(item)  # type: ignore[call-arg]
-            if member not in out:
-                out.append(member)
-    return out or None
+# -- value parsing (shared with the HTTP API: bridge/views.py) ---------------------
 
 
 def _build_query(args: argparse.Namespace) -> OutcomeQuery:
-    if args.limit < 1:
-        raise UsageError(f"invalid --limit {args.limit}: must be at least 1")
-    since = parse_time(args.since) if args.since else None
-    until = parse_time(args.until) if args.until else None
-    if since and until and since >= until:
-        raise UsageError("--since must be earlier than --until")
-    return OutcomeQuery(
-        since=since,
-        until=until,
-        handler_id=args.handler,
-        severity=_parse_choices(args.severity, Severity, "severity"),
-        kind=_parse_choices(args.kind, OutcomeKind, "kind"),
+    return outcome_query(
+        since=args.since,
+        until=args.until,
+        handler=args.handler,
+        severity=args.severity,
+        kind=args.kind,
         device=args.device,
+        site=args.site,
         limit=args.limit,
+        names=CLI_QUERY_NAMES,
     )
 
 
@@ -300,7 +246,22 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         from netcortex.logs import redact_url
 
         bus = f"nats {redact_url(config.bus.nats_url)}"
-    print(f"OK: {args.file} (bus={bus}, store={config.store.backend}, trap={trap})")
+    http = (
+        f"{config.http.host}:{config.http.port}"
+        + ("" if config.http.api_token else ", API closed: no http.api_token")
+        if config.http.enabled
+        else "disabled"
+    )
+    if not (config.http.enabled and config.meraki.enabled):
+        meraki = "disabled"
+    elif config.meraki.shared_secret is None:
+        meraki = "refusing all: no meraki.shared_secret"
+    else:
+        meraki = "POST /webhooks/meraki"
+    print(
+        f"OK: {args.file} (bus={bus}, store={config.store.backend}, trap={trap}, "
+        f"http={http}, meraki={meraki})"
+    )
     return EXIT_OK
 
 
@@ -378,68 +339,6 @@ def _cmd_outcomes(args: argparse.Namespace) -> int:
 
 # -- maintenance -----------------------------------------------------------------
 
-#: ``MaintenanceWindow`` field → the ``maintenance add`` option that sets it.
-_WINDOW_OPTIONS = {
-    "id": "ID",
-    "scope": "--scope",
-    "target": "--target",
-    "start": "--start",
-    "end": "--end/--duration",
-    "rrule": "--rrule",
-    "timezone": "--timezone",
-    "reason": "--reason",
-}
-
-
-def parse_when(value: str, zone: ZoneInfo, *, option: str, now: datetime | None = None) -> datetime:
-    """Parse a window bound: ``now`` or ISO 8601 (naive = wall-clock time in ``zone``).
-
-    The result is in ``zone`` and whole seconds (``now`` is truncated to the second).
-
-    Raises:
-        UsageError: not a time, or it has a fraction of a second (``option`` is named).
-    """
-    text = value.strip()
-    if text.lower() == "now":
-        current = now or datetime.now(UTC)
-        return current.replace(microsecond=0).astimezone(zone)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"invalid {option} {value!r}: use 'now' or an ISO-8601 time such as "
-            "2026-12-06T22:00:00 (in --timezone) or 2026-12-06T21:00:00Z"
-        ) from None
-    if parsed.microsecond:
-        raise UsageError(f"invalid {option} {value!r}: give whole seconds")
-    if parsed.tzinfo is None:
-        # fold=0: a wall-clock time inside a DST gap is shifted forward (RFC 5545).
-        return parsed.replace(tzinfo=zone)
-    return parsed.astimezone(zone)
-
-
-def parse_duration(value: str) -> timedelta:
-    """Parse ``--duration``: seconds (``3600``) or ``2h``, ``90m``, ``3600s``, ``1h30m``, ``1d``.
-
-    Raises:
-        UsageError: not a positive whole number of seconds in those forms.
-    """
-    text = value.strip()
-    if text.isdigit():
-        seconds = int(text)
-    elif _SPANS.match(text):
-        seconds = sum(int(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _SPAN.findall(text))
-    else:
-        raise UsageError(
-            f"invalid --duration {value!r}: use seconds or a span such as 90m, 2h, 1h30m, 1d"
-        )
-    if seconds <= 0:
-        raise UsageError(f"invalid --duration {value!r}: must be longer than 0 seconds")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise UsageError(f"invalid --duration {value!r}: too long") from None
-
 
 def _window_from_args(args: argparse.Namespace, now: datetime | None = None) -> MaintenanceWindow:
     """The window ``maintenance add`` describes; every problem named by its option.
@@ -447,96 +346,23 @@ def _window_from_args(args: argparse.Namespace, now: datetime | None = None) -> 
     Raises:
         UsageError: one line per problem.
     """
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    from netcortex.contracts.memory import MaintenanceWindow
-    from netcortex.memory.semantic.maintenance import window_problems
-
-    problems: list[str] = []
-    start: datetime | None = None
-    end: datetime | None = None
-    try:
-        zone = ZoneInfo(args.timezone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        problems.append(
-            f"invalid --timezone {args.timezone!r}: use an IANA zone such as UTC, "
-            "Europe/Amsterdam or America/New_York"
-        )
-        zone = ZoneInfo("UTC")  # still parse the times, to name every problem at once
-    try:
-        start = parse_when(args.start, zone, option="--start", now=now)
-    except UsageError as exc:
-        problems.append(str(exc))
-    if args.end is not None:
-        try:
-            end = parse_when(args.end, zone, option="--end", now=now)
-        except UsageError as exc:
-            problems.append(str(exc))
-    else:
-        try:
-            duration = parse_duration(args.duration)
-        except UsageError as exc:
-            problems.append(str(exc))
-        else:
-            if start is not None:
-                # Absolute elapsed time: "2h" is two hours, also across a DST change.
-                try:
-                    end = (start.astimezone(UTC) + duration).astimezone(zone)
-                except OverflowError:
-                    problems.append(f"invalid --duration {args.duration!r}: ends after year 9999")
-    if problems or start is None or end is None:
-        raise UsageError("\n".join(problems))
-    window = MaintenanceWindow(
+    return build_window(
         id=args.id,
         scope=args.scope,
         target=args.target,
-        start=start,
-        end=end,
-        rrule=args.rrule or None,
+        start=args.start,
+        end=args.end,
+        duration=args.duration,
+        rrule=args.rrule,
         timezone=args.timezone,
         reason=args.reason,
+        names=CLI_WINDOW_NAMES,
+        now=now,
     )
-    found = window_problems(window)
-    if found:
-        raise UsageError("\n".join(f"invalid {_WINDOW_OPTIONS.get(f, f)}: {m}" for f, m in found))
-    return window
-
-
-def _fmt_local(moment: datetime, zone_name: str) -> str:
-    from zoneinfo import ZoneInfo
-
-    return moment.astimezone(ZoneInfo(zone_name)).isoformat()
-
-
-def _covers(window: MaintenanceWindow, at: datetime) -> bool:
-    """Whether an occurrence of ``window`` covers ``at`` (ignoring every other window)."""
-    from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar
-
-    # A calendar of this one window, never started: no I/O, the calendar's own rules.
-    alone = SqliteMaintenanceCalendar(Path("unused.db"), windows=[window], reload_interval=0)
-    target: dict[str, Any] = (
-        {"tags": (window.target,)} if window.scope == "tag" else {window.scope: window.target}
-    )
-    return alone.active(at, **target) is not None
-
-
-def _window_dict(window: MaintenanceWindow, source: str, active: bool) -> dict[str, Any]:
-    return {
-        "id": window.id,
-        "scope": window.scope,
-        "target": window.target,
-        "start": _fmt_local(window.start, window.timezone),
-        "end": _fmt_local(window.end, window.timezone),
-        "rrule": window.rrule,
-        "timezone": window.timezone,
-        "reason": window.reason,
-        "source": source,
-        "active": active,
-    }
 
 
 def render_windows(rows: Sequence[dict[str, Any]]) -> str:
-    """An aligned table of ``_window_dict`` rows (the reason last, unpadded)."""
+    """An aligned table of ``views.window_dict`` rows (the reason last, unpadded)."""
     header = ("ID", "SCOPE", "TARGET", "START", "END", "RRULE", "TIMEZONE", "SOURCE", "ACTIVE")
     body = [
         (
@@ -629,9 +455,7 @@ def _cmd_maintenance_add(args: argparse.Namespace) -> int:
         print(f"netcortex maintenance add: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     verb = "replaced" if replaced else "added"
-    span = (
-        f"{_fmt_local(window.start, window.timezone)} .. {_fmt_local(window.end, window.timezone)}"
-    )
+    span = f"{fmt_local(window.start, window.timezone)} .. {fmt_local(window.end, window.timezone)}"
     repeat = f", repeating {window.rrule}" if window.rrule else ""
     print(
         f"{verb} maintenance window {window.id}: {window.scope} {window.target}, "
@@ -671,10 +495,7 @@ def _cmd_maintenance_list(args: argparse.Namespace) -> int:
     else:
         windows.sort(key=lambda w: (w.start.astimezone(UTC), w.id))
     config_ids = {w.id for w in config_windows}
-    rows = [
-        _window_dict(w, "config" if w.id in config_ids else "store", _covers(w, at))
-        for w in windows
-    ]
+    rows = window_rows(windows, config_ids, at)
     if args.json:
         json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
@@ -861,7 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the engine until SIGINT/SIGTERM",
         description=(
             "Start the engine: bus, outcome store, reflex handlers, then the trap "
-            "receiver. Logs one 'listening' event per listener. SIGINT or SIGTERM "
+            "receiver and the HTTP server (API under /api/v1, Meraki webhooks at "
+            "/webhooks/meraki). Logs one 'listening' event per listener. SIGINT or SIGTERM "
             "stops the receivers, drains in-flight events and exits 0; a second "
             "signal aborts the drain."
         ),
@@ -897,7 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Examples: netcortex outcomes --since 10m --severity high,critical; "
-            "netcortex outcomes --handler link_down --device 192.0.2.11 --json"
+            "netcortex outcomes --handler link_down --device 192.0.2.11 --json; "
+            "netcortex outcomes --site branch-west --kind suppressed"
         ),
     )
     outc.add_argument("--config", "-c", metavar="FILE", help="config file naming the store")
@@ -921,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outc.add_argument("--handler", metavar="ID", help="only this handler id (e.g. link_down)")
     outc.add_argument("--device", metavar="DEVICE", help="only this device (e.g. 192.0.2.11)")
+    outc.add_argument("--site", metavar="SITE", help="only this site slug (e.g. branch-west)")
     outc.add_argument(
         "--limit", type=int, default=100, metavar="N", help="at most N rows (default 100)"
     )

@@ -117,8 +117,20 @@ class TestCheckConfig:
         """The shipped example passes with a one-line summary."""
         assert main(["check-config", str(EXAMPLE)]) == 0
         assert capsys.readouterr().out.strip() == (
-            f"OK: {EXAMPLE} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users)"
+            f"OK: {EXAMPLE} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
+            "http=127.0.0.1:8162, meraki=POST /webhooks/meraki)"
         )
+
+    def test_summary_says_when_http_endpoints_fail_closed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No api token / no shared secret is legal, and the summary says what it means."""
+        path = tmp_path / "closed.yaml"
+        path.write_text("trap:\n  enabled: false\n", encoding="utf-8")
+        assert main(["check-config", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "http=127.0.0.1:8162, API closed: no http.api_token" in out
+        assert "meraki=refusing all: no meraki.shared_secret" in out
 
     def test_problems_listed_exit_2(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

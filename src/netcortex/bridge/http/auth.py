@@ -1,0 +1,117 @@
+"""Bridge, HTTP: bearer-token authentication for ``/api/v1/*`` and ``/metrics``.
+
+``Authorization: Bearer <http.api_token>``, compared in constant time
+(``hmac.compare_digest`` on bytes). A missing or wrong token is answered 401 with
+``WWW-Authenticate: Bearer``; no token configured is 403 (fail closed: the API
+is never open by accident). Each refusal counts in
+``netcortex_rejected_total{source="http.api",reason}`` (``missing_token``,
+``bad_token``, ``no_token_configured``) and is logged as ``api_auth_rejected`` at
+most once per (peer, reason) per ``log_interval`` seconds. The token itself is
+never logged, echoed or put in an error body.
+
+May import: ``config``, ``metrics`` and FastAPI.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+import structlog
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from netcortex.bridge.http.models import Error
+from netcortex.config import HttpConfig
+from netcortex.metrics import Registry
+
+__all__ = ["AUTH_RESPONSES", "SOURCE", "bearer_auth"]
+
+log = structlog.get_logger(__name__)
+
+#: ``source`` label of the API's refusals in ``netcortex_rejected_total``.
+SOURCE: Final = "http.api"
+_CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}
+#: Remembered (peer, reason) pairs for log rate limiting, at most.
+_MAX_LOG_KEYS: Final = 4096
+
+#: The refusals every authenticated route documents (``responses=`` of a route).
+AUTH_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    401: {
+        "model": Error,
+        "description": "missing or wrong bearer token",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+    },
+    403: {"model": Error, "description": "http.api_token is not configured (fail closed)"},
+}
+
+#: Declares the scheme in the OpenAPI document; the check below decides.
+_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="``Authorization: Bearer <http.api_token>``",
+)
+
+
+def bearer_auth(
+    config: HttpConfig,
+    metrics: Registry,
+    *,
+    log_interval: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[..., Awaitable[None]]:
+    """A FastAPI dependency that lets a request through only with the right token.
+
+    Args:
+        config: the ``http`` section (``api_token``).
+        metrics: where refusals are counted.
+        log_interval: seconds between two ``api_auth_rejected`` lines per (peer, reason).
+        clock: monotonic seconds (tests pass a fake).
+
+    Returns:
+        ``async def(request, credentials) -> None`` raising ``HTTPException`` 401/403.
+    """
+    expected = (
+        config.api_token.get_secret_value().encode() if config.api_token is not None else None
+    )
+    rejected = metrics.counter(
+        "netcortex_rejected_total", "inputs rejected by a receiver", ["source", "reason"]
+    )
+    last_logged: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def refuse(request: Request, reason: str, status: int, detail: str) -> HTTPException:
+        rejected.inc(source=SOURCE, reason=reason)
+        peer = request.client.host if request.client else "unknown"
+        key = (peer, reason)
+        now = clock()
+        seen = last_logged.get(key)
+        if seen is None or now - seen[0] >= log_interval:
+            if len(last_logged) >= _MAX_LOG_KEYS:
+                last_logged.clear()
+            log.warning(
+                "api_auth_rejected",
+                reason=reason,
+                peer=peer,
+                method=request.method,
+                path=request.url.path,
+                suppressed=seen[1] if seen else 0,
+            )
+            last_logged[key] = (now, 0)
+        else:
+            last_logged[key] = (seen[0], seen[1] + 1)
+        return HTTPException(status, detail, headers=_CHALLENGE if status == 401 else None)
+
+    async def require_token(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)],
+    ) -> None:
+        if expected is None:
+            raise refuse(request, "no_token_configured", 403, "http.api_token is not configured")
+        if credentials is None:
+            raise refuse(request, "missing_token", 401, "missing bearer token")
+        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+            raise refuse(request, "bad_token", 401, "invalid bearer token")
+
+    return require_token

@@ -1,0 +1,234 @@
+"""Bridge, HTTP: the API's request and response bodies as pydantic models.
+
+They exist so the OpenAPI document says exactly what the server answers
+(schemathesis checks every response against it). Hot routes build their JSON
+from plain dicts (``outcome_to_dict``, ``views.window_dict``) and never
+instantiate these models; the tests validate real answers with them instead.
+
+May import: ``contracts`` (vocabularies) and pydantic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+__all__ = [
+    "Check",
+    "Error",
+    "Health",
+    "InventoryCheck",
+    "Outcome",
+    "OutcomePage",
+    "Problem",
+    "Problems",
+    "Readiness",
+    "ReadinessChecks",
+    "WebhookAccepted",
+    "WebhookDuplicate",
+    "WebhookRejected",
+    "Window",
+    "WindowIn",
+    "WindowList",
+    "responses",
+]
+
+SeverityName = Literal["info", "warn", "high", "critical"]
+KindName = Literal["logged", "skipped", "suppressed", "errored"]
+ScopeName = Literal["device", "interface", "site", "role", "tag"]
+
+
+def responses(
+    *parts: Mapping[int | str, Mapping[str, Any]],
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: the documented answers of ``parts`` merged."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for part in parts:
+        for status, doc in part.items():
+            out[status] = {**out.get(status, {}), **doc}
+    return out
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(_Out):
+    """Any refusal: what was wrong, in one line (never a secret, never a traceback)."""
+
+    detail: str = Field(examples=["limit: must be at most 1000"])
+
+
+class Problem(_Out):
+    """One thing wrong with a request body."""
+
+    field: str = Field(description="the body field (``timezone``, ``end`` ...) or ``body``")
+    message: str
+
+
+class Problems(_Out):
+    """A request body that cannot be accepted: every problem at once."""
+
+    detail: str
+    problems: list[Problem]
+
+
+class Health(_Out):
+    """The process is alive and serving HTTP."""
+
+    status: Literal["ok"]
+
+
+class Check(_Out):
+    """One readiness check."""
+
+    ok: bool
+    detail: str
+
+
+class InventoryCheck(Check):
+    """The inventory check, with the age of the snapshot in use."""
+
+    age_seconds: float | None = Field(
+        description="seconds since the inventory snapshot was taken; null when none is "
+        "loaded or no inventory is configured"
+    )
+
+
+class ReadinessChecks(_Out):
+    """Every readiness check by name."""
+
+    engine: Check
+    bus: Check
+    store: Check
+    inventory: InventoryCheck
+
+
+class Readiness(_Out):
+    """Whether the engine can take work: started, bus connected, store writable,
+    inventory loaded."""
+
+    status: Literal["ready", "not_ready"]
+    checks: ReadinessChecks
+
+
+class Outcome(_Out):
+    """A reflex outcome (``contracts.codec.outcome_to_dict``), with its decision trace."""
+
+    outcome_id: str
+    handler_id: str
+    event_id: str
+    subject: str
+    kind: KindName
+    severity: SeverityName
+    target: str
+    device: str | None
+    site: str | None
+    summary: str
+    diagnostic: str
+    fact_key: str
+    occurred_at: str = Field(description="ISO 8601 with offset")
+    recorded_at: str = Field(description="ISO 8601 with offset")
+    details: dict[str, Any]
+    role: str | None
+    trace: dict[str, Any] = Field(description="the decision trace (gates and their facts)")
+    schema_version: int
+
+
+class OutcomePage(_Out):
+    """One page of outcomes, newest first (``recorded_at``, then ``outcome_id``, descending)."""
+
+    items: list[Outcome]
+    next_cursor: str | None = Field(
+        description="pass as ``cursor`` for the next page; null on the last page"
+    )
+
+
+class Window(_Out):
+    """A maintenance window as ``netcortex maintenance list --json`` prints it."""
+
+    id: str
+    scope: ScopeName
+    target: str
+    start: str = Field(description="first occurrence start, ISO 8601 in the window's timezone")
+    end: str = Field(description="first occurrence end (exclusive), ISO 8601")
+    rrule: str | None
+    timezone: str
+    reason: str
+    source: Literal["config", "store"] = Field(
+        description="``config``: from maintenance.windows (read-only here); ``store``: added "
+        "at run time"
+    )
+    active: bool
+
+
+class WindowList(_Out):
+    """Every window (config file and store), ordered by start."""
+
+    items: list[Window]
+
+
+class WindowIn(BaseModel):
+    """A window to add (or replace, by ``id``); ``end`` or ``duration``, not both."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "sw1-card",
+                    "scope": "device",
+                    "target": "ms-west",
+                    "start": "now",
+                    "duration": "2h",
+                    "reason": "line card swap",
+                }
+            ]
+        },
+    )
+
+    id: StrictStr = Field(description="letters, digits, '.', '_', '-' (1..64)")
+    scope: ScopeName
+    target: StrictStr = Field(
+        description="device name, ``device|interface``, site slug, role slug or tag slug"
+    )
+    start: StrictStr = Field(
+        description="``now`` or ISO 8601; without an offset it is wall-clock time in ``timezone``"
+    )
+    end: StrictStr | None = Field(default=None, description="exclusive end, same forms as start")
+    duration: StrictInt | StrictStr | None = Field(
+        default=None,
+        description="instead of end: seconds, or a span such as ``90m``, ``2h``, ``1h30m``, ``1d``",
+    )
+    rrule: StrictStr | None = Field(
+        default=None,
+        description="RFC 5545 RRULE, e.g. ``FREQ=WEEKLY;BYDAY=SU`` (HOURLY or coarser)",
+    )
+    timezone: StrictStr = Field(default="UTC", description="IANA zone for naive times and rrule")
+    reason: StrictStr = ""
+
+
+class WebhookAccepted(_Out):
+    """The alert was authenticated, validated and queued for publishing."""
+
+    status: Literal["accepted"]
+    event_id: str
+    event_class: str
+    subject: str
+
+
+class WebhookDuplicate(_Out):
+    """The alert was seen before (same ``alertId``): nothing new is published."""
+
+    status: Literal["duplicate"]
+    event_id: str = Field(description="the event id of the first delivery")
+
+
+class WebhookRejected(_Out):
+    """The alert was refused; ``reason`` is the ``netcortex_rejected_total`` label."""
+
+    status: Literal["rejected"]
+    reason: str
+    detail: str

@@ -1,0 +1,225 @@
+"""Unit tests for ``netcortex.bridge.views`` as the API uses it (the CLI tests cover its
+CLI spelling): messages name API parameters, windows are built with API field names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import structlog
+
+from netcortex.bridge.cli import main
+from netcortex.bridge.views import (
+    API_WINDOW_NAMES,
+    CLI_QUERY_NAMES,
+    UsageError,
+    WindowProblems,
+    build_window,
+    outcome_query,
+    window_dict,
+    window_rows,
+)
+from netcortex.config import StoreConfig
+from netcortex.contracts.events import Severity
+from netcortex.contracts.memory import OutcomeCursor
+from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
+from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+from netcortex.testing import make_event
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class TestOutcomeQuery:
+    def test_every_filter_reaches_the_query(self) -> None:
+        """Each value lands in its OutcomeQuery field; comma lists and repeats combine."""
+        cursor = OutcomeCursor(NOW, "abc")
+        query = outcome_query(
+            since="1h",
+            until="now",
+            handler="link_down",
+            severity=["high,critical", "HIGH"],
+            kind=["suppressed"],
+            device="ms-west",
+            site="branch-west",
+            limit=7,
+            before=cursor,
+            now=NOW,
+        )
+        assert query.since == NOW - timedelta(hours=1)
+        assert query.until == NOW
+        assert query.handler_id == "link_down"
+        assert query.severity == [Severity.HIGH, Severity.CRITICAL]
+        assert query.kind == [OutcomeKind.SUPPRESSED]
+        assert (query.device, query.site, query.limit, query.before) == (
+            "ms-west",
+            "branch-west",
+            7,
+            cursor,
+        )
+
+    def test_empty_values_mean_any(self) -> None:
+        """Empty strings and lists are "no filter", not "match nothing"."""
+        query = outcome_query(handler="", device="", site="", severity=[""], kind=[])
+        assert (query.handler_id, query.device, query.site, query.severity, query.kind) == (
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+    @pytest.mark.parametrize(
+        ("kwargs", "param", "fragment"),
+        [
+            ({"since": "soon"}, "since", "invalid time 'soon'"),
+            ({"until": "later"}, "until", "invalid time 'later'"),
+            ({"severity": ["urgent"]}, "severity", "invalid severity 'urgent'"),
+            ({"kind": ["logged,maybe"]}, "kind", "invalid kind 'maybe'"),
+            ({"limit": 0}, "limit", "invalid limit 0"),
+            ({"limit": 11, "max_limit": 10}, "limit", "at most 10"),
+            ({"since": "1m", "until": "1h"}, "since", "since must be earlier than until"),
+        ],
+    )
+    def test_bad_values_name_the_api_parameter(
+        self, kwargs: dict[str, object], param: str, fragment: str
+    ) -> None:
+        """Without CLI names, messages and ``param`` use the API's parameter names."""
+        with pytest.raises(UsageError, match=fragment) as exc:
+            outcome_query(now=NOW, **kwargs)  # type: ignore[arg-type]
+        assert exc.value.param == param
+        assert "--" not in str(exc.value)
+
+    def test_cli_names_are_used_when_given(self) -> None:
+        """The CLI passes its option names, and they appear in the message."""
+        with pytest.raises(UsageError, match="--since must be earlier than --until"):
+            outcome_query(since="1m", until="1h", names=CLI_QUERY_NAMES, now=NOW)
+
+
+class TestBuildWindow:
+    def test_api_fields_build_a_window(self) -> None:
+        """A duration in seconds (as text) and a naive start in the zone give the window."""
+        window = build_window(
+            id="w1",
+            scope="device",
+            target="ms-west",
+            start="2026-07-05T02:00:00",
+            duration="3600",
+            timezone="Europe/Amsterdam",
+            reason="swap",
+            names=API_WINDOW_NAMES,
+        )
+        assert window.start == datetime(2026, 7, 5, 0, 0, tzinfo=UTC)
+        assert window.end - window.start == timedelta(hours=1)
+        row = window_dict(window, "store", False)
+        assert row["start"] == "2026-07-05T02:00:00+02:00"
+        assert (row["source"], row["active"], row["reason"]) == ("store", False, "swap")
+
+    def test_every_problem_is_named_by_its_api_field(self) -> None:
+        """All problems come at once, each with its field and an API-spelled message."""
+        with pytest.raises(WindowProblems) as exc:
+            build_window(
+                id="w1",
+                scope="device",
+                target="x",
+                start="soon",
+                duration="2x",
+                timezone="Mars/Olympus",
+                names=API_WINDOW_NAMES,
+            )
+        fields = [f for f, _ in exc.value.problems]
+        assert fields == ["timezone", "start", "duration"]
+        assert all("--" not in m for _, m in exc.value.problems)
+        assert "invalid timezone 'Mars/Olympus'" in exc.value.problems[0][1]
+
+    @pytest.mark.parametrize(("end", "duration"), [(None, None), ("2026-01-01T00:00:00Z", "1h")])
+    def test_exactly_one_of_end_and_duration(self, end: str | None, duration: str | None) -> None:
+        """Neither or both of end/duration is one problem on ``end``."""
+        with pytest.raises(WindowProblems) as exc:
+            build_window(
+                id="w1",
+                scope="device",
+                target="x",
+                start="now",
+                end=end,
+                duration=duration,
+                names=API_WINDOW_NAMES,
+            )
+        assert [f for f, _ in exc.value.problems] == ["end"]
+
+    def test_calendar_rules_apply(self) -> None:
+        """The calendar's own checks (id token, rrule frequency) are reported too."""
+        with pytest.raises(WindowProblems) as exc:
+            build_window(
+                id="bad id!",
+                scope="device",
+                target="x",
+                start="now",
+                duration="1h",
+                rrule="FREQ=MINUTELY",
+                names=API_WINDOW_NAMES,
+            )
+        assert sorted(f for f, _ in exc.value.problems) == ["id", "rrule"]
+
+    def test_rows_mark_config_windows_and_activity(self) -> None:
+        """window_rows says which windows come from the config and which cover ``at``."""
+        a = build_window(id="a", scope="site", target="north", start="now", duration="1h", now=NOW)
+        b = build_window(
+            id="b", scope="tag", target="core", start="2026-03-02T00:00:00Z", duration="1h"
+        )
+        rows = window_rows([a, b], {"a"}, NOW + timedelta(minutes=5))
+        assert [(r["id"], r["source"], r["active"]) for r in rows] == [
+            ("a", "config", True),
+            ("b", "store", False),
+        ]
+
+
+class TestCliSite:
+    """``netcortex outcomes --site`` (the CLI side of the shared ``site`` filter)."""
+
+    @pytest.fixture(autouse=True)
+    def _restore_logging(self) -> Iterator[None]:
+        """``main`` configures logging for the process; put it back afterwards."""
+        saved = structlog.get_config()
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        yield
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    def test_site_filters_the_cli_listing(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--site`` keeps the outcomes of that site only; an unknown site lists none."""
+        db = tmp_path / "o.db"
+        made = [
+            ReflexOutcome.for_event(
+                "link_down",
+                make_event("link_down", device=device, interface="Port 1"),
+                severity=Severity.HIGH,
+                summary="down",
+                site=site,
+            )
+            for device, site in (("ms-west", "branch-west"), ("r1", "dc-north"))
+        ]
+
+        async def fill() -> None:
+            async with SqliteOutcomeStore(StoreConfig(sqlite_path=db)) as store:
+                for outcome in made:
+                    await store.record(outcome)
+                await store.flush()
+
+        asyncio.run(fill())
+        capsys.readouterr()  # the store's own log lines
+        config = tmp_path / "c.yaml"
+        config.write_text(f"store:\n  sqlite_path: {db}\n", encoding="utf-8")
+        assert main(["outcomes", "-c", str(config), "--site", "branch-west", "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["outcome_id"] for r in rows] == [made[0].outcome_id]
+        assert main(["outcomes", "-c", str(config), "--site", "nowhere"]) == 0
+        assert capsys.readouterr().out == "0 outcomes, newest first\n"
