@@ -112,6 +112,7 @@ async def engine_run(
         "NETCORTEX_BUS__BACKEND": bus,
         "NETCORTEX_STORE__SQLITE_PATH": os.path.join(tmp, "bench.db"),
         "NETCORTEX_TRAP__PORT": "0",
+        "NETCORTEX_HTTP__ENABLED": "false",
         "NETCORTEX_LOG__LEVEL": "warning",
         "NETCORTEX_BUS__NAMESPACE": f"bench{os.getpid()}",
     }

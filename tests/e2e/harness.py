@@ -1,15 +1,19 @@
-"""End-to-end harness: the real ``python -m netcortex run`` process, real SNMP traps.
+"""End-to-end harness: the real ``python -m netcortex run`` process, real traps and HTTP.
 
-``EngineProcess`` writes a config (trap port 0, JSON logs), starts the engine as a
-subprocess and reads its stderr in a background thread, one JSON log line at a
-time. The bound trap port comes from the structured ``listening`` event (as
-Alertmanager's acceptance tests read theirs), never from a guessed port.
-Expectations wait on log lines or stored outcomes with a deadline — no
-sleep-and-hope. ``stop()`` sends SIGTERM (or SIGINT) and the caller asserts exit
-code 0 and an ``engine_stopped`` line.
+``EngineProcess`` writes a config (trap and HTTP on 127.0.0.1 port 0, an API
+token, the Meraki fixture secret, JSON logs), starts the engine as a subprocess
+and reads its stderr in a background thread, one JSON log line at a time. The
+bound ports come from the structured ``listening`` events (``listener="trap"``
+and ``listener="http"``, as Alertmanager's acceptance tests read theirs), never
+from a guessed port. Expectations wait on log lines, stored outcomes or API
+answers with a deadline — no sleep-and-hope. ``stop()`` sends SIGTERM (or
+SIGINT) and the caller asserts exit code 0 and an ``engine_stopped`` line.
 
 Traps are sent with net-snmp's ``snmptrap``, built from the shared catalog's
-command lines (``send_traps`` runs several at once).
+command lines (``send_traps`` runs several at once). Webhooks and API calls go
+over real HTTP with httpx (``EngineProcess.http``, ``post_webhook``, ``api``,
+``metrics``); ``meraki_alert`` loads a shared Meraki fixture body with ``sentAt``
+rewritten to now.
 """
 
 from __future__ import annotations
@@ -25,28 +29,39 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from netcortex.bridge.cli import query_outcomes
 from netcortex.config import load_config
 from netcortex.contracts.memory import OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
+from tests.conftest import load_json_fixture
 
 __all__ = [
+    "API_TOKEN",
     "BACKENDS",
     "CATALOG_RECEIVER",
+    "MERAKI_FIXTURES",
+    "MERAKI_SECRET",
     "V3_USER",
     "EngineProcess",
     "LogLine",
+    "Samples",
     "bus_overrides",
     "capture_trap",
     "catalog_command",
+    "meraki_alert",
+    "now_iso",
+    "parse_metrics",
     "send_datagrams",
     "send_traps",
     "snmptrap_argv",
@@ -87,6 +102,62 @@ def bus_overrides(backend: str, request: pytest.FixtureRequest) -> dict[str, Any
 #: The receiver address in the catalog's command lines (rewritten to the bound port).
 CATALOG_RECEIVER = "127.0.0.1:1162"
 
+#: ``http.api_token`` written into every engine's config (unless overridden).
+API_TOKEN = "e2e-api-token-7f3a9c1d5b2e8f40"
+
+#: ``meraki.shared_secret`` of the shared fixtures (``../shared/fixtures/meraki/README.md``).
+MERAKI_SECRET = "fixture-shared-secret-0001"
+
+#: The eight shared Meraki fixture bodies (file stems).
+MERAKI_FIXTURES = (
+    "security_ids_alert",
+    "security_malware_detected",
+    "security_rogue_ap",
+    "device_aps_went_down",
+    "device_aps_came_up",
+    "port_switch_port_disconnected",
+    "uplink_status_changed",
+    "settings_changed",
+)
+
+#: Parsed ``/metrics`` samples: ``(sample name, sorted label pairs)`` → value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def now_iso() -> str:
+    """Now as Meraki writes ``sentAt``: ISO 8601 UTC, microseconds, ``Z`` suffix."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def meraki_alert(name: str, **changes: Any) -> dict[str, Any]:
+    """The shared fixture body ``name`` (a ``MERAKI_FIXTURES`` stem) with ``sentAt`` = now.
+
+    ``changes`` replace top-level fields (``alertId="..."``); a value of ``None``
+    removes the field.
+    """
+    body: dict[str, Any] = load_json_fixture("meraki", f"{name}.json")
+    body["sentAt"] = now_iso()
+    for key, value in changes.items():
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return body
+
+
+def parse_metrics(text: str) -> Samples:
+    """Parse Prometheus text (``/metrics``) with the reference parser into samples.
+
+    Raises:
+        ValueError: the text is not valid exposition format.
+    """
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return samples
+
+
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 30.0
 
@@ -97,8 +168,17 @@ class EngineProcess:
     Args:
         tmp_path: a private directory for the config and the SQLite file.
         overrides: config sections merged over the defaults written here
-            (trap on 127.0.0.1 port 0, SQLite under ``tmp_path``, JSON logs).
+            (trap and HTTP on 127.0.0.1 port 0, ``http.api_token`` = ``API_TOKEN``,
+            ``meraki.shared_secret`` = ``MERAKI_SECRET``, SQLite under
+            ``tmp_path``, JSON logs). A value of ``None`` writes YAML ``null``
+            (``{"meraki": {"shared_secret": None}}`` = no secret configured).
         env: extra environment variables.
+
+    Attributes:
+        trap_port: the bound trap port (0 when the trap receiver is disabled).
+        http_port: the bound HTTP port (0 when the HTTP server is disabled).
+        api_token: the configured ``http.api_token`` (``None`` when unset).
+        meraki_secret: the configured ``meraki.shared_secret`` (``None`` when unset).
     """
 
     def __init__(
@@ -114,6 +194,8 @@ class EngineProcess:
             "bus": {"backend": "memory"},
             "store": {"backend": "sqlite", "sqlite_path": str(self.db_path)},
             "trap": {"host": "127.0.0.1", "port": 0},
+            "http": {"host": "127.0.0.1", "port": 0, "api_token": API_TOKEN},
+            "meraki": {"shared_secret": MERAKI_SECRET},
             "log": {"level": "info", "format": "json"},
         }
         for section, values in (overrides or {}).items():
@@ -128,8 +210,12 @@ class EngineProcess:
         self.lines: list[LogLine] = []
         self.returncode: int | None = None
         self.trap_port = 0
+        self.http_port = 0
+        self.api_token: str | None = config["http"].get("api_token")
+        self.meraki_secret: str | None = config["meraki"].get("shared_secret")
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
+        self._http: httpx.Client | None = None
 
     @property
     def backend(self) -> str:
@@ -138,8 +224,14 @@ class EngineProcess:
 
     # -- process -----------------------------------------------------------------
 
+    def _enabled(self, section: str) -> bool:
+        return bool(self.config_data.get(section, {}).get("enabled", True))
+
     def start(self, timeout: float = _START_TIMEOUT) -> EngineProcess:
-        """Start the process and return once its trap listener is bound.
+        """Start the process and return once its listeners are bound and it has started.
+
+        Waits for ``listening`` with ``listener="trap"`` and ``listener="http"``
+        (each when enabled in the config), then ``engine_started``.
 
         Raises:
             TimeoutError: no ``listening`` event within ``timeout`` seconds.
@@ -156,8 +248,12 @@ class EngineProcess:
         )
         self._reader = threading.Thread(target=self._read, name="engine-stderr", daemon=True)
         self._reader.start()
-        line = self.wait_for_log("listening", timeout=timeout, listener="trap")
-        self.trap_port = int(line["port"])
+        if self._enabled("trap"):
+            line = self.wait_for_log("listening", timeout=timeout, listener="trap")
+            self.trap_port = int(line["port"])
+        if self._enabled("http"):
+            line = self.wait_for_log("listening", timeout=timeout, listener="http")
+            self.http_port = int(line["port"])
         self.wait_for_log("engine_started", timeout=timeout)
         return self
 
@@ -201,7 +297,10 @@ class EngineProcess:
         return self.returncode
 
     def _release(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """Join the reader thread and close the pipe (no leaked file descriptors)."""
+        """Join the reader thread, close the pipe and the HTTP client (no leaked fds)."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if self._reader is not None:
             self._reader.join(timeout=timeout)
         if self.proc is not None and self.proc.stderr is not None:
@@ -269,6 +368,115 @@ class EngineProcess:
                 # Wake at least every 0.1 s: the reader may hit end of output (and the
                 # process exit) without anything left to notify us.
                 self._cond.wait(min(left, 0.1))
+
+    # -- HTTP --------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the running engine's HTTP server.
+
+        Raises:
+            RuntimeError: the HTTP server is not listening (not started or disabled).
+        """
+        if not self.http_port:
+            raise RuntimeError("the engine's HTTP server is not listening")
+        host = str(self.config_data["http"].get("host", "127.0.0.1"))
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def http(self) -> httpx.Client:
+        """A keep-alive ``httpx.Client`` on ``base_url`` (no auth header; closed at stop)."""
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+        return self._http
+
+    def auth_headers(self, token: str | None = None) -> dict[str, str]:
+        """``Authorization: Bearer`` for ``token`` (default: the configured API token)."""
+        token = token if token is not None else self.api_token
+        return {"Authorization": f"Bearer {token}"} if token is not None else {}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API request with the configured bearer token (``path`` like ``/api/v1/...``)."""
+        headers = {**self.auth_headers(), **kwargs.pop("headers", {})}
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def post_webhook(
+        self,
+        body: Mapping[str, Any] | bytes,
+        *,
+        content_type: str | None = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """POST ``body`` (a dict is JSON-encoded) to ``/webhooks/meraki``."""
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        sent = dict(headers or {})
+        if content_type is not None:
+            sent["Content-Type"] = content_type
+        return self.http.post("/webhooks/meraki", content=content, headers=sent)
+
+    def metrics(self) -> Samples:
+        """``GET /api/v1/metrics`` (bearer), parsed with prometheus_client's parser."""
+        resp = self.api("GET", "/api/v1/metrics")
+        assert resp.status_code == 200, (resp.status_code, resp.text)
+        return parse_metrics(resp.text)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of ``/api/v1/metrics`` (0 when absent): ``metric("x_total", a="b")``."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def api_outcomes(self, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every outcome ``GET /api/v1/outcomes`` lists for ``params``, following cursors."""
+        query = dict(params)
+        while True:
+            resp = self.api("GET", "/api/v1/outcomes", params=query)
+            assert resp.status_code == 200, (resp.status_code, resp.text)
+            page = resp.json()
+            yield from page["items"]
+            if not page["next_cursor"]:
+                return
+            query["cursor"] = page["next_cursor"]
+
+    def wait_for_api_outcomes(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        count: int = 1,
+        *,
+        timeout: float = 10.0,
+        interval: float = 0.05,
+        **params: Any,
+    ) -> list[dict[str, Any]]:
+        """Poll ``GET /api/v1/outcomes`` until ``count`` listed outcomes satisfy ``predicate``.
+
+        Raises:
+            TimeoutError: fewer within ``timeout`` seconds (the message lists what
+                the API returned).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = list(self.api_outcomes(**params))
+            found = [o for o in listed if predicate(o)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{len(found)}/{count} matching outcomes within {timeout}s; API lists "
+                    f"{[(o['handler_id'], o['kind'], o['target']) for o in listed]}; "
+                    f"last lines: {self.lines[-10:]}"
+                )
+            if not self.alive:
+                raise RuntimeError(f"engine died; last lines: {self.lines[-10:]}")
+            time.sleep(interval)
+
+    def secrets_in_logs(self, *secrets: str) -> list[LogLine]:
+        """Captured log lines containing any of ``secrets`` (default: token and secret)."""
+        wanted = [s for s in (secrets or (self.api_token, self.meraki_secret)) if s]
+        with self._cond:
+            snapshot = list(self.lines)
+        return [
+            line
+            for line in snapshot
+            if any(s in json.dumps(line, ensure_ascii=False) for s in wanted)
+        ]
 
     # -- outcomes ----------------------------------------------------------------
 
