@@ -106,8 +106,8 @@ class _Metrics:
     def __init__(self, registry: Registry) -> None:
         self.outcomes = registry.counter(
             "netcortex_reflex_outcomes_total",
-            "Outcomes produced, by handler and kind.",
-            ("handler", "kind"),
+            "Outcomes produced, by handler, kind and severity.",
+            ("handler", "kind", "severity"),
         )
         self.errors = registry.counter(
             "netcortex_reflex_handler_errors_total",
@@ -408,7 +408,9 @@ class ReflexRunner:
     async def _emit(self, outcome: ReflexOutcome) -> None:
         """Count ``outcome`` and hand it to every sink; a failing sink is logged and counted."""
         metrics = self._metrics
-        metrics.outcomes.inc(handler=outcome.handler_id, kind=outcome.kind.value)
+        metrics.outcomes.inc(
+            handler=outcome.handler_id, kind=outcome.kind.value, severity=outcome.severity.value
+        )
         for sink in self._sinks:
             try:
                 await sink.emit(outcome)

@@ -599,8 +599,10 @@ class TestObservability:
         async with running(runner):
             await publish(bus, make_event("link_down", interface="Gi1"))
             await rec.wait_for(1, WAIT)
-        outcomes = metrics.counter("netcortex_reflex_outcomes_total", "", ("handler", "kind"))
-        assert outcomes.value(handler="link_down", kind="logged") == 1
+        outcomes = metrics.counter(
+            "netcortex_reflex_outcomes_total", "", ("handler", "kind", "severity")
+        )
+        assert outcomes.value(handler="link_down", kind="logged", severity="high") == 1
         handler_s = metrics.histogram("netcortex_reflex_handler_seconds", "", ("handler",))
         e2e_s = metrics.histogram("netcortex_reflex_event_to_outcome_seconds", "", ("handler",))
         assert handler_s.count(handler="link_down") == 1
