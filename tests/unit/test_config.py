@@ -353,3 +353,66 @@ class TestIssue3Sections:
         )
         with pytest.raises(ConfigError, match="Mars/Olympus"):
             load_config(write(tmp_path, text), environ={})
+
+
+class TestIssue4Sections:
+    def test_example_sets_every_issue_4_key(self) -> None:
+        """The shipped example spells out http.host/port/api_token and the meraki keys."""
+        config = load_config(EXAMPLE, {})
+        assert (config.http.host, config.http.port) == ("127.0.0.1", 8162)
+        assert config.http.api_token is not None
+        assert config.meraki.shared_secret is not None
+        assert config.meraki.replay_window_seconds == 300
+        assert config.meraki.alert_types == {"ids_alerted": "security"}
+        text = EXAMPLE.read_text(encoding="utf-8")
+        for key in ("api_token", "shared_secret", "replay_window_seconds"):
+            assert f"{key}:" in text, key
+
+    def test_defaults_fail_closed(self) -> None:
+        """Without a file nothing is configured: the API and the webhooks stay closed."""
+        config = load_config(None, {})
+        assert config.http.enabled and config.http.host == "127.0.0.1"
+        assert config.http.api_token is None
+        assert config.meraki.shared_secret is None
+
+    @pytest.mark.parametrize(
+        ("text", "needle"),
+        [
+            ("http: {api_token: short}", r"http\.api_token: must be at least 16"),
+            ("http: {port: 70000}", r"http\.port"),
+            ("http: {page_size: 500, max_page_size: 100}", "page_size must not exceed"),
+            ("meraki: {shared_secret: '  '}", r"meraki\.shared_secret: must not be blank"),
+            ("meraki: {replay_window_seconds: -1}", r"meraki\.replay_window_seconds"),
+            ("meraki: {alert_types: {ids_alerted: securty}}", "ids_alerted: unknown event class"),
+            (
+                "meraki: {alert_type_patterns: [{pattern: '(unclosed', event_class: security}]}",
+                "not a regular expression",
+            ),
+            (
+                "meraki: {alert_type_patterns: [{pattern: x, event_class: nope}]}",
+                "unknown event class 'nope'",
+            ),
+        ],
+    )
+    def test_bad_values_name_the_key(self, tmp_path: Path, text: str, needle: str) -> None:
+        """Each bad http/meraki value is a ConfigError naming the key (and the file)."""
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=needle) as info:
+            load_config(path, environ={})
+        assert str(path) in str(info.value)
+
+    def test_secrets_come_from_the_environment_and_stay_redacted(self) -> None:
+        """NETCORTEX_HTTP__API_TOKEN / NETCORTEX_MERAKI__SHARED_SECRET set the secrets,
+        which never show in repr or str."""
+        token, secret = "t" * 24, "s3cret-from-the-vault"
+        config = load_config(
+            None,
+            {"NETCORTEX_HTTP__API_TOKEN": token, "NETCORTEX_MERAKI__SHARED_SECRET": secret},
+        )
+        assert config.http.api_token is not None
+        assert config.http.api_token.get_secret_value() == token
+        assert config.meraki.shared_secret is not None
+        assert config.meraki.shared_secret.get_secret_value() == secret
+        for text in (repr(config), str(config), config.model_dump_json()):
+            assert token not in text
+            assert secret not in text
