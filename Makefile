@@ -30,7 +30,7 @@ tools:  ## install Debian's net-snmp tools (snmptrap, snmpd) when missing
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq snmp snmpd >/dev/null; }
 
-run: venv  ## run the engine on the embedded default (memory bus, SQLite, traps on 127.0.0.1:1162)
+run: venv  ## run the engine on the embedded default (memory bus, SQLite, traps on udp 127.0.0.1:1162, HTTP API + webhooks on 127.0.0.1:8162)
 	$(VENV)/bin/netcortex run --config $(CONFIG)
 
 test: venv tools lint  ## lint, then the whole suite: unit, contracts (memory + NATS), e2e (memory + NATS), fuzz
@@ -59,6 +59,7 @@ bench: venv tools  ## print benchmark figures (see docs/PERFORMANCE.md)
 	$(PY) benchmarks/bench_inventory.py
 	$(PY) benchmarks/bench_maintenance.py
 	$(PY) benchmarks/bench_dedup.py
+	$(PY) benchmarks/bench_webhook.py
 
 clean:  ## remove the environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
