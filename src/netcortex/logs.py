@@ -19,14 +19,21 @@ The processor chain, in order:
 Standard-library loggers (asyncio, nats-py) are routed through the same chain so
 the output stays one format. Loggers are cached on first use: a log call is a
 few dict operations plus the renderer.
+
+``RejectionLog`` rate-limits the warning lines a receiver writes for refused
+inputs (one per sender and reason per interval, a budget of new senders per
+interval), so a flood of bad input cannot flood the logs.
+
+Imports: stdlib, structlog, pydantic, ``netcortex.config``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
-from typing import Any, TextIO
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
 import structlog
@@ -35,7 +42,14 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from netcortex.config import LogConfig
 
-__all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact_secrets", "redact_url"]
+__all__ = [
+    "REDACTED",
+    "SECRET_KEYS",
+    "RejectionLog",
+    "configure_logging",
+    "redact_secrets",
+    "redact_url",
+]
 
 #: What a secret value is replaced with.
 REDACTED = "**redacted**"
@@ -230,3 +244,136 @@ def configure_logging(
     root.addHandler(handler)
     # Libraries are chatty at INFO; their warnings and errors are what an operator needs.
     root.setLevel(max(level, logging.WARNING))
+
+
+class _Warns(Protocol):
+    """What ``RejectionLog`` writes to: a structlog logger's ``warning``."""
+
+    def warning(self, event: str, /, **fields: Any) -> Any: ...
+
+
+class RejectionLog:
+    """Rate-limited ``warning`` lines for refused inputs, so a flood cannot flood the logs.
+
+    ``reject(who, reason, **fields)`` writes ``event`` with ``<who_field>=who``,
+    ``reason``, ``fields`` and ``suppressed`` (the refusals of that pair not
+    logged since its previous line) at most once per (who, reason) per
+    ``interval`` seconds. At most ``new_pairs`` pairs not seen before start
+    logging per interval; refusals from pairs past that budget (many, possibly
+    spoofed, senders) are counted per reason and written as one line per reason
+    with ``<who_field>="*"`` when the next interval starts (on the next new pair)
+    or at ``flush``. At most ``max_keys`` pairs are remembered (all are
+    forgotten when full). No I/O but ``logger.warning``, no time but ``clock``.
+
+    Args:
+        logger: where lines go (the caller's ``structlog.get_logger(__name__)``).
+        event: the event name of every line (``trap_rejected``).
+        who_field: the field naming the sender (``agent``, ``peer``).
+        interval: seconds between two lines of one (who, reason) pair.
+        new_pairs: new pairs that may start logging per interval; ``None`` for
+            no budget.
+        max_keys: remembered pairs, at most.
+        clock: monotonic seconds (tests pass a fake).
+
+    Raises:
+        ValueError: ``interval`` < 0, ``new_pairs`` < 0 or ``max_keys`` < 1.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_event",
+        "_interval",
+        "_logger",
+        "_max_keys",
+        "_new_in_window",
+        "_new_pairs",
+        "_overflow",
+        "_seen",
+        "_who_field",
+        "_window_start",
+    )
+
+    def __init__(
+        self,
+        logger: _Warns,
+        event: str,
+        *,
+        who_field: str,
+        interval: float = 10.0,
+        new_pairs: int | None = 100,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not interval >= 0:
+            raise ValueError("interval must be >= 0 seconds")
+        if new_pairs is not None and new_pairs < 0:
+            raise ValueError("new_pairs must be >= 0")
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._logger = logger
+        self._event = event
+        self._who_field = who_field
+        self._interval = interval
+        self._new_pairs = new_pairs
+        self._max_keys = max_keys
+        self._clock = clock
+        # (who, reason) -> (when its last line was written, refusals since)
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._window_start = clock()
+        self._new_in_window = 0
+        self._overflow: dict[str, int] = {}  # reason -> refusals past the budget
+
+    def reject(self, who: str, reason: str, /, **fields: Any) -> bool:
+        """Note one refusal; write its line unless the limits say otherwise.
+
+        Args:
+            who: the sender (an address).
+            reason: the refusal reason.
+            **fields: more fields for the line (``detail`` ...); never secrets.
+
+        Returns:
+            Whether a line was written for this refusal.
+        """
+        key = (who, reason)
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is None:
+            budget = self._new_pairs
+            if budget is not None:
+                if now - self._window_start >= self._interval:
+                    self._flush(now)
+                if self._new_in_window >= budget:
+                    self._overflow[reason] = self._overflow.get(reason, 0) + 1
+                    return False
+                self._new_in_window += 1
+            if len(self._seen) >= self._max_keys:
+                self._seen.clear()
+            suppressed = 0
+        elif now - seen[0] >= self._interval:
+            suppressed = seen[1]
+        else:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        self._seen[key] = (now, 0)
+        self._logger.warning(
+            self._event, **{self._who_field: who}, reason=reason, **fields, suppressed=suppressed
+        )
+        return True
+
+    def flush(self) -> None:
+        """Write the summed ``"*"`` lines now and start a new interval (at ``close``)."""
+        self._flush(self._clock())
+
+    def _flush(self, now: float) -> None:
+        for reason, count in self._overflow.items():
+            self._logger.warning(
+                self._event,
+                **{self._who_field: "*"},
+                reason=reason,
+                detail=f"more than {self._new_pairs} new senders in {self._interval:g} s; "
+                "their lines are summed here",
+                suppressed=count,
+            )
+        self._overflow.clear()
+        self._window_start = now
+        self._new_in_window = 0

@@ -371,7 +371,8 @@ class TestIssue4Sections:
     def test_defaults_fail_closed(self) -> None:
         """Without a file nothing is configured: the API and the webhooks stay closed."""
         config = load_config(None, {})
-        assert config.http.enabled and config.http.host == "127.0.0.1"
+        assert config.http.enabled
+        assert config.http.host == "127.0.0.1"
         assert config.http.api_token is None
         assert config.meraki.shared_secret is None
 

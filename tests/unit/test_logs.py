@@ -1,11 +1,10 @@
-"""Unit tests for ``netcortex.logs``: the structlog chain, redaction and renderers."""
+"""Unit tests for ``netcortex.logs``: the structlog chain, redaction, renderers, RejectionLog."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from netcortex.config import LogConfig
-from netcortex.logs import REDACTED, configure_logging, redact_secrets, redact_url
+from netcortex.logs import REDACTED, RejectionLog, configure_logging, redact_secrets, redact_url
 
 
 class TTYStream(io.StringIO):
@@ -26,17 +25,7 @@ class TTYStream(io.StringIO):
         return True
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Put structlog's and the stdlib root logger's configuration back after each test."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.contextvars.clear_contextvars()
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -194,3 +183,167 @@ class TestRedactUrl:
     def test_user_info_is_redacted(self, url: str, expected: str) -> None:
         """A URL's user-info (user:password or a token) is redacted; the rest is kept."""
         assert redact_url(url) == expected
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (``RejectionLog``'s time seam)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Lines:
+    """A logger that keeps what ``RejectionLog`` writes: ``(event, fields)`` per line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, /, **fields: Any) -> None:
+        self.lines.append((event, fields))
+
+    def pairs(self) -> list[tuple[str, str, int]]:
+        """``(who, reason, suppressed)`` of each line, in order."""
+        return [(f["agent"], f["reason"], f["suppressed"]) for _, f in self.lines]
+
+
+def rejection_log(
+    new_pairs: int | None = 100, max_keys: int = 10_000
+) -> tuple[RejectionLog, Lines, FakeClock]:
+    """A ``RejectionLog`` (10 s interval, ``agent`` field) with its lines and clock."""
+    lines, clock = Lines(), FakeClock()
+    limiter = RejectionLog(
+        lines,
+        "trap_rejected",
+        who_field="agent",
+        interval=10.0,
+        new_pairs=new_pairs,
+        max_keys=max_keys,
+        clock=clock,
+    )
+    return limiter, lines, clock
+
+
+class TestRejectionLog:
+    def test_one_line_per_pair_per_interval_with_the_suppressed_count(self) -> None:
+        """Repeats within the interval are counted; the next line carries the count."""
+        limiter, lines, clock = rejection_log()
+        assert limiter.reject("10.0.0.1", "malformed", detail="bad BER") is True
+        for _ in range(4):
+            clock.now += 2.0
+            assert limiter.reject("10.0.0.1", "malformed", detail="bad BER") is False
+        clock.now += 2.0  # 10 s after the first line
+        assert limiter.reject("10.0.0.1", "malformed", detail="again") is True
+        clock.now += 9.9
+        assert limiter.reject("10.0.0.1", "malformed", detail="again") is False
+        clock.now += 0.1
+        limiter.reject("10.0.0.1", "malformed", detail="again")
+        assert lines.pairs() == [
+            ("10.0.0.1", "malformed", 0),
+            ("10.0.0.1", "malformed", 4),
+            ("10.0.0.1", "malformed", 1),
+        ]
+        assert lines.lines[1] == (
+            "trap_rejected",
+            {"agent": "10.0.0.1", "reason": "malformed", "detail": "again", "suppressed": 4},
+        )
+
+    def test_each_sender_and_reason_is_its_own_pair(self) -> None:
+        """Another sender or another reason logs at once, whatever the first pair did."""
+        limiter, lines, _clock = rejection_log()
+        for who, reason in [("a", "malformed"), ("a", "malformed"), ("b", "malformed")]:
+            limiter.reject(who, reason)
+        limiter.reject("a", "bad_community")
+        assert lines.pairs() == [
+            ("a", "malformed", 0),
+            ("b", "malformed", 0),
+            ("a", "bad_community", 0),
+        ]
+
+    def test_new_pairs_past_the_budget_are_summed_per_reason_at_flush(self) -> None:
+        """Past ``new_pairs`` new pairs per interval, one ``"*"`` line per reason sums the rest."""
+        limiter, lines, _clock = rejection_log(new_pairs=2)
+        for i in range(5):
+            limiter.reject(f"10.0.0.{i}", "malformed", detail="x")
+        assert limiter.reject("10.0.0.9", "unknown_source") is False
+        assert limiter.reject("10.0.0.0", "malformed") is False  # a known pair: rate-limited
+        assert len(lines.lines) == 2
+        limiter.flush()
+        event, summary = lines.lines[2]
+        assert (event, summary["agent"], summary["reason"], summary["suppressed"]) == (
+            "trap_rejected",
+            "*",
+            "malformed",
+            3,
+        )
+        assert summary["detail"] == ("more than 2 new senders in 10 s; their lines are summed here")
+        assert lines.pairs()[3:] == [("*", "unknown_source", 1)]
+        limiter.flush()
+        assert len(lines.lines) == 4  # nothing left to sum
+
+    def test_the_next_interval_sums_the_last_and_opens_a_new_budget(self) -> None:
+        """The first new pair after the interval writes the sums, then logs on a new budget."""
+        limiter, lines, clock = rejection_log(new_pairs=1)
+        limiter.reject("a", "malformed")
+        limiter.reject("b", "malformed")
+        clock.now += 9.0
+        limiter.reject("c", "malformed")
+        assert lines.pairs() == [("a", "malformed", 0)]
+        clock.now += 1.0
+        assert limiter.reject("d", "malformed") is True
+        assert lines.pairs() == [
+            ("a", "malformed", 0),
+            ("*", "malformed", 2),
+            ("d", "malformed", 0),
+        ]
+        assert limiter.reject("e", "malformed") is False  # the new budget of one is spent
+
+    def test_no_budget_logs_every_new_pair(self) -> None:
+        """With ``new_pairs=None`` every new pair logs and nothing is ever summed."""
+        limiter, lines, _clock = rejection_log(new_pairs=None)
+        for i in range(300):
+            assert limiter.reject(f"peer-{i}", "bad_token") is True
+        limiter.flush()
+        assert len(lines.lines) == 300
+        assert all(f["agent"] != "*" for _, f in lines.lines)
+
+    def test_memory_is_bounded_by_max_keys(self) -> None:
+        """When ``max_keys`` pairs are remembered they are all forgotten and log again."""
+        limiter, lines, _clock = rejection_log(new_pairs=None, max_keys=3)
+        for who in ["a", "b", "c", "a"]:
+            limiter.reject(who, "malformed")
+        assert [p[0] for p in lines.pairs()] == ["a", "b", "c"]  # "a" still remembered
+        limiter.reject("d", "malformed")  # the fourth pair: memory is cleared first
+        limiter.reject("a", "malformed")
+        assert [p[0] for p in lines.pairs()] == ["a", "b", "c", "d", "a"]
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"interval": -1.0}, {"new_pairs": -1}, {"max_keys": 0}, {"interval": float("nan")}],
+    )
+    def test_nonsense_limits_are_refused(self, kwargs: dict[str, Any]) -> None:
+        """A negative interval or budget, or no memory at all, is a ValueError."""
+        with pytest.raises(ValueError, match="must be"):
+            RejectionLog(Lines(), "x_rejected", who_field="peer", **kwargs)
+
+    def test_lines_reach_structlog_under_the_callers_event_and_field_names(self) -> None:
+        """Through a real structlog logger a line has the event, the sender field and level."""
+        limiter = RejectionLog(
+            structlog.get_logger("test"), "api_auth_rejected", who_field="peer", new_pairs=None
+        )
+        with capture_logs() as captured:
+            limiter.reject("192.0.2.7", "bad_token", method="GET", path="/api/v1/outcomes")
+            limiter.reject("192.0.2.7", "bad_token", method="GET", path="/api/v1/outcomes")
+        assert captured == [
+            {
+                "event": "api_auth_rejected",
+                "peer": "192.0.2.7",
+                "reason": "bad_token",
+                "method": "GET",
+                "path": "/api/v1/outcomes",
+                "suppressed": 0,
+                "log_level": "warning",
+            }
+        ]

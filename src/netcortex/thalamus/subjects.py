@@ -14,6 +14,7 @@ as NATS does. Nobody parses subjects for data: events carry their raw target.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -24,6 +25,7 @@ from netcortex.errors import InvalidSubject
 __all__ = [
     "REFLEX",
     "SENSORY",
+    "bounded_part",
     "decode_token",
     "encode_token",
     "matches",
@@ -68,6 +70,37 @@ def encode_token(value: str) -> str:
     if value == "":
         return _EMPTY_TOKEN
     return _ESCAPE.sub(_escape_match, value)
+
+
+# What a shortened part keeps of its value; 48 characters encode to at most 432
+# (9 per character), so with "~" and 12 hex digits a shortened token is at most 445.
+_SHORT_PREFIX = 48
+_SHORT_TOKEN_MAX = _SHORT_PREFIX * 9 + 13
+
+
+def bounded_part(value: str, max_token: int) -> str:
+    """``value``, or a shortened stand-in when its token would exceed ``max_token`` characters.
+
+    A subject is at most 1024 characters and one escaped character can take 9
+    (``%E3%80%80``), so an over-long target part (a huge interface name) would
+    make an event unpublishable. Such a part becomes its first 48 characters, ``~``
+    and 12 hex digits of its SHA-256, so distinct values stay distinct tokens.
+    Surrogates (from JSON escapes) are hashed as they are.
+
+    Args:
+        value: the raw target part (not yet encoded).
+        max_token: the longest ``encode_token(value)`` kept as it is; at least 445,
+            the longest a shortened part can encode to.
+
+    Raises:
+        ValueError: ``max_token`` is below 445.
+    """
+    if max_token < _SHORT_TOKEN_MAX:
+        raise ValueError(f"max_token must be at least {_SHORT_TOKEN_MAX}")
+    if len(value) <= max_token // 9 or len(encode_token(value)) <= max_token:
+        return value
+    digest = hashlib.sha256(value.encode(errors="surrogatepass")).hexdigest()[:12]
+    return f"{value[:_SHORT_PREFIX]}~{digest}"
 
 
 def decode_token(token: str) -> str:

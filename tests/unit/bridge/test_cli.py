@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import structlog
 
 from netcortex import __version__
 from netcortex.bridge.cli import UsageError, main, parse_time, render_table
-from netcortex.config import StoreConfig
 from netcortex.contracts.events import Severity
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 from netcortex.testing import make_event
+from tests.unit.bridge._helpers import config_with_outcomes
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "netcortex.yaml"
@@ -30,16 +26,8 @@ DESIGN_FIELDS = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Commands configure logging for the process; put it back after each test."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+#: Commands configure logging for the process; ``restore_logging`` puts it back.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 class TestParseTime:
@@ -222,23 +210,21 @@ SAMPLES = [
 ]  # fmt: skip
 
 
+#: ``SAMPLES``' ages (recorded this long before the test runs).
+AGES = [timedelta(minutes=1), timedelta(minutes=5), timedelta(hours=3), timedelta(days=2)]
+
+
 @pytest.fixture
 def store_config(tmp_path: Path) -> Path:
-    """A config file whose SQLite store holds ``SAMPLES``."""
-    from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+    """A config file whose SQLite store holds ``SAMPLES``, aged relative to now.
 
-    db = tmp_path / "outcomes.db"
-
-    async def fill() -> None:
-        async with SqliteOutcomeStore(StoreConfig(sqlite_path=db)) as store:
-            for outcome in SAMPLES:
-                await store.record(outcome)
-            await store.flush()
-
-    asyncio.run(fill())
-    path = tmp_path / "netcortex.yaml"
-    path.write_text(f"store:\n  sqlite_path: {db}\n", encoding="utf-8")
-    return path
+    Re-stamped here, not at import: under a long parallel run the test may start
+    minutes after the module was imported, and ``--until 2m`` must still see the
+    1-minute-old sample as newer.
+    """
+    now = datetime.now(UTC)
+    fresh = [replace(o, recorded_at=now - age) for o, age in zip(SAMPLES, AGES, strict=True)]
+    return config_with_outcomes(tmp_path, fresh)
 
 
 def run_json(

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import structlog
 import yaml
 
 from netcortex.app import Engine
@@ -36,16 +34,8 @@ CONFIG_WINDOW = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Commands configure logging for the process; put it back after each test."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+#: Commands configure logging for the process; ``restore_logging`` puts it back.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

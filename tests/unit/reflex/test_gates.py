@@ -42,19 +42,9 @@ from netcortex.sensory.trap.ber import VarBind
 from netcortex.sensory.trap.decode import Notification
 from netcortex.testing import RecordingSink, make_event
 from netcortex.thalamus.memory import InMemoryEventBus
-from tests.conftest import shared_fixture
 
 WAIT = 10.0
 SW1 = "192.0.2.11"
-
-
-@pytest.fixture
-async def inventory() -> AsyncIterator[FileInventory]:
-    """The shared NetBox fixture inventory, loaded."""
-    inv = FileInventory(shared_fixture("netbox", "inventory.json"))
-    await inv.start()
-    yield inv
-    await inv.close()
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ the shared NetBox fixture and SqliteMaintenanceCalendar."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from structlog.testing import capture_logs
 
 from netcortex.contracts.codec import encode_event
@@ -27,18 +25,8 @@ from netcortex.reflex.registry import HandlerRegistry
 from netcortex.reflex.runner import ReflexRunner
 from netcortex.testing import RecordingSink, make_event
 from netcortex.thalamus.memory import InMemoryEventBus
-from tests.conftest import shared_fixture
 
 SW1 = "192.0.2.11"
-
-
-@pytest.fixture
-async def inventory() -> AsyncIterator[FileInventory]:
-    """The shared NetBox fixture inventory, loaded."""
-    inv = FileInventory(shared_fixture("netbox", "inventory.json"))
-    await inv.start()
-    yield inv
-    await inv.close()
 
 
 def link_event(event_class: str) -> SensoryEvent:

@@ -19,21 +19,12 @@ from netcortex.reflex.handlers.config_change import change_labels
 from netcortex.reflex.registry import builtin_registry
 from netcortex.testing import make_event
 from netcortex.thalamus.subjects import matches
-from tests.conftest import load_json_fixture
-
-SECRET = "fixture-shared-secret-0001"
+from tests.unit.sensory.webhook._helpers import PEER, SECRET, fixture_body
 
 
 def _body(name: str, **changes: Any) -> dict[str, Any]:
     """A fixture body as the receiver puts it in the payload (no sharedSecret)."""
-    body: dict[str, Any] = load_json_fixture("meraki", name)
-    body.pop("sharedSecret")
-    for key, value in changes.items():
-        if value is None:
-            body.pop(key, None)
-        else:
-            body[key] = value
-    return body
+    return fixture_body(name, **{"sharedSecret": None, **changes})
 
 
 def _event(event_class: str, body: dict[str, Any], device: str | None) -> Any:
@@ -41,7 +32,7 @@ def _event(event_class: str, body: dict[str, Any], device: str | None) -> Any:
         event_class,
         source="meraki.webhook",
         device=device,
-        agent="198.51.100.10",
+        agent=PEER,
         payload=body,
     )
 

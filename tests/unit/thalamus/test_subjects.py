@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from netcortex.errors import InvalidSubject
 from netcortex.thalamus.subjects import (
+    bounded_part,
     compile_patterns,
     decode_token,
     encode_token,
@@ -151,6 +154,50 @@ class TestBuilders:
             outcome_subject("link.down", "logged", "r1")
         with pytest.raises(InvalidSubject):
             outcome_subject("link_down", "logged")
+
+
+class TestBoundedPart:
+    @pytest.mark.parametrize("value", ["Gi1/0/3", "", "x" * 448, "\u3000" * 49])
+    def test_a_part_whose_token_fits_is_kept(self, value: str) -> None:
+        """A part whose encoded token is within the limit comes back unchanged."""
+        assert len(encode_token(value)) <= 448
+        assert bounded_part(value, 448) is value
+
+    def test_an_over_long_part_becomes_prefix_and_digest(self) -> None:
+        """Past the limit the part is its first 48 characters, ``~`` and a SHA-256 prefix."""
+        value = "x" * 449
+        digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+        assert bounded_part(value, 448) == f"{'x' * 48}~{digest}"
+        assert bounded_part(value, 449) is value
+
+    def test_escapes_count_towards_the_limit(self) -> None:
+        """A short part of characters that escape to 9 each is shortened too."""
+        value = "\u3000" * 60  # 60 characters, 540 once encoded
+        short = bounded_part(value, 512)
+        assert short.startswith("\u3000" * 48 + "~")
+        assert len(encode_token(short)) <= 512
+
+    def test_distinct_long_parts_stay_distinct(self) -> None:
+        """Two long parts sharing their first 48 characters get different stand-ins."""
+        a, b = "p" * 600 + "a", "p" * 600 + "b"
+        assert bounded_part(a, 448) != bounded_part(b, 448)
+
+    def test_lone_surrogates_are_hashed(self) -> None:
+        """A part with a lone surrogate (from a JSON escape) is shortened, not an error."""
+        value = "\ud800" * 500
+        digest = hashlib.sha256(value.encode(errors="surrogatepass")).hexdigest()[:12]
+        assert bounded_part(value, 448) == f"{chr(0xD800) * 48}~{digest}"
+
+    def test_a_limit_a_short_part_cannot_meet_is_refused(self) -> None:
+        """Below 445 characters a shortened part could still be too long: refused."""
+        assert bounded_part("x", 445) == "x"
+        with pytest.raises(ValueError, match="445"):
+            bounded_part("x", 444)
+
+    @given(st.text(max_size=700), st.integers(min_value=445, max_value=1024))
+    def test_the_token_always_fits(self, value: str, max_token: int) -> None:
+        """Whatever the part, its bounded form encodes to at most ``max_token`` characters."""
+        assert len(encode_token(bounded_part(value, max_token))) <= max_token
 
 
 def _reference_match(pattern: str, subject: str) -> bool:

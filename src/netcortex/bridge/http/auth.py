@@ -9,7 +9,7 @@ is never open by accident). Each refusal counts in
 most once per (peer, reason) per ``log_interval`` seconds. The token itself is
 never logged, echoed or put in an error body.
 
-May import: ``config``, ``metrics`` and FastAPI.
+May import: ``config``, ``logs``, ``metrics`` and FastAPI.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from netcortex.bridge.http.models import Error
 from netcortex.config import HttpConfig
+from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
 
 __all__ = ["AUTH_RESPONSES", "SOURCE", "bearer_auth"]
@@ -79,28 +80,20 @@ def bearer_auth(
     rejected = metrics.counter(
         "netcortex_rejected_total", "inputs rejected by a receiver", ["source", "reason"]
     )
-    last_logged: dict[tuple[str, str], tuple[float, int]] = {}
+    rejections = RejectionLog(
+        log,
+        "api_auth_rejected",
+        who_field="peer",
+        interval=log_interval,
+        new_pairs=None,
+        max_keys=_MAX_LOG_KEYS,
+        clock=clock,
+    )
 
     def refuse(request: Request, reason: str, status: int, detail: str) -> HTTPException:
         rejected.inc(source=SOURCE, reason=reason)
         peer = request.client.host if request.client else "unknown"
-        key = (peer, reason)
-        now = clock()
-        seen = last_logged.get(key)
-        if seen is None or now - seen[0] >= log_interval:
-            if len(last_logged) >= _MAX_LOG_KEYS:
-                last_logged.clear()
-            log.warning(
-                "api_auth_rejected",
-                reason=reason,
-                peer=peer,
-                method=request.method,
-                path=request.url.path,
-                suppressed=seen[1] if seen else 0,
-            )
-            last_logged[key] = (now, 0)
-        else:
-            last_logged[key] = (seen[0], seen[1] + 1)
+        rejections.reject(peer, reason, method=request.method, path=request.url.path)
         return HTTPException(status, detail, headers=_CHALLENGE if status == 401 else None)
 
     async def require_token(

@@ -13,7 +13,6 @@ Imports: stdlib, netcortex.contracts, netcortex.thalamus.subjects, sibling modul
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -23,7 +22,7 @@ from netcortex.contracts.events import SensoryEvent, new_event_id
 from netcortex.contracts.memory import SemanticMemory
 from netcortex.sensory.trap.ber import Value, VarBind
 from netcortex.sensory.trap.decode import Notification
-from netcortex.thalamus.subjects import encode_token, sensory_subject
+from netcortex.thalamus.subjects import bounded_part, sensory_subject
 
 __all__ = ["SOURCE", "TRAP_CLASSES", "TRAP_NAMES", "Normalizer", "normalize"]
 
@@ -129,18 +128,9 @@ def _subject(event_class: str, device: str, second: str | None) -> str:
     return sensory_subject(SOURCE, event_class, device, second)
 
 
-# A subject may be at most 1024 characters (thalamus.subjects); one escaped
-# character can take 9 (``%E3%80%80``), so an over-long interface name would make
-# the event unpublishable. Such a name is shortened, with a digest to stay unique.
+# A subject may be at most 1024 characters (thalamus.subjects); an interface name
+# whose token would be longer than this is shortened by ``bounded_part``.
 _MAX_TOKEN: Final = 512
-_SHORT_PREFIX: Final = 48
-
-
-def _bounded_part(value: str) -> str:
-    if len(value) <= _MAX_TOKEN // 9 or len(encode_token(value)) <= _MAX_TOKEN:
-        return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
-    return f"{value[:_SHORT_PREFIX]}~{digest}"
 
 
 def _text(raw: bytes) -> str | None:
@@ -323,7 +313,7 @@ class Normalizer:
         if event_class in _LINK_CLASSES:
             name = fields.get("if_name") or fields.get("if_descr")
             if isinstance(name, str) and name:
-                interface = _bounded_part(name)
+                interface = bounded_part(name, _MAX_TOKEN)
             elif "if_index" in fields:
                 interface = f"ifIndex={fields['if_index']}"
         if peer is None and isinstance(fields.get("bgp_remote_addr"), str):

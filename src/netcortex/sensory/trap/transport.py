@@ -19,7 +19,7 @@ spoofed, sources) one ``trap_rejected`` line per reason with ``agent="*"``
 carries the count — so a flood cannot flood the logs. The receiver never dies
 on input.
 
-Imports: stdlib, structlog, netcortex.config/contracts/errors/metrics, siblings.
+Imports: stdlib, structlog, netcortex.config/contracts/errors/logs/metrics, siblings.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from netcortex.contracts.codec import encode_event
 from netcortex.contracts.events import SensoryEvent
 from netcortex.contracts.memory import SemanticMemory
 from netcortex.errors import BusError, BusUnavailable, IngestError, PublishTimeout
+from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
+from netcortex.sensory._batch import take_batch
 from netcortex.sensory.trap.decode import TrapDecoder
 from netcortex.sensory.trap.normalize import SOURCE, Normalizer
 
@@ -49,7 +51,7 @@ __all__ = ["TrapReceiver", "read_udp_rcvbuf_errors"]
 
 log = structlog.get_logger(__name__)
 
-_LOG_KEYS_MAX: Final = 10_000  # bound on remembered (agent, reason) pairs
+_LOG_KEYS_MAX: Final = 10_000  # bound on remembered (agent, reason) pairs and sources
 _BATCH: Final = 32  # events a publisher takes per wake-up
 # Pauses before re-publishing an accepted event the bus refused (a NATS restart or
 # a full queue downstream). A retry is safe: the message id (event id) lets
@@ -137,12 +139,14 @@ class TrapReceiver:
         self._queue_size = queue_size
         self._publishers = publishers
         self._drain_timeout = drain_timeout
-        self._log_interval = log_interval
-        self._log_state: dict[tuple[str, str], list[float]] = {}
-        self._log_new_agents = log_new_agents
-        self._log_window_start = time.monotonic()
-        self._log_new_in_window = 0
-        self._log_overflow: dict[str, int] = {}  # reason -> lines not written (bounded)
+        self._rejections = RejectionLog(
+            log,
+            "trap_rejected",
+            who_field="agent",
+            interval=log_interval,
+            new_pairs=log_new_agents,
+            max_keys=_LOG_KEYS_MAX,
+        )
         self._queue: asyncio.Queue[SensoryEvent] | None = None
         self._in_hand = 0  # events publishers took off the queue and have not finished
         self._tasks: list[asyncio.Task[None]] = []
@@ -306,7 +310,7 @@ class TrapReceiver:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self._flush_log_overflow(time.monotonic())
+        self._rejections.flush()
         errors = self.refresh_kernel_stats()
         log.info(
             "trap_receiver_stopped",
@@ -382,43 +386,7 @@ class TrapReceiver:
 
     def _reject(self, agent: str, reason: str, detail: str) -> None:
         self._rejected.inc(source=SOURCE, reason=reason)
-        key = (agent, reason)
-        now = time.monotonic()
-        state = self._log_state.get(key)
-        if state is None:
-            if now - self._log_window_start >= self._log_interval:
-                self._flush_log_overflow(now)
-            if self._log_new_in_window >= self._log_new_agents:
-                self._log_overflow[reason] = self._log_overflow.get(reason, 0) + 1
-                return
-            self._log_new_in_window += 1
-            if len(self._log_state) >= _LOG_KEYS_MAX:
-                self._log_state.clear()
-            self._log_state[key] = [now, 0.0]
-            log.warning("trap_rejected", agent=agent, reason=reason, detail=detail, suppressed=0)
-        elif now - state[0] >= self._log_interval:
-            log.warning(
-                "trap_rejected", agent=agent, reason=reason, detail=detail, suppressed=int(state[1])
-            )
-            state[0], state[1] = now, 0.0
-        else:
-            state[1] += 1
-
-    def _flush_log_overflow(self, now: float) -> None:
-        # One line per reason for the rejections from senders past the per-interval
-        # budget of new (agent, reason) pairs; then a new interval starts.
-        for reason, count in self._log_overflow.items():
-            log.warning(
-                "trap_rejected",
-                agent="*",
-                reason=reason,
-                detail=f"more than {self._log_new_agents} new senders in "
-                f"{self._log_interval:g} s; their lines are summed here",
-                suppressed=count,
-            )
-        self._log_overflow.clear()
-        self._log_window_start = now
-        self._log_new_in_window = 0
+        self._rejections.reject(agent, reason, detail=detail)
 
     async def _publisher(self) -> None:
         # Each wake-up takes what is queued (up to _BATCH) so a burst costs one task
@@ -427,12 +395,7 @@ class TrapReceiver:
         queue = self._queue
         assert queue is not None
         while True:
-            batch = [await queue.get()]
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
+            batch = await take_batch(queue, _BATCH)
             self._in_hand += len(batch)
             for event in batch:
                 try:

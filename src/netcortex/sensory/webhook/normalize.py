@@ -51,7 +51,6 @@ Imports: stdlib, netcortex.config/contracts, netcortex.thalamus.subjects, siblin
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -63,7 +62,7 @@ from netcortex.config import MerakiConfig
 from netcortex.contracts.events import SensoryEvent, new_event_id
 from netcortex.contracts.memory import SemanticMemory
 from netcortex.sensory.webhook.schema import MerakiAlert
-from netcortex.thalamus.subjects import encode_token, sensory_subject
+from netcortex.thalamus.subjects import bounded_part, sensory_subject
 
 __all__ = [
     "ALERT_TEXT_RULES",
@@ -120,16 +119,8 @@ _UNKNOWN: Final = "unknown"
 # A subject is at most 1024 characters (thalamus.subjects) and one escaped
 # character can take 9 (``%E3%80%80``): two parts of at most 448 encoded
 # characters plus ``sensory.meraki.webhook.<class>.`` always fit. A longer part
-# is shortened, with a digest to stay distinct.
+# is shortened by ``bounded_part``, with a digest to stay distinct.
 _MAX_TOKEN: Final = 448
-_SHORT_PREFIX: Final = 48
-
-
-def _bounded_part(value: str) -> str:
-    if len(value) <= _MAX_TOKEN // 9 or len(encode_token(value)) <= _MAX_TOKEN:
-        return value
-    digest = hashlib.sha256(value.encode(errors="surrogatepass")).hexdigest()[:12]
-    return f"{value[:_SHORT_PREFIX]}~{digest}"
 
 
 @lru_cache(maxsize=16_384)
@@ -318,7 +309,7 @@ class MerakiNormalizer:
             parts = (network or _UNKNOWN, self._client(alert, device))
         else:
             parts = (device or network or _UNKNOWN,)
-        parts = tuple(_bounded_part(p) for p in parts)
+        parts = tuple(bounded_part(p, _MAX_TOKEN) for p in parts)
 
         return SensoryEvent(
             id=new_event_id(),
@@ -326,8 +317,8 @@ class MerakiNormalizer:
             event_class=event_class,
             source=SOURCE,
             target="|".join(parts),
-            device=None if device is None else _bounded_part(device),
-            interface=None if interface is None else _bounded_part(interface),
+            device=None if device is None else bounded_part(device, _MAX_TOKEN),
+            interface=None if interface is None else bounded_part(interface, _MAX_TOKEN),
             agent=agent,
             observed_at=alert.occurred_at or alert.sent_at,
             received_at=received_at,

@@ -49,7 +49,7 @@ pairs per 10 s — beyond that one ``peer="*"`` line per reason carries the
 count — so a flood cannot flood the logs. Secrets never reach a log line, an
 event, or a response: ``detail`` names fields and types, never values.
 
-Imports: stdlib, structlog, pydantic, netcortex.config/contracts/errors/metrics,
+Imports: stdlib, structlog, pydantic, netcortex.config/contracts/errors/logs/metrics,
 siblings.
 """
 
@@ -76,7 +76,9 @@ from netcortex.contracts.codec import encode_event
 from netcortex.contracts.events import SensoryEvent
 from netcortex.contracts.memory import SemanticMemory
 from netcortex.errors import BusError, BusUnavailable, InvalidSubject, PublishTimeout
+from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
+from netcortex.sensory._batch import take_batch
 from netcortex.sensory.webhook.auth import SharedSecretAuth
 from netcortex.sensory.webhook.normalize import SOURCE, MerakiNormalizer
 from netcortex.sensory.webhook.schema import MerakiAlert, validation_detail
@@ -230,10 +232,14 @@ class MerakiWebhookReceiver:
         self._seen: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (at, event id)
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._log_state: dict[tuple[str, str], list[float]] = {}
-        self._log_window_start = time.monotonic()
-        self._log_new_in_window = 0
-        self._log_overflow: dict[str, int] = {}  # reason -> lines not written
+        self._rejections = RejectionLog(
+            log,
+            "webhook_rejected",
+            who_field="peer",
+            interval=_LOG_INTERVAL,
+            new_pairs=_LOG_NEW_PEERS,
+            max_keys=_LOG_KEYS_MAX,
+        )
 
         reg = metrics if metrics is not None else Registry()
         self.metrics = reg
@@ -352,7 +358,7 @@ class MerakiWebhookReceiver:
                 event_class=pending.event.event_class,
                 subject=pending.event.subject,
             )
-        self._flush_log_overflow(time.monotonic())
+        self._rejections.flush()
         log.info(
             "webhook_receiver_stopped",
             received=int(self._received.value(source=SOURCE)),
@@ -591,53 +597,12 @@ class MerakiWebhookReceiver:
         headers: Mapping[str, str] | None = None,
     ) -> WebhookResponse:
         self._rejected.inc(source=SOURCE, reason=reason)
-        self._log_rejection(peer or "unknown", reason, detail)
+        self._rejections.reject(peer or "unknown", reason, detail=detail)
         return WebhookResponse(
             status,
             {"status": "rejected", "reason": reason, "detail": detail},
             dict(headers) if headers else {},
         )
-
-    def _log_rejection(self, peer: str, reason: str, detail: str) -> None:
-        key = (peer, reason)
-        now = time.monotonic()
-        state = self._log_state.get(key)
-        if state is None:
-            if now - self._log_window_start >= _LOG_INTERVAL:
-                self._flush_log_overflow(now)
-            if self._log_new_in_window >= _LOG_NEW_PEERS:
-                self._log_overflow[reason] = self._log_overflow.get(reason, 0) + 1
-                return
-            self._log_new_in_window += 1
-            if len(self._log_state) >= _LOG_KEYS_MAX:
-                self._log_state.clear()
-            self._log_state[key] = [now, 0.0]
-            log.warning("webhook_rejected", peer=peer, reason=reason, detail=detail, suppressed=0)
-        elif now - state[0] >= _LOG_INTERVAL:
-            log.warning(
-                "webhook_rejected",
-                peer=peer,
-                reason=reason,
-                detail=detail,
-                suppressed=int(state[1]),
-            )
-            state[0], state[1] = now, 0.0
-        else:
-            state[1] += 1
-
-    def _flush_log_overflow(self, now: float) -> None:
-        for reason, count in self._log_overflow.items():
-            log.warning(
-                "webhook_rejected",
-                peer="*",
-                reason=reason,
-                detail=f"more than {_LOG_NEW_PEERS} new senders in {_LOG_INTERVAL:g} s; "
-                "their lines are summed here",
-                suppressed=count,
-            )
-        self._log_overflow.clear()
-        self._log_window_start = now
-        self._log_new_in_window = 0
 
     # ------------------------------------------------------------------ publishing
 
@@ -647,12 +612,7 @@ class MerakiWebhookReceiver:
         # acks pipeline across them).
         queue = self._queue
         while True:
-            batch = [await queue.get()]
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
+            batch = await take_batch(queue, _BATCH)
             for pending in batch:
                 self._inflight[pending.event.id] = pending
             try:

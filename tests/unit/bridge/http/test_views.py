@@ -3,15 +3,11 @@ CLI spelling): messages name API parameters, windows are built with API field na
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import structlog
 
 from netcortex.bridge.cli import main
 from netcortex.bridge.views import (
@@ -24,12 +20,11 @@ from netcortex.bridge.views import (
     window_dict,
     window_rows,
 )
-from netcortex.config import StoreConfig
 from netcortex.contracts.events import Severity
 from netcortex.contracts.memory import OutcomeCursor
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
-from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.testing import make_event
+from tests.unit.bridge._helpers import config_with_outcomes
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -178,25 +173,14 @@ class TestBuildWindow:
         ]
 
 
+@pytest.mark.usefixtures("restore_logging")  # ``main`` configures logging for the process
 class TestCliSite:
     """``netcortex outcomes --site`` (the CLI side of the shared ``site`` filter)."""
-
-    @pytest.fixture(autouse=True)
-    def _restore_logging(self) -> Iterator[None]:
-        """``main`` configures logging for the process; put it back afterwards."""
-        saved = structlog.get_config()
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        yield
-        structlog.configure(**saved)
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
     def test_site_filters_the_cli_listing(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """``--site`` keeps the outcomes of that site only; an unknown site lists none."""
-        db = tmp_path / "o.db"
         made = [
             ReflexOutcome.for_event(
                 "link_down",
@@ -207,17 +191,8 @@ class TestCliSite:
             )
             for device, site in (("ms-west", "branch-west"), ("r1", "dc-north"))
         ]
-
-        async def fill() -> None:
-            async with SqliteOutcomeStore(StoreConfig(sqlite_path=db)) as store:
-                for outcome in made:
-                    await store.record(outcome)
-                await store.flush()
-
-        asyncio.run(fill())
+        config = config_with_outcomes(tmp_path, made)
         capsys.readouterr()  # the store's own log lines
-        config = tmp_path / "c.yaml"
-        config.write_text(f"store:\n  sqlite_path: {db}\n", encoding="utf-8")
         assert main(["outcomes", "-c", str(config), "--site", "branch-west", "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)
         assert [r["outcome_id"] for r in rows] == [made[0].outcome_id]

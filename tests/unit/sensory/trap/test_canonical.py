@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-
-import pytest
 
 from netcortex.memory.semantic import FileInventory
 from netcortex.sensory.trap import Normalizer
 from netcortex.sensory.trap.ber import VarBind
 from netcortex.sensory.trap.decode import Notification
-from tests.conftest import shared_fixture
-
-
-@pytest.fixture
-async def inventory() -> AsyncIterator[FileInventory]:
-    """The shared NetBox fixture inventory, loaded."""
-    inv = FileInventory(shared_fixture("netbox", "inventory.json"))
-    await inv.start()
-    yield inv
-    await inv.close()
 
 
 def _note(if_index: int, if_name: str | None) -> Notification:

@@ -1,4 +1,7 @@
-"""Fixtures for the webhook receiver tests: a real memory bus and the shared inventory."""
+"""Fixtures for the webhook receiver tests: a real memory bus.
+
+The shared inventory fixture (``inventory``) comes from ``tests/unit/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from netcortex.config import BusConfig
-from netcortex.memory.semantic import FileInventory
 from netcortex.thalamus import InMemoryEventBus
-from tests.conftest import shared_fixture
 
 
 @pytest.fixture
@@ -19,12 +20,3 @@ async def bus() -> AsyncIterator[InMemoryEventBus]:
     await bus.start()
     yield bus
     await bus.close()
-
-
-@pytest.fixture
-async def inventory() -> AsyncIterator[FileInventory]:
-    """The shared NetBox fixture inventory (mx-west/ms-west/mr-west with Meraki serials)."""
-    inv = FileInventory(shared_fixture("netbox", "inventory.json"))
-    await inv.start()
-    yield inv
-    await inv.close()
