@@ -261,7 +261,12 @@ class Engine:
                 webhook=self.webhook,
                 ready=lambda: self._ready,
             )
-            self.http = HttpServer(create_app(api), config.http)
+            self.http = HttpServer(
+                create_app(api),
+                config.http,
+                metrics=self.metrics,
+                trusted_proxies=config.http.trusted_proxies,
+            )
         self.bound_addresses: dict[str, tuple[str, int]] = {}
         self._lock = asyncio.Lock()
         self._ready = False

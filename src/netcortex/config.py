@@ -237,6 +237,25 @@ class HttpConfig(_Section):
     #: ``GET /api/v1/outcomes`` page size when ``limit`` is not given, and its maximum
     page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     max_page_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    #: reverse proxies (addresses or CIDR networks, or ``"*"`` for any) whose
+    #: ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed; empty = none (the
+    #: TCP peer is the client: nobody can spoof their address)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, v: list[str]) -> list[str]:
+        if "*" in v and len(v) > 1:
+            raise ValueError("'*' trusts every address; give it alone")
+        for item in v:
+            if item == "*":
+                continue
+            try:
+                # uvicorn wants networks in canonical form (no host bits set)
+                ipaddress.ip_network(item, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an address or CIDR network") from exc
+        return v
 
     @field_validator("api_token")
     @classmethod

@@ -10,8 +10,10 @@ run`` process is covered by ``test_webhooks.py`` / ``test_openapi.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -193,6 +195,27 @@ async def test_auth_none_wrong_right_and_public_health(tmp_path: Path) -> None:
             assert (await client.get(path)).status_code == 200, path
         assert rejected(engine, "http.api", "missing_token") == 4
         assert rejected(engine, "http.api", "bad_token") == 4
+
+
+async def test_authorization_header_variants(tmp_path: Path) -> None:
+    """The scheme is case-insensitive (RFC 7235); anything but the exact token after it
+    — another scheme, nothing, a prefix, the token twice — is a 401."""
+    cases = {
+        f"bearer {TOKEN}": 200,
+        f"BEARER {TOKEN}": 200,
+        f"Basic {TOKEN}": 401,
+        "Bearer": 401,
+        "": 401,
+        f"Bearer {TOKEN[:-1]}": 401,
+        f"Bearer {TOKEN}{TOKEN}": 401,
+        f"Bearer x{TOKEN}": 401,
+        f"Token {TOKEN}": 401,
+    }
+    async with running(tmp_path) as (_engine, client):
+        for header, status in cases.items():
+            response = await client.get("/api/v1/outcomes", headers={"Authorization": header})
+            assert response.status_code == status, header
+            assert TOKEN not in response.text
 
 
 async def test_no_token_configured_is_403(tmp_path: Path) -> None:
@@ -469,6 +492,69 @@ async def test_posted_window_suppresses_the_next_outcome(tmp_path: Path) -> None
         assert found["trace"]["window_id"] == "ms-now"
 
 
+async def test_window_fields_are_bounded(tmp_path: Path) -> None:
+    """Oversized window fields are a 422 naming the field, never echoed back whole (a
+    100 kB id used to come back in the message) nor stored and logged (a 500 kB target
+    or reason used to be)."""
+    base = {"id": "w", "scope": "device", "target": "ms-west", "start": "now", "duration": 60}
+    cases = [
+        ({"id": "a" * 100_000}, "id"),
+        ({"target": "t" * 500_000}, "target"),
+        ({"reason": "r" * 5_000}, "reason"),
+        ({"rrule": "FREQ=DAILY;" + "BYHOUR=1;" * 200}, "rrule"),
+        ({"duration": "1" * 100}, "duration"),
+    ]
+    with capture_logs() as logs:
+        async with running(tmp_path) as (engine, client):
+            for change, field in cases:
+                response = await client.post(
+                    "/api/v1/maintenance", json={**base, **change}, headers=AUTH
+                )
+                assert response.status_code == 422, field
+                assert [p.field for p in Problems.model_validate(response.json()).problems] == [
+                    field
+                ]
+                assert len(response.content) < 1000, field
+            assert {w.id for w in engine.calendar.windows()} == {"cfg-branch"}
+    assert len(json.dumps(logs, default=str)) < 100_000
+
+
+async def test_expensive_recurrences_are_refused_and_the_loop_stays_free(
+    tmp_path: Path,
+) -> None:
+    """Recurrences the calendar would evaluate slowly in the engine's loop are a 422 on
+    rrule; while one is being checked (on a worker thread, up to its time budget) the
+    server goes on answering. (INTERVAL=0, which hung the engine for good, is in the
+    unit tests: without the guard it would hang this process too.)"""
+    base = {"id": "w", "scope": "device", "target": "ms-west", "start": "now", "duration": 60}
+    async with running(tmp_path) as (engine, client):
+        for rule in ("FREQ=HOURLY;BYMINUTE=0,15,30,45", "FREQ=DAILY;COUNT=0"):
+            response = await client.post(
+                "/api/v1/maintenance", json={**base, "rrule": rule}, headers=AUTH
+            )
+            assert response.status_code == 422, rule
+            assert [p["field"] for p in response.json()["problems"]] == ["rrule"]
+
+        def probes() -> set[int | None]:
+            return {t.ident for t in threading.enumerate() if t.name == "rrule-probe"}
+
+        before = probes()
+        never = {**base, "rrule": "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"}  # no 30 February
+        posting = asyncio.create_task(client.post("/api/v1/maintenance", json=never, headers=AUTH))
+
+        async def probing() -> bool:
+            return bool(probes() - before)
+
+        await eventually(probing, "the rrule probe to run")
+        assert (await client.get("/api/v1/healthz")).status_code == 200
+        assert not posting.done()  # healthz was answered while the rule was being checked
+        response = await posting
+        assert response.status_code == 422
+        message = response.json()["problems"][0]["message"]
+        assert "ever match" in message or "no occurrence" in message  # budget, or horizon
+        assert {w.id for w in engine.calendar.windows()} == {"cfg-branch"}
+
+
 # ------------------------------------------------------------------------- webhook
 
 
@@ -522,6 +608,89 @@ async def test_webhook_bodies_over_the_cap_are_413(tmp_path: Path) -> None:
         assert api_body.status_code == 413
         assert "http.max_body_bytes" in api_body.json()["detail"]
         assert (await client.get("/api/v1/healthz")).status_code == 200
+
+
+async def test_an_oversized_upload_is_cut_off(tmp_path: Path) -> None:
+    """After a 413 the server drops at most a bounded part of the unread body, then
+    closes the connection (it used to read and drop all of it: the whole Content-Length
+    announced, or for as long as a chunked body flowed)."""
+    total = 64 * 1024 * 1024
+
+    async def upload(port: int, head: bytes) -> tuple[bytes, int]:
+        """Send ``head`` then zeros up to ``total``; the answer and the bytes sent."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def status_then_close() -> bytes:
+            status = await reader.readline()
+            with contextlib.suppress(ConnectionError):  # a reset is a close too
+                await reader.read()  # until the server closes
+            return status
+
+        answer = asyncio.create_task(asyncio.wait_for(status_then_close(), 10))
+        sent = 0
+        block = b"0" * 65536
+        try:
+            writer.write(head)
+            while sent < total and not answer.done():
+                writer.write(block)
+                await writer.drain()
+                sent += len(block)
+        except ConnectionError:
+            pass  # the server closed while we were still sending: what we want
+        finally:
+            try:
+                data = await answer
+            finally:
+                writer.close()
+        return data, sent
+
+    def head(path: str, token: bytes = b"") -> bytes:
+        auth = b"Authorization: Bearer " + token + b"\r\n" if token else b""
+        return (
+            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % total
+        )  # fmt: skip
+
+    async with running(tmp_path, http={"max_body_bytes": 4096}) as (engine, client):
+        port = engine.bound_addresses["http"][1]
+        for request in (head("/webhooks/meraki"), head("/api/v1/maintenance", TOKEN.encode())):
+            answer, sent = await upload(port, request)
+            assert answer.startswith(b"HTTP/1.1 413 "), answer[:60]
+            assert sent < total // 2
+        assert (await client.get("/api/v1/healthz")).status_code == 200
+        refused = engine.metrics.get("netcortex_http_refused_total")
+        assert refused is not None
+        assert refused.value(reason="discard_limit") == 2  # type: ignore[union-attr]
+
+
+async def test_webhook_peer_is_the_socket_peer(tmp_path: Path) -> None:
+    """X-Forwarded-For does not choose the peer the receiver logs and rate-limits by (no
+    proxy is trusted by default; uvicorn's default believed loopback clients)."""
+    with capture_logs() as logs:
+        async with running(tmp_path) as (_engine, client):
+            response = await client.post(
+                "/webhooks/meraki",
+                json=alert("settings_changed.json", sharedSecret="wrong"),
+                headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"},
+            )
+            assert response.status_code == 401
+    peers = {e["peer"] for e in logs if e["event"] == "webhook_rejected"}
+    assert peers == {"127.0.0.1"}
+
+
+async def test_a_trusted_proxy_names_the_client(tmp_path: Path) -> None:
+    """http.trusted_proxies: 127.0.0.1 (a reverse proxy on the same host) → the receiver
+    logs and rate-limits by the X-Forwarded-For client, not the proxy."""
+    with capture_logs() as logs:
+        async with running(tmp_path, http={"trusted_proxies": ["127.0.0.1"]}) as (_e, client):
+            response = await client.post(
+                "/webhooks/meraki",
+                json=alert("settings_changed.json", sharedSecret="wrong"),
+                headers={"X-Forwarded-For": "198.51.100.9", "X-Forwarded-Proto": "https"},
+            )
+            assert response.status_code == 401
+    peers = {e["peer"] for e in logs if e["event"] == "webhook_rejected"}
+    assert peers == {"198.51.100.9"}
 
 
 async def test_webhook_route_is_404_when_meraki_is_disabled(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ May import: ``contracts`` (vocabularies) and pydantic.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 __all__ = [
     "Check",
@@ -38,6 +38,13 @@ __all__ = [
 SeverityName = Literal["info", "warn", "high", "critical"]
 KindName = Literal["logged", "skipped", "suppressed", "errored"]
 ScopeName = Literal["device", "interface", "site", "role", "tag"]
+
+#: Longest window ``target`` accepted over HTTP (``device|interface`` of NetBox names).
+MAX_TARGET: Final = 256
+#: Longest window ``reason`` accepted over HTTP (it is logged and listed).
+MAX_REASON: Final = 1024
+#: Longest window ``rrule`` accepted over HTTP.
+MAX_RRULE: Final = 512
 
 
 def responses(
@@ -189,25 +196,43 @@ class WindowIn(BaseModel):
         },
     )
 
-    id: StrictStr = Field(description="letters, digits, '.', '_', '-' (1..64)")
+    id: StrictStr = Field(
+        min_length=1, max_length=64, description="letters, digits, '.', '_', '-' (1..64)"
+    )
     scope: ScopeName
     target: StrictStr = Field(
-        description="device name, ``device|interface``, site slug, role slug or tag slug"
+        max_length=MAX_TARGET,
+        description="device name, ``device|interface``, site slug, role slug or tag slug",
     )
     start: StrictStr = Field(
-        description="``now`` or ISO 8601; without an offset it is wall-clock time in ``timezone``"
+        max_length=64,
+        description="``now`` or ISO 8601; without an offset it is wall-clock time in ``timezone``",
     )
-    end: StrictStr | None = Field(default=None, description="exclusive end, same forms as start")
+    end: StrictStr | None = Field(
+        default=None, max_length=64, description="exclusive end, same forms as start"
+    )
     duration: StrictInt | StrictStr | None = Field(
         default=None,
         description="instead of end: seconds, or a span such as ``90m``, ``2h``, ``1h30m``, ``1d``",
     )
     rrule: StrictStr | None = Field(
         default=None,
-        description="RFC 5545 RRULE, e.g. ``FREQ=WEEKLY;BYDAY=SU`` (HOURLY or coarser)",
+        max_length=MAX_RRULE,
+        description="RFC 5545 RRULE, e.g. ``FREQ=WEEKLY;BYDAY=SU`` (HOURLY or coarser; it must "
+        "recur within 10 years, and at most 20000 times between start and now)",
     )
-    timezone: StrictStr = Field(default="UTC", description="IANA zone for naive times and rrule")
-    reason: StrictStr = ""
+    timezone: StrictStr = Field(
+        default="UTC", max_length=64, description="IANA zone for naive times and rrule"
+    )
+    reason: StrictStr = Field(default="", max_length=MAX_REASON)
+
+    @field_validator("duration")
+    @classmethod
+    def _short_duration(cls, v: int | str | None) -> int | str | None:
+        # A bound on the text form (Field(max_length) would rename the union's branch).
+        if isinstance(v, str) and len(v) > 64:
+            raise ValueError("at most 64 characters")
+        return v
 
 
 class WebhookAccepted(_Out):

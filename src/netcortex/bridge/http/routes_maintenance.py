@@ -9,11 +9,18 @@ cannot be replaced or deleted here (409). Changes go to the running engine's
 calendar, so they apply to the next event at once (and are stored durably for
 the CLI and a restart).
 
+Evaluating windows is CPU work that grows with a recurring window's history
+(``memory.semantic.maintenance.recurrence_problems`` bounds it for every
+new window: config windows at start, and ``add``): building, validating and
+listing run on a worker thread, so a slow rule never stalls the event loop that
+serves webhooks and reflexes.
+
 May import: ``bridge`` (views, http siblings), ``contracts``, FastAPI.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -74,7 +81,8 @@ def maintenance_router(ctx: ApiContext, auth: Callable[..., Awaitable[None]]) ->
             at = parse_time(active_at) if active_at else datetime.now(UTC)
         except UsageError as exc:
             raise HTTPException(400, f"active_at: {exc}") from None
-        return JSONResponse({"items": window_rows(calendar.windows(), config_ids, at)})
+        rows = await asyncio.to_thread(window_rows, calendar.windows(), config_ids, at)
+        return JSONResponse({"items": rows})
 
     @router.post(
         "/maintenance",
@@ -98,7 +106,8 @@ def maintenance_router(ctx: ApiContext, auth: Callable[..., Awaitable[None]]) ->
         if body.id in config_ids:
             raise config_owned(body.id, "change")
         try:
-            window = build_window(
+            window = await asyncio.to_thread(
+                build_window,
                 id=body.id,
                 scope=body.scope,
                 target=body.target,
@@ -120,7 +129,8 @@ def maintenance_router(ctx: ApiContext, auth: Callable[..., Awaitable[None]]) ->
             )
         replaced = any(w.id == window.id for w in calendar.windows())
         await calendar.add(window)  # logs maintenance_window_added
-        row = window_dict(window, "store", covers(window, datetime.now(UTC)))
+        active = await asyncio.to_thread(covers, window, datetime.now(UTC))
+        row = window_dict(window, "store", active)
         return JSONResponse(row, status_code=200 if replaced else 201)
 
     @router.delete(

@@ -4,8 +4,9 @@ The route is thin on purpose (the hot path: thousands of alerts a second): a
 plain ``Request``, no dependency injection, no body model. It reads the body
 from the ASGI stream under the ``http.max_body_bytes`` cap — a
 ``Content-Length`` over the cap is refused before reading a byte, a stream that
-crosses the cap (chunked, no length) stops being read there — and hands the
-bytes, three headers and the peer address to
+crosses the cap (chunked, no length) stops being read there (the server
+drops a bounded amount of the unread rest, then closes: ``server.py``) — and
+hands the bytes, three headers and the peer address to
 ``MerakiWebhookReceiver.ingest``, whose ``WebhookResponse`` it sends as is. The
 receiver authenticates (shared secret in the body or a bearer header), so no
 API token applies here. With ``meraki.enabled: false`` the route does not
