@@ -417,3 +417,99 @@ class TestIssue4Sections:
         for text in (repr(config), str(config), config.model_dump_json()):
             assert token not in text
             assert secret not in text
+
+
+class TestTrustedProxies:
+    @pytest.mark.parametrize("value", [["127.0.0.1"], ["10.0.0.0/8", "::1"], ["*"], []], ids=str)
+    def test_accepted(self, value: list[str]) -> None:
+        """Addresses, canonical networks, or '*' alone."""
+        config = Config.model_validate({"http": {"trusted_proxies": value}})
+        assert config.http.trusted_proxies == value
+
+    @pytest.mark.parametrize(
+        ("value", "needle"),
+        [
+            (["proxy.example.com"], "not an address or CIDR network"),
+            (["10.0.0.1/8"], "not an address or CIDR network"),
+            (["*", "10.0.0.1"], "give it alone"),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, value: list[str], needle: str) -> None:
+        """A name, a network with host bits, or '*' mixed with others is a config error."""
+        path = write(tmp_path, f"http: {{trusted_proxies: {json.dumps(value)}}}")
+        with pytest.raises(ConfigError, match=rf"http\.trusted_proxies: .*{needle}"):
+            load_config(path, environ={})
+
+
+class TestMaintenanceRecurrenceCost:
+    """``maintenance.windows`` whose RRULE the calendar would evaluate slowly (in the
+    engine's event loop) are refused when the config is checked, like any other problem."""
+
+    #: (rrule, start, problem key under maintenance.windows.<i>, words in the message)
+    ABUSIVE = (
+        # INTERVAL/COUNT below 1: the calendar's cheap rule check (INTERVAL=0 hung the engine)
+        ("FREQ=DAILY;INTERVAL=0", "2026-02-01T02:00:00Z", "", "INTERVAL=0"),
+        ("FREQ=DAILY;COUNT=0", "2026-02-01T02:00:00Z", "", "COUNT=0"),
+        ("FREQ=DAILY;COUNT=-1", "2026-02-01T02:00:00Z", "", "COUNT=-1"),
+        # recurrence_problems: 17 million past occurrences, sub-hourly, never matching
+        ("FREQ=HOURLY", "0001-01-01T00:00:00Z", ".start", "occurrences"),
+        ("FREQ=HOURLY;BYMINUTE=0,1,2", "2026-02-01T02:00:00Z", ".rrule", "less than an hour"),
+        ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30", "2026-02-01T02:00:00Z", ".rrule",
+         "ever match|no occurrence"),
+        ("FREQ=YEARLY;INTERVAL=50", "2025-01-01T02:00:00Z", ".rrule", "no occurrence"),
+    )  # fmt: skip
+
+    def config_file(self, tmp_path: Path) -> Path:
+        """A config file: one ordinary weekly window, then one window per abusive rule."""
+        lines = [
+            "maintenance:",
+            "  windows:",
+            "    - {id: sundays, scope: site, target: north, start: '2026-01-04T02:00:00',"
+            " duration: 3600, rrule: 'FREQ=WEEKLY;BYDAY=SU', timezone: Europe/Amsterdam}",
+        ]
+        for i, (rrule, start, _, _) in enumerate(self.ABUSIVE):
+            lines.append(
+                f"    - {{id: bad{i}, scope: device, target: r1, start: '{start}',"
+                f" duration: 60, rrule: '{rrule}'}}"
+            )
+        return write(tmp_path, "\n".join(lines) + "\n")
+
+    @pytest.mark.timeout(30)  # an unguarded INTERVAL=0 would hang: fail instead
+    def test_each_abusive_rule_is_a_config_error_naming_its_key(self, tmp_path: Path) -> None:
+        """One ConfigError names every abusive window by its key (and the file); the
+        ordinary weekly window is not among them."""
+        import re
+        from datetime import UTC, datetime
+
+        from netcortex.memory.semantic.maintenance import config_windows
+
+        path = self.config_file(tmp_path)
+        config = load_config(path, environ={})  # the file itself is well-formed
+        with pytest.raises(ConfigError) as info:
+            config_windows(
+                config.maintenance, config.source, now=datetime(2026, 3, 1, 12, tzinfo=UTC)
+            )
+        problems = info.value.problems
+        assert {origin for origin, _, _ in problems} == {str(path)}
+        want = [
+            f"maintenance.windows.{i + 1}{key}" for i, (_, _, key, _) in enumerate(self.ABUSIVE)
+        ]
+        assert [key for _, key, _ in problems] == want
+        for (_, _, _, words), (_, key, message) in zip(self.ABUSIVE, problems, strict=True):
+            assert re.search(words, message), (key, message)
+        assert "maintenance.windows.0" not in str(info.value)
+
+    @pytest.mark.timeout(30)
+    @pytest.mark.usefixtures("restore_logging")  # ``main`` configures logging for the process
+    def test_check_config_refuses_them(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``netcortex check-config`` exits 2 and names each abusive window's key."""
+        from netcortex.bridge.cli import main
+
+        path = self.config_file(tmp_path)
+        assert main(["check-config", str(path)]) == 2
+        err = capsys.readouterr().err
+        for i in range(1, len(self.ABUSIVE) + 1):
+            assert f"{path}: maintenance.windows.{i}" in err
+        assert "maintenance.windows.0" not in err

@@ -9,7 +9,8 @@ window fields; this module holds that logic once, so the two edges cannot drift:
   the window's zone), ``parse_duration`` (``3600``, ``90m``, ``2h``, ``1h30m``);
 * ``outcome_query``: filter values → ``OutcomeQuery``;
 * ``build_window``: window fields → a validated ``MaintenanceWindow`` (every
-  problem at once, through the calendar's own ``window_problems``);
+  problem at once, through the calendar's own ``window_problems``, then its
+  ``recurrence_problems``: a recurring window must be cheap to evaluate);
 * ``window_dict`` / ``window_rows``: the JSON shape of a window as ``maintenance
   list --json`` prints it and the API answers it (with ``source`` and ``active``).
 
@@ -325,7 +326,7 @@ def build_window(
     Raises:
         WindowProblems: every problem, each message naming the field as ``names`` says.
     """
-    from netcortex.memory.semantic.maintenance import window_problems
+    from netcortex.memory.semantic.maintenance import recurrence_problems, window_problems
 
     problems: list[tuple[str, str]] = []
     begin: datetime | None = None
@@ -387,7 +388,7 @@ def build_window(
         timezone=timezone,
         reason=reason,
     )
-    found = window_problems(window)
+    found = window_problems(window) or recurrence_problems(window, now=now)
     if found:
         raise WindowProblems([(f, f"invalid {names.get(f, f)}: {m}") for f, m in found])
     return window

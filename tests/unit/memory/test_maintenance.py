@@ -9,8 +9,10 @@ durably and read back after a reopen.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +30,11 @@ from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import ConfigError, StoreError
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic.maintenance import (
+    PROBE_BUDGET,
     SqliteMaintenanceCalendar,
+    recurrence_problems,
     validate_window,
+    window_problems,
     windows_from_config,
 )
 from netcortex.metrics import Registry
@@ -484,3 +489,147 @@ def test_bounds_are_compared_as_instants_across_a_fold(tmp_path: Path) -> None:
     cal = SqliteMaintenanceCalendar(tmp_path / "nc.db", windows=[window])
     assert cal.active(datetime(2025, 10, 26, 1, 9, 59, tzinfo=UTC), device="sw1") is not None
     assert cal.active(datetime(2025, 10, 26, 1, 10, tzinfo=UTC), device="sw1") is None
+
+
+# ------------------------------------------------------------------ recurrence cost
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+NEVER = "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"  # February 30th: dateutil walks to year 9999
+
+
+@pytest.mark.timeout(30)  # an unguarded INTERVAL=0 hangs evaluation: fail instead
+@pytest.mark.parametrize(
+    ("rrule", "words"),
+    [
+        ("FREQ=DAILY;INTERVAL=0", "INTERVAL=0"),
+        ("FREQ=WEEKLY;INTERVAL=-2", "INTERVAL=-2"),
+        ("RRULE:FREQ=DAILY;interval=0", "INTERVAL=0"),
+        ("FREQ=DAILY;INTERVAL=1;INTERVAL=0", "INTERVAL=0"),  # the last counts, as in dateutil
+        ("FREQ=DAILY;COUNT=0", "COUNT=0"),
+        ("FREQ=DAILY;COUNT=-1", "COUNT=-1"),
+    ],
+)
+def test_interval_and_count_below_one_are_invalid_rules(rrule: str, words: str) -> None:
+    """The cheap rule check every path runs (``window_problems``, ``validate_window``,
+    compiling a window) refuses INTERVAL/COUNT below 1, without evaluating the rule."""
+    window = _window(rrule=rrule)
+    problems = window_problems(window)
+    assert [f for f, _ in problems] == ["rrule"]
+    assert words in problems[0][1]
+    with pytest.raises(ValueError, match=words):
+        validate_window(window)
+    with pytest.raises(ValueError, match=words):
+        SqliteMaintenanceCalendar(Path("unused.db"), windows=[window])
+
+
+@pytest.mark.timeout(30)
+async def test_stored_row_with_interval_zero_is_skipped_not_evaluated(tmp_path: Path) -> None:
+    """A stored row edited to INTERVAL=0 is skipped with a warning at load; lookups answer."""
+    path = tmp_path / "nc.db"
+    async with SqliteMaintenanceCalendar(path) as cal:
+        await cal.add(_window("daily", rrule="FREQ=DAILY"))
+        await cal.add(_window("other", target="sw2", rrule="FREQ=DAILY"))
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE maintenance_windows SET rrule = 'FREQ=DAILY;INTERVAL=0' WHERE id = 'daily'"
+        )
+    with capture_logs() as logs:
+        async with SqliteMaintenanceCalendar(path) as cal:
+            assert [w.id for w in cal.windows()] == ["other"]
+            assert cal.active(T0 + timedelta(days=3), device="sw1") is None
+            assert cal.active(T0 + timedelta(days=3), device="sw2") is not None
+    (warned,) = [e for e in logs if e["event"] == "maintenance_window_invalid"]
+    assert warned["window_id"] == "daily"
+    assert "INTERVAL=0" in warned["error"]
+
+
+@pytest.mark.parametrize(
+    ("rrule", "start", "field", "words"),
+    [
+        ("FREQ=HOURLY;BYMINUTE=0,1,2", T0, "rrule", "less than an hour apart"),
+        ("FREQ=HOURLY", datetime(1, 1, 1, tzinfo=UTC), "start", "occurrences"),
+        ("FREQ=YEARLY;INTERVAL=50", T0, "rrule", "no occurrence within 10 years"),
+        (NEVER, T0, "rrule", "ever match|no occurrence"),
+    ],
+)
+async def test_add_refuses_rules_expensive_to_evaluate(
+    tmp_path: Path,
+    calendar: SqliteMaintenanceCalendar,
+    rrule: str,
+    start: datetime,
+    field: str,
+    words: str,
+) -> None:
+    """``add`` runs ``recurrence_problems``: a ``ValueError`` naming the field, nothing stored."""
+    window = _window(rrule=rrule, start=start, end=start + timedelta(minutes=30))
+    assert window_problems(window) == []  # valid as a rule: only the cost check refuses it
+    with pytest.raises(ValueError, match=words) as info:
+        await calendar.add(window)
+    assert f"invalid maintenance window 'w1': {field}:" in str(info.value)
+    assert calendar.windows() == []
+    with sqlite3.connect(tmp_path / "nc.db") as conn:  # the fixture's file: nothing written
+        assert conn.execute("SELECT count(*) FROM maintenance_windows").fetchone()[0] == 0
+
+
+async def test_add_probes_the_rule_off_the_event_loop(calendar: SqliteMaintenanceCalendar) -> None:
+    """The probe runs on a worker thread: ``add``'s first step returns to the loop with
+    the probe still pending (run inline, the add would be over after that step)."""
+    task = asyncio.create_task(calendar.add(_window(rrule="FREQ=HOURLY;BYMINUTE=0,30")))
+    await asyncio.sleep(0)  # the add task takes its first step
+    assert not task.done()
+    with pytest.raises(ValueError, match="less than an hour apart"):
+        await task
+
+
+async def test_add_accepts_ordinary_recurring_windows(calendar: SqliteMaintenanceCalendar) -> None:
+    """Everyday rules pass the cost check and are stored (a one-off window is not probed)."""
+    weekly = _window("weekly", rrule="FREQ=WEEKLY;BYDAY=SU")
+    hourly = _window("hourly", target="sw2", start=T0, end=T0 + timedelta(minutes=10),
+                     rrule="FREQ=HOURLY;UNTIL=20250602T000000Z")  # fmt: skip
+    await calendar.add(weekly)
+    await calendar.add(hourly)
+    await calendar.add(_window("once", target="sw3"))
+    assert {w.id for w in calendar.windows()} == {"weekly", "hourly", "once"}
+
+
+def test_the_cost_probe_stays_out_of_validation(tmp_path: Path) -> None:
+    """``window_problems`` (every reload, every compiled window) does not probe: a rule
+    that never matches or is sub-hourly through BYMINUTE is a valid *rule*, refused only
+    by ``recurrence_problems`` where windows come in."""
+    for rrule in (NEVER, "FREQ=HOURLY;BYMINUTE=0,1,2"):
+        window = _window(start=NOW, end=NOW + timedelta(hours=1), rrule=rrule)
+        assert window_problems(window) == []
+        SqliteMaintenanceCalendar(tmp_path / "nc.db", windows=[window])  # compiles, unprobed
+    # ... while the probe refuses it (NEVER: see the time-budget test below)
+    assert [f for f, _ in recurrence_problems(window, now=NOW)] == ["rrule"]
+
+
+def test_a_rule_never_matching_is_refused_by_the_time_budget() -> None:
+    """dateutil cannot be stopped while it looks for a match that never comes (it walks
+    to year 9999): the walk gets ``budget`` seconds, then the rule is refused."""
+    never = _window(start=NOW, end=NOW + timedelta(hours=1), rrule=NEVER)
+    t0 = time.perf_counter()
+    problems = recurrence_problems(never, now=NOW, budget=0.05)
+    assert time.perf_counter() - t0 < 1.0
+    assert [f for f, _ in problems] == ["rrule"]
+    assert "does it ever match" in problems[0][1]
+
+
+@pytest.mark.parametrize(
+    ("rrule", "start"),
+    [
+        (None, NOW - timedelta(days=3650)),  # one-off: nothing to walk
+        ("FREQ=WEEKLY;BYDAY=SU", datetime(2019, 1, 6, 2, tzinfo=UTC)),
+        ("FREQ=DAILY;UNTIL=20260101T000000Z", datetime(2025, 1, 1, 2, tzinfo=UTC)),  # over
+        ("FREQ=DAILY;COUNT=3", datetime(2020, 1, 1, 2, tzinfo=UTC)),  # exhausted long ago
+        ("FREQ=HOURLY", NOW),
+        ("FREQ=DAILY;BYHOUR=1,2,3", NOW),  # exactly an hour apart
+        ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29", datetime(2024, 2, 29, tzinfo=UTC)),  # leap days
+    ],
+)
+def test_recurrence_problems_pass_ordinary_windows(rrule: str | None, start: datetime) -> None:
+    """Real maintenance windows have no recurrence problems, well within the budget."""
+    window = _window(start=start, end=start + timedelta(minutes=30), rrule=rrule)
+    t0 = time.perf_counter()
+    assert recurrence_problems(window, now=NOW) == []
+    assert time.perf_counter() - t0 < PROBE_BUDGET

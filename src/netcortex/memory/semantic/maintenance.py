@@ -31,7 +31,15 @@ Window semantics (issue 3, item 4):
   - ``DTSTART`` comes from ``start`` and may not appear in the rule; only one
     ``RRULE`` line (no ``RDATE``/``EXDATE``); ``FREQ`` must be ``HOURLY`` or
     coarser (maintenance is not a per-minute affair, and sub-hour rules would
-    make occurrence tables large).
+    make occurrence tables large); ``INTERVAL`` and ``COUNT`` are 1 or more
+    (``INTERVAL=0`` repeats the start forever).
+  - **Cost.** ``recurrence_problems`` refuses rules that would stall the event
+    loop while the calendar evaluates them: occurrences less than an hour apart
+    (``BYMINUTE`` lists), more than ``MAX_PAST_REPETITIONS`` of them before now,
+    or none within ``RECURRENCE_HORIZON`` (a rule that never matches makes
+    dateutil walk to year 9999). It probes the rule on a thread for up to
+    ``PROBE_BUDGET`` s, so it runs where windows come in (``config_windows``,
+    ``add``, the CLI/API edge), never in ``validate_window`` (every reload).
 
 * **Scopes.** A window matches an event when its scope names the event's device,
   interface (``device|interface``), site, role or one of its tags. The caller
@@ -80,6 +88,7 @@ import asyncio
 import bisect
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +96,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
@@ -102,8 +111,12 @@ from netcortex.errors import ConfigError, StoreError
 from netcortex.metrics import Registry
 
 __all__ = [
+    "MAX_PAST_REPETITIONS",
+    "PROBE_BUDGET",
+    "RECURRENCE_HORIZON",
     "SqliteMaintenanceCalendar",
     "config_windows",
+    "recurrence_problems",
     "validate_window",
     "window_problems",
     "windows_from_config",
@@ -123,6 +136,35 @@ _SAFE: Final = timedelta(hours=1)
 _BUSY_TIMEOUT_S: Final = 5.0
 #: Default seconds between two checks for windows changed by another connection.
 _RELOAD_INTERVAL_S: Final = 1.0
+
+#: Most occurrences (or, for rules that skip, repetitions of FREQ x INTERVAL) a
+#: recurring window may have between its start and now: the calendar walks them
+#: all (in the engine's event loop) the first time it evaluates the window.
+MAX_PAST_REPETITIONS: Final = 20_000
+#: A recurring window must have an occurrence this soon (unless its rule ends first):
+#: looking for the next occurrence of a rule that never matches (``BYMONTHDAY=30``
+#: in February) walks every day until year 9999, seconds of a blocked loop.
+RECURRENCE_HORIZON: Final = timedelta(days=3653)
+#: Longest the occurrence walk of ``recurrence_problems`` may take (seconds).
+PROBE_BUDGET: Final = 1.0
+#: Occurrences closer together than this make the window sub-hourly (the calendar's
+#: "FREQ=HOURLY or coarser", also through BYMINUTE / BYSECOND lists).
+_MIN_GAP: Final = timedelta(hours=1)
+#: Occurrences after now whose spacing is checked.
+_AHEAD: Final = 64
+#: The length of one repetition of each FREQ, at least (what ``rrule`` steps by).
+_FREQ_STEP: Final = {
+    "YEARLY": timedelta(days=365),
+    "MONTHLY": timedelta(days=28),
+    "WEEKLY": timedelta(days=7),
+    "DAILY": timedelta(days=1),
+    "HOURLY": timedelta(hours=1),
+}
+_RULE_PART: Final = re.compile(r"([A-Za-z]+)=([^;]*)")
+_TOO_FAR_BACK: Final = (
+    f"more than {MAX_PAST_REPETITIONS} occurrences of the rule lie between start and now; "
+    "give a recent occurrence as start"
+)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS maintenance_windows (
@@ -169,7 +211,7 @@ def _parse_rule(text: str, start: datetime, zone: ZoneInfo) -> rrule:
 
     Raises:
         ValueError: not one valid RRULE, or it names DTSTART, or it repeats faster
-            than hourly.
+            than hourly, or its INTERVAL or COUNT is below 1.
     """
     body = text.strip()
     if "\n" in body or "\r" in body:
@@ -199,6 +241,17 @@ def _parse_rule(text: str, start: datetime, zone: ZoneInfo) -> rrule:
         raise ValueError(f"rrule {text!r} must be a single RRULE")  # noqa: TRY004 - a bad value
     if _FREQ_RE.search(body) is not None:
         raise ValueError(f"rrule {text!r} repeats faster than hourly (FREQ=HOURLY or coarser)")
+    # As parsed (the last of repeated parts wins, as in dateutil): INTERVAL=0 repeats
+    # the start forever (iterating the rule never ends), COUNT=0 or less never occurs.
+    interval: int = getattr(rule, "_interval", 1)
+    count: int | None = getattr(rule, "_count", None)
+    if interval < 1:
+        raise ValueError(
+            f"rrule {text!r} has INTERVAL={interval}: it must be 1 or more "
+            "(0 would repeat the start forever)"
+        )
+    if count is not None and count < 1:
+        raise ValueError(f"rrule {text!r} has COUNT={count}: it must be 1 or more")
     return rule
 
 
@@ -266,6 +319,126 @@ def validate_window(window: MaintenanceWindow) -> None:
         raise ValueError(f"invalid maintenance window {window.id!r}: {detail}")
 
 
+# ------------------------------------------------------------------ recurrence cost
+
+
+def recurrence_problems(
+    window: MaintenanceWindow, *, now: datetime | None = None, budget: float = PROBE_BUDGET
+) -> list[tuple[str, str]]:
+    """What would make a valid recurring ``window`` expensive for the calendar.
+
+    The calendar grows a table of occurrence starts from the window's start and
+    looks for the next one after every lookup time, in the engine's event loop,
+    so rules that would block it or fill its memory are refused here (for the API
+    and the CLI alike):
+
+    * ``INTERVAL`` or ``COUNT`` below 1 (``INTERVAL=0`` repeats the start forever:
+      the calendar's table grows without end and the engine hangs);
+    * more than ``MAX_PAST_REPETITIONS`` repetitions between start and now
+      (``FREQ=HOURLY`` from year 1: 17 million occurrences, half a minute);
+    * occurrences less than an hour apart (``FREQ=HOURLY;BYMINUTE=0,1,2`` is
+      per-minute: the calendar's "hourly or coarser", dodged);
+    * no occurrence after now within ``RECURRENCE_HORIZON`` while the rule has not
+      ended, or none found within ``budget`` seconds: a rule that never matches
+      (``BYMONTH=2;BYMONTHDAY=30``) makes python-dateutil walk every day up to
+      year 9999, seconds each time the calendar looks for the next occurrence.
+
+    The walk runs on a daemon thread for at most ``budget`` seconds (a rule that
+    never matches cannot be stopped inside dateutil; that thread ends by itself
+    at year 9999, a few seconds later). Ordinary rules take milliseconds.
+
+    Callers: ``config_windows`` (config-file windows, at start),
+    ``SqliteMaintenanceCalendar.add`` (on a worker thread) and the CLI/API edge
+    (``bridge.views.build_window``). Not ``validate_window``: that runs on every
+    reload and for every compiled window, and this costs a thread and milliseconds.
+
+    Args:
+        window: a window ``window_problems`` found nothing wrong with.
+        now: the reference time (default: the current time).
+        budget: seconds the walk may take before the rule is refused as too slow.
+
+    Returns:
+        ``("rrule" or "start", message)`` pairs; empty when the window is fine or
+        not recurring.
+    """
+    if window.rrule is None:
+        return []
+    body = window.rrule.strip()
+    if body.upper().startswith("RRULE:"):
+        body = body[len("RRULE:") :]
+    parts = {k.upper(): v.strip() for k, v in _RULE_PART.findall(body)}
+    problems: list[tuple[str, str]] = []
+    for key in ("INTERVAL", "COUNT"):
+        value = parts.get(key)
+        if value is not None and (not value.isdigit() or int(value) < 1):
+            problems.append(("rrule", f"{key}={value} must be a whole number of 1 or more"))
+    if problems:
+        return problems
+    current = (now or datetime.now(UTC)).astimezone(UTC)
+    step = _FREQ_STEP.get(parts.get("FREQ", "").upper())
+    interval = int(parts.get("INTERVAL", "1"))
+    if step is not None and (current - window.start) / (step * interval) > MAX_PAST_REPETITIONS:
+        return [("start", _TOO_FAR_BACK)]
+    count = int(parts["COUNT"]) if "COUNT" in parts else None
+    found: list[list[tuple[str, str]]] = []
+
+    def walk() -> None:
+        try:
+            found.append(_walk_occurrences(window, current, count))
+        except (ValueError, OverflowError, TypeError) as exc:  # dateutil failing late
+            found.append([("rrule", f"cannot be evaluated ({type(exc).__name__}: {exc})")])
+
+    worker = threading.Thread(target=walk, name="rrule-probe", daemon=True)
+    worker.start()
+    worker.join(budget)
+    if not found:
+        return [
+            (
+                "rrule",
+                f"finding its occurrences takes longer than {budget:g} s (does it ever match?)",
+            )
+        ]
+    return found[0]
+
+
+def _walk_occurrences(
+    window: MaintenanceWindow, now: datetime, count: int | None
+) -> list[tuple[str, str]]:
+    """``recurrence_problems``' walk over the occurrences (see there)."""
+    zone = _zone(window.timezone)
+    # The calendar's own parser: the same rule, the same UNTIL rules.
+    rule = _parse_rule(cast(str, window.rrule), window.start, zone)
+    own_until: datetime | None = getattr(rule, "_until", None)  # dateutil keeps it there
+    local_now = now.astimezone(zone).replace(tzinfo=None)
+    cap = (max(now, window.start) + RECURRENCE_HORIZON).astimezone(zone).replace(tzinfo=None)
+    # The same occurrences, but no further than cap (where the rule matches at all).
+    probe = rule.replace(count=None, until=min(own_until, cap) if own_until else cap)
+    ahead = 0
+    previous: datetime | None = None
+    for seen, occurrence in enumerate(probe, start=1):
+        if previous is not None and occurrence - previous < _MIN_GAP:
+            return [
+                (
+                    "rrule",
+                    f"occurrences {previous:%Y-%m-%dT%H:%M:%S} and {occurrence:%H:%M:%S} are "
+                    "less than an hour apart (repeat hourly or coarser)",
+                )
+            ]
+        previous = occurrence
+        if count is not None and seen >= count:
+            return []  # the rule ends here
+        if occurrence > local_now:
+            ahead += 1
+            if ahead >= _AHEAD:
+                return []
+        elif seen > MAX_PAST_REPETITIONS:
+            return [("start", _TOO_FAR_BACK)]
+    if ahead == 0 and not (own_until is not None and own_until <= cap):
+        years = RECURRENCE_HORIZON.days // 365
+        return [("rrule", f"the rule has no occurrence within {years} years of now")]
+    return []
+
+
 # ------------------------------------------------------------------ config
 
 
@@ -290,10 +463,13 @@ def _build(
     entries: Iterable[tuple[int, MaintenanceWindowConfig]],
     source: str,
     problems: list[tuple[str, str, str]],
+    now: datetime | None,
 ) -> list[MaintenanceWindow]:
-    """Windows of the valid ``entries``; adds one problem per refused window or duplicate id."""
+    """Windows of the valid ``entries``; adds one problem per refused window or duplicate id,
+    and one per ``recurrence_problems`` finding (``maintenance.windows.<i>.<field>``)."""
     out: list[MaintenanceWindow] = []
     seen: dict[str, int] = {}
+    current = now or datetime.now(UTC)  # one reference time for every window
     for i, item in entries:
         key = f"maintenance.windows.{i}"
         try:
@@ -307,6 +483,10 @@ def _build(
             )
             continue
         seen[window.id] = i
+        costly = recurrence_problems(window, now=current)
+        if costly:
+            problems.extend((source, f"{key}.{field}", message) for field, message in costly)
+            continue
         out.append(window)
     if problems:
         lines = "\n".join(f"  {o}: {k}: {m}" for o, k, m in problems)
@@ -315,10 +495,16 @@ def _build(
 
 
 def windows_from_config(
-    items: Sequence[Mapping[str, Any]], *, source: str = "<config>"
+    items: Sequence[Mapping[str, Any]],
+    *,
+    source: str = "<config>",
+    now: datetime | None = None,
 ) -> list[MaintenanceWindow]:
     """Build windows from raw ``maintenance.windows`` entries (``config.MaintenanceWindowConfig``
     shape); report every problem at once.
+
+    Recurring windows must also pass ``recurrence_problems`` (evaluated at ``now``,
+    default the current time), as in ``config_windows``.
 
     Raises:
         ConfigError: one ``(source, "maintenance.windows.<i>[.<key>]", message)`` per
@@ -337,21 +523,26 @@ def windows_from_config(
                     msg = "unknown key"
                 key = f"maintenance.windows.{i}"
                 problems.append((source, f"{key}.{loc}" if loc else key, msg))
-    return _build(valid, source, problems)
+    return _build(valid, source, problems, now)
 
 
-def config_windows(config: MaintenanceConfig, source: str = "<config>") -> list[MaintenanceWindow]:
+def config_windows(
+    config: MaintenanceConfig, source: str = "<config>", *, now: datetime | None = None
+) -> list[MaintenanceWindow]:
     """The ``maintenance.windows`` of a loaded ``Config`` as contract values.
 
-    Used by the engine and by ``netcortex maintenance``, so both see the same
-    config windows. Naive ``start``/``end`` are wall-clock time in the window's
-    ``timezone``; ``duration`` is absolute elapsed time (a 4 h window is 4 h long
-    on a DST day too), as for recurring occurrences.
+    Used by the engine, ``netcortex check-config`` and ``netcortex maintenance``,
+    so all see the same config windows. Naive ``start``/``end`` are wall-clock
+    time in the window's ``timezone``; ``duration`` is absolute elapsed time (a
+    4 h window is 4 h long on a DST day too), as for recurring occurrences.
+    Recurring windows must pass ``recurrence_problems`` at ``now`` (default the
+    current time): a rule the calendar would evaluate slowly stops the start.
 
     Raises:
-        ConfigError: one problem per refused window or duplicate id, all at once.
+        ConfigError: one problem per refused window or duplicate id, all at once;
+            ``recurrence_problems`` findings as ``maintenance.windows.<i>.<field>``.
     """
-    return _build(enumerate(config.windows), source, [])
+    return _build(enumerate(config.windows), source, [], now)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -777,12 +968,21 @@ class SqliteMaintenanceCalendar:
     async def add(self, window: MaintenanceWindow) -> None:
         """Store ``window`` durably (replacing a stored window with its id), then index it.
 
+        A recurring window must also pass ``recurrence_problems`` (run on a worker
+        thread: the probe may take up to ``PROBE_BUDGET`` seconds).
+
         Raises:
-            ValueError: the window is invalid (every problem named).
+            ValueError: the window is invalid, or its rule would be expensive to
+                evaluate (every problem named).
             StoreError: the calendar is not open, the id belongs to a config window,
                 or the write failed (the index is then unchanged).
         """
         entry = _Entry(window, config_owned=False)
+        if window.rrule is not None:
+            costly = await asyncio.to_thread(recurrence_problems, window)
+            if costly:
+                detail = "; ".join(f"{f}: {m}" for f, m in costly)
+                raise ValueError(f"invalid maintenance window {window.id!r}: {detail}")
         async with self._lock:
             existing = self._entries.get(window.id)
             if existing is not None and existing.config_owned:

@@ -4,6 +4,8 @@ CLI spelling): messages name API parameters, windows are built with API field na
 from __future__ import annotations
 
 import json
+import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from netcortex.bridge.views import (
     UsageError,
     WindowProblems,
     build_window,
+    covers,
     outcome_query,
     window_dict,
     window_rows,
@@ -23,6 +26,7 @@ from netcortex.bridge.views import (
 from netcortex.contracts.events import Severity
 from netcortex.contracts.memory import OutcomeCursor
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
+from netcortex.memory.semantic.maintenance import PROBE_BUDGET
 from netcortex.testing import make_event
 from tests.unit.bridge._helpers import config_with_outcomes
 
@@ -171,6 +175,96 @@ class TestBuildWindow:
             ("a", "config", True),
             ("b", "store", False),
         ]
+
+
+class TestRecurrenceCost:
+    """Rules the calendar would evaluate slowly (in the engine's loop) are refused up front.
+
+    Without the guard the API stored them and the engine stalled (INTERVAL=0 hung it
+    for good). INTERVAL/COUNT below 1 are refused by the calendar's cheap rule check
+    (``window_problems``); the rest by its ``recurrence_problems`` (tested on its own
+    in tests/unit/memory/test_maintenance.py).
+    """
+
+    @staticmethod
+    def build(rrule: str, start: str = "now", **fields: str) -> Exception | None:
+        """build_window with ``rrule`` (1 h windows, device ms-west); the error, if any."""
+        try:
+            build_window(
+                id="r",
+                scope="device",
+                target="ms-west",
+                start=start,
+                duration=fields.pop("duration", "1h"),
+                rrule=rrule,
+                names=API_WINDOW_NAMES,
+                now=NOW,
+                **fields,
+            )
+        except WindowProblems as exc:
+            return exc
+        return None
+
+    @pytest.mark.parametrize(
+        ("rrule", "start", "field", "words"),
+        [
+            # the same instant forever: the calendar's table grows until memory runs out
+            ("FREQ=DAILY;INTERVAL=0", "now", "rrule", "INTERVAL=0"),
+            ("FREQ=DAILY;COUNT=0", "now", "rrule", "COUNT=0"),
+            ("FREQ=DAILY;COUNT=-1", "now", "rrule", "COUNT=-1"),
+            # "hourly or coarser", dodged with BYMINUTE / BYSECOND lists
+            ("FREQ=HOURLY;BYMINUTE=0,1,2", "now", "rrule", "less than an hour apart"),
+            ("FREQ=DAILY;BYHOUR=3;BYSECOND=0,30", "now", "rrule", "less than an hour apart"),
+            # 17 million hourly occurrences to walk on the first lookup (~35 s, ~1 GB)
+            ("FREQ=HOURLY", "0001-01-01T00:00:00", "start", "occurrences"),
+            ("FREQ=DAILY;BYHOUR=0,2,4,6,8,10,12,14,16,18,20,22", "2020-01-01T00:00:00",
+             "start", "occurrences"),
+            # never matches: the next-occurrence search walks to year 9999 (~5 s a lookup)
+            # (refused by the time budget, or — on a fast machine — by the horizon)
+            ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30", "now", "rrule", "ever match|no occurrence"),
+            ("FREQ=HOURLY;BYYEARDAY=366;BYMONTHDAY=1", "now", "rrule",
+             "ever match|no occurrence"),
+            # matches, but not within ten years
+            ("FREQ=YEARLY;INTERVAL=50", "2025-01-01T00:00:00", "rrule", "no occurrence"),
+        ],
+    )  # fmt: skip
+    @pytest.mark.timeout(30)  # INTERVAL=0 would hang an unguarded evaluation: fail, never hang
+    def test_expensive_rules_are_refused_quickly(
+        self, rrule: str, start: str, field: str, words: str
+    ) -> None:
+        """Each is refused, on the named field, and the check itself takes no time."""
+        t0 = time.perf_counter()
+        error = self.build(rrule, start, duration="60")
+        elapsed = time.perf_counter() - t0
+        assert isinstance(error, WindowProblems), rrule
+        assert [(f, bool(re.search(words, m))) for f, m in error.problems] == [(field, True)], (
+            error.problems
+        )
+        assert elapsed < PROBE_BUDGET + 1.0
+
+    @pytest.mark.parametrize(
+        ("rrule", "start"),
+        [
+            ("FREQ=WEEKLY;BYDAY=SU", "2019-01-06T02:00:00"),
+            ("FREQ=DAILY;UNTIL=20260101T000000Z", "2025-01-01T02:00:00"),  # over: fine
+            ("FREQ=DAILY;COUNT=3", "2020-01-01T02:00:00"),  # exhausted long ago: fine
+            ("FREQ=HOURLY", "now"),
+            ("FREQ=DAILY;BYHOUR=1,2,3", "now"),  # exactly an hour apart
+            ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29", "2024-02-29T00:00:00"),  # leap days
+            ("FREQ=MONTHLY;BYDAY=1SA", "2000-01-01T00:00:00"),
+        ],
+    )
+    def test_ordinary_rules_pass_and_evaluate_fast(self, rrule: str, start: str) -> None:
+        """Real maintenance rules are accepted, and the calendar answers for them at once."""
+        assert self.build(rrule, start, duration="30m") is None
+        window = build_window(
+            id="r", scope="device", target="ms-west", start=start, duration="30m",
+            rrule=rrule, now=NOW,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        covers(window, NOW)
+        covers(window, NOW + timedelta(days=400))
+        assert time.perf_counter() - t0 < 1.0
 
 
 @pytest.mark.usefixtures("restore_logging")  # ``main`` configures logging for the process
