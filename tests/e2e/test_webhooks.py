@@ -223,6 +223,16 @@ def _big_body() -> bytes:
     return _body_bytes(padding="x" * (ONE_MIB + 10))
 
 
+def _growing_body() -> bytes:
+    """A valid alert of ~300 kB whose event is over 1 MiB: JSON numbers grow when the
+    event is encoded (``1e15`` → ``1000000000000000.0``), so the bus could not carry
+    it. Refused up front rather than accepted (202) and then lost at publish."""
+    raw = _body_bytes(samples="@@")
+    grown = raw.replace(b'"@@"', b"[" + b",".join([b"1e15"] * 60_000) + b"]")
+    assert len(grown) < ONE_MIB // 2
+    return grown
+
+
 class Rejection(NamedTuple):
     """One refused request: its body, content type, extra headers and the answer."""
 
@@ -249,6 +259,7 @@ REJECTIONS: dict[str, Rejection] = {
         "bad_secret",
     ),
     "body_over_1mib": Rejection(_big_body, "application/json", {}, 413, "too_large"),
+    "event_over_bus_limit": Rejection(_growing_body, "application/json", {}, 413, "too_large"),
     "invalid_json": Rejection(
         lambda: b'{"sharedSecret": "' + MERAKI_SECRET.encode() + b'", "alertId": ',
         "application/json", {}, 400, "malformed",
@@ -415,6 +426,46 @@ def test_unknown_alert_type_is_accepted_as_other(memory_webhook_engine: EnginePr
         time.sleep(0.05)
 
 
+#: Valid but hostile alerts: each must be accepted (202) and become an outcome.
+HOSTILE: dict[str, tuple[str, dict[str, Any]]] = {
+    "occurred_far_future": (
+        "security_rogue_ap", {"occurredAt": "9999-12-31T23:59:59.999999Z"}
+    ),
+    "occurred_year_one": ("security_rogue_ap", {"occurredAt": "0001-01-01T00:00:00+00:00"}),
+    "subject_characters": (
+        "security_ids_alert",
+        {"deviceName": "a.b>*%", "alertData": {"clientMac": "*.>", "srcIp": "::1"}},
+    ),
+    "port_num_negative_text": (
+        "port_switch_port_disconnected",
+        {"deviceSerial": "", "deviceName": "sw.\u3000>", "alertData": {"portNum": "-1"}},
+    ),
+    "no_device_no_network": (
+        "device_aps_went_down",
+        {"deviceSerial": "", "deviceName": "", "networkName": "", "networkId": ""},
+    ),
+}  # fmt: skip
+
+
+@MEMORY_GROUP
+def test_hostile_but_valid_alerts_become_outcomes(memory_webhook_engine: EngineProcess) -> None:
+    """Far-off dates, subject metacharacters, odd port numbers, no device and no
+    network: each alert is accepted and reaches the outcome store (no 500, no
+    publish or store failure down the line)."""
+    engine = memory_webhook_engine
+    event_ids = {}
+    for name, (fixture, changes) in HOSTILE.items():
+        # A fresh network name per case and run: no dedup window links them.
+        changes = {"networkName": f"Hostile {name} {unique_id()}", **changes}
+        resp = engine.post_webhook(meraki_alert(fixture, alertId=unique_id(), **changes))
+        assert resp.status_code == 202, (name, resp.text)
+        event_ids[name] = resp.json()["event_id"]
+    wanted = set(event_ids.values())
+    found = engine.wait_for_api_outcomes(lambda o: o["event_id"] in wanted, count=len(wanted))
+    assert {o["event_id"] for o in found} == wanted
+    assert all(o["kind"] != "errored" for o in found), found
+
+
 @MEMORY_GROUP
 def test_secrets_never_in_logs_outcomes_or_metrics(memory_webhook_engine: EngineProcess) -> None:
     """After accepted, rejected (wrong secret, wrong bearer) and API traffic, no
@@ -427,9 +478,20 @@ def test_secrets_never_in_logs_outcomes_or_metrics(memory_webhook_engine: Engine
     assert ok.status_code == 202, ok.text
     bad = engine.post_webhook(meraki_alert("settings_changed", sharedSecret=MERAKI_SECRET + "x"))
     assert bad.status_code == 401
+    # A custom payload template echoing the secret elsewhere: a nested sharedSecret,
+    # and alertData.message, which the security handler echoes into the outcome.
+    echo = meraki_alert("security_malware_detected", alertId=unique_id())
+    echo.update(networkName="Branch Echo", templateEcho=MERAKI_SECRET)
+    echo["alertData"] = dict(echo["alertData"], sharedSecret=MERAKI_SECRET, message=MERAKI_SECRET)
+    echoed = engine.post_webhook(echo)
+    assert echoed.status_code == 202, echoed.text
     denied = engine.api("GET", "/api/v1/outcomes", headers={"Authorization": "Bearer nope"})
     assert denied.status_code == 401
     engine.wait_for_api_outcomes(lambda o: o["event_id"] == ok.json()["event_id"])
+    (echo_outcome,) = engine.wait_for_api_outcomes(
+        lambda o: o["event_id"] == echoed.json()["event_id"]
+    )
+    assert echo_outcome["details"]["alertData.message"] == "**********"  # echoed, redacted
     engine.wait_for_log("webhook_rejected", reason="bad_secret")
 
     assert engine.api_token is not None

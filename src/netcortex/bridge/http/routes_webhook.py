@@ -48,7 +48,11 @@ WEBHOOK_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     400: {**_REJECTED, "description": "malformed (not JSON) or stale (sentAt outside the window)"},
     401: {**_REJECTED, "description": "wrong or missing sharedSecret / bearer token"},
     403: {**_REJECTED, "description": "meraki.shared_secret is not configured (fail closed)"},
-    413: {**_REJECTED, "description": "body larger than http.max_body_bytes"},
+    413: {
+        **_REJECTED,
+        "description": "body larger than http.max_body_bytes, or its event larger than the bus "
+        "carries (max_event_bytes, under NATS' 1 MiB max_payload)",
+    },
     415: {**_REJECTED, "description": "Content-Type is not JSON"},
     422: {**_REJECTED, "description": "JSON that is not a valid Meraki alert"},
     500: {**_REJECTED, "description": "a bug in the receiver (logged); Meraki retries"},

@@ -41,7 +41,12 @@ uplink, named as the inventory names it (``Internet 1`` or ``WAN 1``), else
   the device → ``unknown``; ``SensoryEvent.device`` is still the device.
 
 **Payload**: the body as received without ``sharedSecret`` (top level, as
-``reflex.handlers.security_webhook`` reads it), plus ``classified_by``; link
+``reflex.handlers.security_webhook`` reads it) and with the secret scrubbed
+everywhere else too (see ``scrub_secret``: a ``sharedSecret`` key at any depth
+is dropped, a text holding ``meraki.shared_secret`` becomes ``REDACTED``, so a
+custom payload template that echoes the secret in another field does not put
+it on the bus; a target part holding it is ``REDACTED`` as well), plus
+``classified_by``; link
 events add ``if_name``, and ``port_num``/``status``/``prev_status`` (ports) or
 ``active_uplink`` (uplinks); with semantic memory, ``inventory`` says whether the
 device was found (``device``) or not (``unknown``).
@@ -67,9 +72,11 @@ from netcortex.thalamus.subjects import bounded_part, sensory_subject
 __all__ = [
     "ALERT_TEXT_RULES",
     "ALERT_TYPE_CLASSES",
+    "REDACTED",
     "SOURCE",
     "UPLINK_ALERT_TYPES",
     "MerakiNormalizer",
+    "scrub_secret",
 ]
 
 #: ``SensoryEvent.source`` of every Meraki webhook event.
@@ -109,6 +116,11 @@ ALERT_TEXT_RULES: Final[tuple[tuple[str, str], ...]] = (
     (r"came up|back online|started reporting", "device_up"),
     (r"settings changed|configuration changed", "config_change"),
 )
+
+#: What a payload text holding the shared secret becomes.
+REDACTED: Final = "**********"
+#: ``sharedSecret`` folded: a key equal to it is dropped at any depth.
+_SECRET_KEY_FOLDED: Final = "sharedsecret"  # noqa: S105 - a field name, not a secret
 
 _LINK_CLASSES: Final = frozenset({"link_down", "link_up"})
 #: Inventory names tried, in order, for an MX's primary uplink; the fallback name.
@@ -151,6 +163,38 @@ def _host(address: str) -> str:
     return address
 
 
+def scrub_secret(value: Any, secret: str) -> Any:
+    """``value`` (decoded JSON) without the shared secret: a copy when something changed.
+
+    A mapping key ``sharedSecret`` (any case, any depth) is dropped; a text that
+    contains ``secret`` (a value, or a key) becomes ``REDACTED``. Anything that
+    holds no secret is returned as is (the same object), so a clean body costs a
+    walk and no copies. Recursive: the receiver admits 32 levels at most.
+    """
+    if isinstance(value, str):
+        return REDACTED if secret in value else value
+    if not isinstance(value, dict | list):
+        return value
+    changed = False
+    if isinstance(value, dict):
+        out_d: dict[Any, Any] = {}
+        for k, v in value.items():
+            if isinstance(k, str) and k.lower() == _SECRET_KEY_FOLDED:
+                changed = True
+                continue
+            key = REDACTED if isinstance(k, str) and secret in k else k
+            new = scrub_secret(v, secret)
+            changed = changed or key is not k or new is not v
+            out_d[key] = new
+        return out_d if changed else value
+    out_l = []
+    for v in value:
+        new = scrub_secret(v, secret)
+        changed = changed or new is not v
+        out_l.append(new)
+    return out_l if changed else value
+
+
 class MerakiNormalizer:
     """Classifies Meraki alerts and builds their ``SensoryEvent`` (pure CPU, no I/O).
 
@@ -172,6 +216,8 @@ class MerakiNormalizer:
             for pattern, event_class in ALERT_TEXT_RULES
         )
         self._memory = memory
+        secret = config.shared_secret
+        self._secret = secret.get_secret_value() if secret is not None else None
 
     def classify(
         self, alert_type_id: str | None, alert_type: str | None, alert_data: Mapping[str, Any]
@@ -295,6 +341,9 @@ class MerakiNormalizer:
         device, known = self._device(alert)
         network = alert.network_name or alert.network_id
         payload = alert.body
+        if self._secret is not None:
+            # ``body`` is a fresh top-level copy: scrubbed or not, it is ours to extend.
+            payload = scrub_secret(payload, self._secret)
         payload["classified_by"] = rule
         if self._memory is not None:
             payload["inventory"] = "device" if known else _UNKNOWN
@@ -309,6 +358,15 @@ class MerakiNormalizer:
             parts = (network or _UNKNOWN, self._client(alert, device))
         else:
             parts = (device or network or _UNKNOWN,)
+        secret = self._secret
+        if secret is not None and any(secret in p for p in (*parts, device or "", interface or "")):
+            # A template that names a device (or a client ...) with the secret: the
+            # subject and target go to logs, outcomes and the 202 body.
+            parts = tuple(REDACTED if secret in p else p for p in parts)
+            if device is not None and secret in device:
+                device = REDACTED
+            if interface is not None and secret in interface:
+                interface = REDACTED
         parts = tuple(bounded_part(p, _MAX_TOKEN) for p in parts)
 
         return SensoryEvent(

@@ -20,14 +20,23 @@ checks run in this order, each refusal counted in
    ``stale`` (0 turns this off);
 8. seen within ``meraki.idempotency_window_seconds`` → 200 ``duplicate`` with the
    first delivery's event id (``netcortex_webhook_duplicates_total``);
-9. the publish queue is full → 503 ``overloaded`` (``Retry-After: 1``; Meraki
-   retries, so an alert is never accepted and then lost);
-10. otherwise → 202 ``accepted`` with the event id, class and subject.
+9. the event built from the alert (``encode_event``) is larger than
+   ``max_event_bytes`` → 413 ``too_large``: the bus could never carry it (NATS
+   refuses a message over its ``max_payload``, 1 MiB by default, headers
+   included), so it is refused now rather than accepted and lost. JSON
+   re-encoding can grow a body (``1e15`` becomes ``1000000000000000.0``), so a
+   body under ``http.max_body_bytes`` can still be refused here;
+10. the publish queue is full, or its events already hold ``max_queued_bytes``
+   → 503 ``overloaded`` (``Retry-After: 1``; Meraki retries, so an alert is
+   never accepted and then lost);
+11. otherwise → 202 ``accepted`` with the event id, class and subject.
 
 A bug in the receiver answers 500 ``internal_error`` (logged, never raised).
 
-Idempotency key: ``organizationId:alertId``, or — without an ``alertId`` — the
-SHA-256 of the canonical JSON body without ``sentAt`` and ``sharedSecret``. A
+Idempotency key: the SHA-256 of ``[organizationId, alertId]`` (as JSON, so no
+two pairs collide and a huge ``alertId`` costs a fixed 32 bytes), or — without
+an ``alertId`` — of the canonical JSON body without ``sentAt`` and
+``sharedSecret``. A
 key is remembered only once its alert is accepted, so a 503'd alert is
 accepted when Meraki retries it. At most ``meraki.idempotency_max_keys`` keys
 are kept (oldest forgotten first).
@@ -80,7 +89,7 @@ from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
 from netcortex.sensory._batch import take_batch
 from netcortex.sensory.webhook.auth import SharedSecretAuth
-from netcortex.sensory.webhook.normalize import SOURCE, MerakiNormalizer
+from netcortex.sensory.webhook.normalize import REDACTED, SOURCE, MerakiNormalizer
 from netcortex.sensory.webhook.schema import MerakiAlert, validation_detail
 
 __all__ = ["SOURCE", "MerakiWebhookReceiver", "WebhookResponse"]
@@ -97,6 +106,16 @@ _LOG_INTERVAL: Final = 10.0  # seconds between webhook_rejected lines per (peer,
 _LOG_NEW_PEERS: Final = 100  # new (peer, reason) pairs that start logging per interval
 _LOG_KEYS_MAX: Final = 10_000  # bound on remembered (peer, reason) pairs
 _RETRY_AFTER: Final = {"Retry-After": "1"}
+#: Largest encoded event accepted: NATS' default ``max_payload`` (1 MiB) counts
+#: the headers (``Nats-Msg-Id``) too, and a message over it makes the server drop
+#: the connection; 16 KiB of room is ample for the headers.
+MAX_EVENT_BYTES: Final = 1024 * 1024 - 16 * 1024
+#: Most encoded bytes waiting to be published (beyond it: 503 ``overloaded``), so
+#: ``queue_size`` big alerts cannot hold gigabytes. Ordinary alerts (~1.5 KB)
+#: fill ``queue_size`` long before this.
+MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
+#: Longest ``alertId`` written to a log line (Meraki's are 18 digits).
+_LOG_ID_CHARS: Final = 64
 #: Deepest JSON nesting accepted (Meraki bodies are 4 deep). Deeper documents are
 #: refused: re-encoding or decoding them further down a call stack (the bus, the
 #: runner) could exceed the interpreter's recursion limit.
@@ -135,7 +154,7 @@ class _Pending:
     event: SensoryEvent
     data: bytes
     received_at: float  # time.time() seconds, for the publish latency
-    alert_id: str | None
+    alert_id: str | None  # as logged: bounded, never the secret (``_loggable``)
 
 
 class _Rejected(Exception):
@@ -172,10 +191,29 @@ def _too_deep(obj: object) -> bool:
     return False
 
 
-def _canonical_digest(obj: Mapping[str, Any]) -> str:
+def _canonical_digest(obj: Mapping[str, Any]) -> bytes:
     rest = {k: v for k, v in obj.items() if k not in ("sentAt", "sharedSecret")}
     text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
+    return b"b" + hashlib.sha256(text.encode("ascii")).digest()
+
+
+def _loggable(alert_id: str | None, secret: bytes) -> str | None:
+    """``alertId`` fit for a log line: at most ``_LOG_ID_CHARS`` characters, never the secret."""
+    if alert_id is None:
+        return None
+    if secret and secret in alert_id.encode("utf-8", "surrogatepass"):
+        return REDACTED
+    if len(alert_id) > _LOG_ID_CHARS:
+        return alert_id[: _LOG_ID_CHARS - 1] + "…"
+    return alert_id
+
+
+def _alert_key(organization_id: str, alert_id: str) -> bytes:
+    # JSON of the pair: ("1:2", "3") and ("1", "2:3") stay apart; the digest keeps
+    # the key 33 bytes however long the ids are. "a"/"b" prefixes keep the two
+    # kinds of key apart too.
+    text = json.dumps([organization_id, alert_id], ensure_ascii=True)
+    return b"a" + hashlib.sha256(text.encode("ascii")).digest()
 
 
 class MerakiWebhookReceiver:
@@ -190,11 +228,14 @@ class MerakiWebhookReceiver:
             ``MerakiNormalizer``); started and closed by its owner.
         publishers: concurrent publisher tasks.
         drain_timeout: how long ``close`` waits for accepted alerts to publish.
+        max_event_bytes: largest encoded event accepted (413 beyond); keep it
+            under the bus's message limit (NATS ``max_payload`` less headers).
+        max_queued_bytes: most encoded bytes waiting to be published (503 beyond).
         clock: ``time.time``-like wall clock (seconds): the replay window,
             idempotency window and publish latency are measured with it.
 
     Raises:
-        ValueError: ``publishers`` < 1 or ``drain_timeout`` < 0.
+        ValueError: ``publishers`` < 1, ``drain_timeout`` < 0, or a byte limit < 1.
     """
 
     source: str = SOURCE
@@ -208,16 +249,26 @@ class MerakiWebhookReceiver:
         memory: SemanticMemory | None = None,
         publishers: int = 8,
         drain_timeout: float = 10.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if publishers < 1:
             raise ValueError("publishers must be at least 1")
         if not drain_timeout >= 0:
             raise ValueError("drain_timeout must be >= 0 seconds")
+        if max_event_bytes < 1 or max_queued_bytes < 1:
+            raise ValueError("max_event_bytes and max_queued_bytes must be at least 1")
+        self._max_event_bytes = max_event_bytes
+        self._max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0  # encoded bytes queued or being published
         self._config = config
         self._bus = bus
         secret = config.shared_secret
         self._auth = SharedSecretAuth(secret) if secret is not None else None
+        self._secret_bytes = (
+            secret.get_secret_value().encode("utf-8", "surrogatepass") if secret else b""
+        )
         self._normalizer = MerakiNormalizer(config, memory)
         self._replay_window = config.replay_window_seconds
         self._idem_window = config.idempotency_window_seconds
@@ -229,7 +280,7 @@ class MerakiWebhookReceiver:
         # so alerts accepted before start() are published once it runs.
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=config.queue_size)
         self._inflight: dict[str, _Pending] = {}  # taken by a publisher, not yet done
-        self._seen: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (at, event id)
+        self._seen: OrderedDict[bytes, tuple[float, str]] = OrderedDict()  # key -> (at, event id)
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._rejections = RejectionLog(
@@ -486,14 +537,19 @@ class MerakiWebhookReceiver:
                 )
 
         key = (
-            f"{alert.organization_id}:{alert.alert_id}"
+            _alert_key(alert.organization_id, alert.alert_id)
             if alert.alert_id
             else _canonical_digest(obj)
         )
         first = self._seen_within_window(key, now)
         if first is not None:
             self._duplicates.inc()
-            log.debug("webhook_duplicate", alert_id=alert.alert_id, event_id=first, peer=peer)
+            log.debug(
+                "webhook_duplicate",
+                alert_id=_loggable(alert.alert_id, self._secret_bytes),
+                event_id=first,
+                peer=peer,
+            )
             return WebhookResponse(200, {"status": "duplicate", "event_id": first})
 
         try:
@@ -511,15 +567,27 @@ class MerakiWebhookReceiver:
                 400, "malformed", "body contains unpaired UTF-16 surrogate escapes"
             ) from None
 
+        size = len(data)
+        if size > self._max_event_bytes:
+            raise _Rejected(
+                413,
+                "too_large",
+                f"the event built from this alert is {size} bytes; "
+                f"the bus carries at most {self._max_event_bytes}",
+            )
+        if self._queued_bytes + size > self._max_queued_bytes and self._queued_bytes:
+            raise _Rejected(503, "overloaded", "publish queue full; retry later")
+        alert_id = _loggable(alert.alert_id, self._secret_bytes)
         try:
-            self._queue.put_nowait(_Pending(event, data, now, alert.alert_id))
+            self._queue.put_nowait(_Pending(event, data, now, alert_id))
         except asyncio.QueueFull:
             raise _Rejected(503, "overloaded", "publish queue full; retry later") from None
+        self._queued_bytes += size
         self._remember(key, event.id, now)
         self._accepted.inc(event_class=event.event_class)
         log.debug(
             "webhook_accepted",
-            alert_id=alert.alert_id,
+            alert_id=alert_id,
             event_id=event.id,
             event_class=event.event_class,
             subject=event.subject,
@@ -563,7 +631,7 @@ class MerakiWebhookReceiver:
 
     # ------------------------------------------------------------------ idempotency
 
-    def _seen_within_window(self, key: str, now: float) -> str | None:
+    def _seen_within_window(self, key: bytes, now: float) -> str | None:
         """The first delivery's event id when ``key`` was accepted within the window."""
         entry = self._seen.get(key)
         if entry is None:
@@ -574,7 +642,7 @@ class MerakiWebhookReceiver:
             return None
         return event_id
 
-    def _remember(self, key: str, event_id: str, now: float) -> None:
+    def _remember(self, key: bytes, event_id: str, now: float) -> None:
         seen = self._seen
         seen[key] = (now, event_id)
         seen.move_to_end(key)
@@ -623,12 +691,19 @@ class MerakiWebhookReceiver:
             finally:
                 for _ in batch:
                     queue.task_done()
-            # Not reached when cancelled: the events stay in _inflight and close()
-            # counts them as lost.
-            for pending in batch:
-                del self._inflight[pending.event.id]
+            # Each event leaves _inflight as its publish ends (``_publish``); when
+            # cancelled, the unfinished ones stay there and close() counts them lost.
 
     async def _publish(self, pending: _Pending) -> None:
+        try:
+            await self._publish_once(pending)
+            self._inflight.pop(pending.event.id, None)
+        finally:
+            # Published or failed (counted either way); a cancelled publish stays
+            # in _inflight for close() to count as lost, but its bytes are freed.
+            self._queued_bytes -= len(pending.data)
+
+    async def _publish_once(self, pending: _Pending) -> None:
         event = pending.event
         attempt = 0
         while True:

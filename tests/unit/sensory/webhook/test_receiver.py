@@ -310,7 +310,7 @@ class TestIdempotency:
             await sub.next(timeout=0.02)
 
     async def test_same_alert_id_in_another_org_is_new(self, bus: InMemoryEventBus) -> None:
-        """The key is organizationId:alertId."""
+        """The key is the pair (organizationId, alertId)."""
         rx = MerakiWebhookReceiver(meraki_config(), bus)
         assert post(rx, fixture_body("device_aps_went_down.json")).status == 202
         other = fixture_body("device_aps_went_down.json", organizationId="7654321")
