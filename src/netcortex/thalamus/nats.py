@@ -189,6 +189,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _headers_size(headers: dict[str, str]) -> int:
+    """Bytes the NATS header block adds to a message (``NATS/1.0`` line, fields, blank line)."""
+    return 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
 def _covers(a: str, b: str) -> bool:
     """True when every subject matching pattern ``b`` also matches pattern ``a``."""
     at, bt = a.split("."), b.split(".")
@@ -848,6 +853,16 @@ class NatsEventBus:
         ``js.publish_async`` under ``asyncio.timeout`` + ``nats_errors``.
         """
         nc = self._client()
+        # nats-py checks the payload against the server's max_payload but not the
+        # headers; a message over the limit with its headers makes the server drop
+        # the connection ("Maximum Payload Violation") and the client gives up on
+        # it for good. Refuse it here instead: a clear, non-retryable error.
+        size = len(data) + (_headers_size(headers) if headers else 0)
+        if size > nc.max_payload:
+            raise BusError(
+                f"publish {wire}: message of {size} bytes (with headers) exceeds the "
+                f"server's max_payload of {nc.max_payload} bytes"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.publish_timeout
         inflight = self._inflight

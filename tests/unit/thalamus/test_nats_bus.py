@@ -207,6 +207,21 @@ class TestJetStreamDelivery:
         got = [await sub.next(timeout=RECEIPT) for _ in range(2)]
         assert [m.data for m in got] == [b"2", b"3"]
 
+    async def test_message_over_max_payload_with_headers_is_refused_and_bus_survives(
+        self, bus_factory: BusFactory
+    ) -> None:
+        """A message that fits max_payload alone but not with its Nats-Msg-Id header is a
+        BusError before it is sent (the server would drop the connection for good), and
+        the bus keeps working."""
+        bus = await bus_factory("nats")
+        limit = bus._client().max_payload  # type: ignore[attr-defined]
+        sub = await bus.subscribe("sensory.>")
+        with pytest.raises(BusError, match="max_payload"):
+            await bus.publish(SUBJECT, b"x" * (limit - 8), msg_id="evt-big")
+        await bus.publish(SUBJECT, b"small", msg_id="evt-small")
+        assert (await sub.next(timeout=RECEIPT)).data == b"small"
+        assert bus.connected
+
     async def test_concurrent_publishes_pipeline_within_max_inflight(
         self, bus_factory: BusFactory
     ) -> None:
