@@ -328,6 +328,18 @@ class MerakiConfig(_Section):
                 raise ValueError(f"{key}: {exc}") from None
         return v
 
+    def model_post_init(self, context: Any, /) -> None:
+        if (
+            self.replay_window_seconds
+            and self.idempotency_window_seconds < 2 * self.replay_window_seconds
+        ):
+            # sentAt may be replay_window in the past or the future: a copy of an
+            # alert stays replayable for twice the window, so ids must be kept as long.
+            raise ValueError(
+                "idempotency_window_seconds must be at least twice replay_window_seconds "
+                "(a replayed alertId older than the idempotency window would be accepted again)"
+            )
+
     @field_validator("shared_secret")
     @classmethod
     def _secret_not_blank(cls, v: SecretStr | None) -> SecretStr | None:

@@ -384,6 +384,10 @@ class TestIssue4Sections:
             ("http: {page_size: 500, max_page_size: 100}", "page_size must not exceed"),
             ("meraki: {shared_secret: '  '}", r"meraki\.shared_secret: must not be blank"),
             ("meraki: {replay_window_seconds: -1}", r"meraki\.replay_window_seconds"),
+            (
+                "meraki: {replay_window_seconds: 600, idempotency_window_seconds: 900}",
+                "at least twice replay_window_seconds",
+            ),
             ("meraki: {alert_types: {ids_alerted: securty}}", "ids_alerted: unknown event class"),
             (
                 "meraki: {alert_type_patterns: [{pattern: '(unclosed', event_class: security}]}",
