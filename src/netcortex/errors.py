@@ -13,6 +13,9 @@ Every exception netcortex raises on purpose derives from ``NetcortexError``::
     │   ├── BusUnavailable          not connected / server gone
     │   ├── PublishTimeout          back-pressure or ack did not clear in time
     │   └── InvalidSubject          a subject or pattern that breaks the grammar
+    ├── PollError                   an SNMP poll of one agent failed (``target`` names it)
+    │   ├── PollTimeout             no response after every retry
+    │   └── AgentError              the agent answered with an error-status (``status``)
     ├── StoreError                  an outcome store failed
     ├── RegistryError               handler registration problems
     │   └── DuplicateHandlerError   two different handlers share one id
@@ -28,6 +31,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AgentError",
     "AuthenticationError",
     "BusError",
     "BusUnavailable",
@@ -40,6 +44,8 @@ __all__ = [
     "MotorErrorReason",
     "NetcortexError",
     "PayloadTooLarge",
+    "PollError",
+    "PollTimeout",
     "PublishTimeout",
     "RegistryError",
     "StoreError",
@@ -108,6 +114,27 @@ class PublishTimeout(BusError):
 
 class InvalidSubject(BusError, ValueError):
     """A subject or subscription pattern breaks the subject grammar."""
+
+
+class PollError(NetcortexError):
+    """An SNMP poll of one agent failed. ``target`` is ``host:port`` (never a credential)."""
+
+    def __init__(self, message: str, *, target: str = "") -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class PollTimeout(PollError):
+    """The agent did not answer in time, after every retry."""
+
+
+class AgentError(PollError):
+    """The agent answered with a non-zero error-status (RFC 3416 name in ``status``)."""
+
+    def __init__(self, message: str, *, target: str = "", status: str = "", index: int = 0) -> None:
+        super().__init__(message, target=target)
+        self.status = status
+        self.index = index
 
 
 class StoreError(NetcortexError):
