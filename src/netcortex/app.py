@@ -4,7 +4,7 @@ The only module (with ``bridge/``) that picks implementations. ``Engine`` builds
 the regions in the order data flows through them::
 
     metrics Registry → bus (memory | nats) → outcome store (sqlite)
-        → reflex pipeline + handler registry + runner → receivers (trap, webhook)
+        → reflex pipeline + handler registry + runner → receivers (trap, poll, webhook)
         → HTTP server (API, /webhooks/meraki, metrics)
 
 and starts them in that order too, so nothing arrives before the handlers
@@ -61,6 +61,7 @@ from netcortex.metrics import Counter, Registry
 from netcortex.reflex.pipeline import build_pipeline
 from netcortex.reflex.registry import builtin_handlers, builtin_registry
 from netcortex.reflex.runner import ReflexRunner
+from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.sensory.trap import TrapReceiver
 from netcortex.sensory.webhook.receiver import MerakiWebhookReceiver
 from netcortex.thalamus.memory import InMemoryEventBus
@@ -194,7 +195,7 @@ class Engine:
         store: the ``OutcomeStore`` picked by ``store.backend``.
         webhook: the Meraki webhook receiver (``http.enabled`` and ``meraki.enabled``).
         http: the HTTP server (``http.enabled``): API, webhooks, metrics.
-        bound_addresses: listener name (``trap``, ``http``) → ``(host, port)``
+        bound_addresses: listener name (``trap``, ``poll``, ``http``) → ``(host, port)``
             actually bound; filled by ``start`` (port 0 in the config becomes the
             kernel's choice).
 
@@ -241,6 +242,15 @@ class Engine:
         if config.trap.enabled:
             self.receivers["trap"] = TrapReceiver(
                 config.trap, self.bus, self.metrics, memory=self.memory
+            )
+        if config.poll.enabled:
+            # Its "listener" is the SNMP client's local UDP socket (answers come back there).
+            self.receivers["poll"] = PollReceiver(
+                config.poll,
+                self.bus,
+                self.metrics,
+                memory=self.memory,
+                v3_users=config.trap.v3_users,
             )
         # The webhook receiver has no socket of its own: the HTTP server feeds it.
         self.webhook: MerakiWebhookReceiver | None = None
@@ -463,7 +473,11 @@ class Engine:
 
 
 #: Metrics the summary reads (declared by the receivers and the reflex runner).
-_EVENT_METRICS = ("netcortex_trap_published_total", "netcortex_webhook_published_total")
+_EVENT_METRICS = (
+    "netcortex_trap_published_total",
+    "netcortex_webhook_published_total",
+    "netcortex_poll_published_total",
+)
 _OUTCOME_METRICS = ("netcortex_reflex_outcomes_total",)
 
 

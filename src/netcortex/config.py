@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from netcortex.contracts.events import EVENT_CLASSES
 from netcortex.errors import ConfigError
@@ -39,6 +40,8 @@ __all__ = [
     "MaintenanceWindowConfig",
     "MerakiAlertPattern",
     "MerakiConfig",
+    "PollConfig",
+    "PollTargetConfig",
     "ReflexConfig",
     "Secret",
     "StoreConfig",
@@ -348,6 +351,66 @@ class MerakiConfig(_Section):
         return v
 
 
+class PollTargetConfig(_Section):
+    """One ``poll.targets`` entry: a device polled that is not (or not only) in the inventory."""
+
+    #: the name events use (canonicalised through the inventory when it knows the device)
+    device: Annotated[str, Field(min_length=1)]
+    #: IP address to poll (v4 or v6; no hostnames: polling must not wait on DNS)
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 161
+    #: v2c community; unset = ``poll.community``
+    community: Secret | None = None
+    #: SNMPv3: the ``user`` of a ``trap.v3_users`` entry (its keys and protocols are used)
+    v3_user: str | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _ip_address(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_address(v.strip()))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+
+
+class PollConfig(_Section):
+    """``poll``: SNMP polling of interface, BGP and reachability state (the traps' safety net)."""
+
+    enabled: bool = False
+    #: seconds between two polls of one device
+    interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    #: each cycle of each device is moved by a random fraction of the interval, up to this
+    jitter: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    #: devices polled at once, at most
+    concurrency: Annotated[int, Field(ge=1)] = 64
+    #: seconds to wait for each SNMP answer before re-sending
+    timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
+    #: re-sends of an unanswered request
+    retries: Annotated[int, Field(ge=0)] = 1
+    #: consecutive failed polls that make a device down (``device_down``)
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    #: the default v2c community
+    community: Secret = Field(default_factory=lambda: SecretStr("public"))
+    #: poll every inventory device that has a primary IP address
+    inventory: bool = True
+    #: also walk BGP4-MIB bgpPeerState (an agent without BGP is fine)
+    bgp: bool = True
+    #: the last known state of every device (durable: a restart neither re-fires nor misses)
+    state_path: Path = Path("var/poll_state.db")
+    targets: list[PollTargetConfig] = Field(default_factory=list)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_devices(cls, v: list[PollTargetConfig]) -> list[PollTargetConfig]:
+        seen: set[str] = set()
+        dupes: set[str] = set()
+        for target in v:
+            (dupes if target.device in seen else seen).add(target.device)
+        if dupes:
+            raise ValueError(f"device name(s) given twice: {', '.join(map(repr, sorted(dupes)))}")
+        return v
+
+
 class ReflexConfig(_Section):
     """``reflex``: which built-in handlers run."""
 
@@ -470,9 +533,30 @@ class Config(_Section):
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     meraki: MerakiConfig = Field(default_factory=MerakiConfig)
+    poll: PollConfig = Field(default_factory=PollConfig)
 
     #: where the file was read from (for messages), not a setting
     source: str = Field(default="<defaults>", exclude=True)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Cross-section references, each reported under its own key.
+        users = {u.user for u in self.trap.v3_users}
+        problems: list[InitErrorDetails] = []
+        for i, target in enumerate(self.poll.targets):
+            if target.v3_user is not None and target.v3_user not in users:
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "value_error",
+                            "no trap.v3_users entry has user {user}",
+                            {"user": repr(target.v3_user)},
+                        ),
+                        loc=("poll", "targets", i, "v3_user"),
+                        input=target.v3_user,
+                    )
+                )
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
 
 
 def _is_list_field(section: str, key: str) -> bool:

@@ -15,7 +15,8 @@ Every exception netcortex raises on purpose derives from ``NetcortexError``::
     │   └── InvalidSubject          a subject or pattern that breaks the grammar
     ├── PollError                   an SNMP poll of one agent failed (``target`` names it)
     │   ├── PollTimeout             no response after every retry
-    │   └── AgentError              the agent answered with an error-status (``status``)
+    │   ├── AgentError              the agent answered with an error-status (``status``)
+    │   └── PollAuthError           SNMPv3 USM refused the request (``reason``: wrong key ...)
     ├── StoreError                  an outcome store failed
     ├── RegistryError               handler registration problems
     │   └── DuplicateHandlerError   two different handlers share one id
@@ -44,6 +45,7 @@ __all__ = [
     "MotorErrorReason",
     "NetcortexError",
     "PayloadTooLarge",
+    "PollAuthError",
     "PollError",
     "PollTimeout",
     "PublishTimeout",
@@ -135,6 +137,17 @@ class AgentError(PollError):
         super().__init__(message, target=target)
         self.status = status
         self.index = index
+
+
+class PollAuthError(PollError):
+    """SNMPv3 (USM) failed for one agent: the agent reported it (usmStats* Report) or
+    its answers fail our checks. ``reason``: ``wrong_digest``, ``decryption_error``,
+    ``unknown_user``, ``unsupported_security_level``, ``unknown_engine_id``,
+    ``not_in_time_window``. Never carries a key or passphrase."""
+
+    def __init__(self, message: str, *, target: str = "", reason: str = "") -> None:
+        super().__init__(message, target=target)
+        self.reason = reason
 
 
 class StoreError(NetcortexError):

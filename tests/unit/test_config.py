@@ -517,3 +517,90 @@ class TestMaintenanceRecurrenceCost:
         for i in range(1, len(self.ABUSIVE) + 1):
             assert f"{path}: maintenance.windows.{i}" in err
         assert "maintenance.windows.0" not in err
+
+
+class TestPollSection:
+    """``poll`` (issue 5): defaults, environment, and each bad value named by its key."""
+
+    def test_defaults_poll_nothing(self) -> None:
+        """Disabled by default, with the documented defaults."""
+        poll = load_config(None, {}).poll
+        assert not poll.enabled
+        assert (poll.interval_seconds, poll.jitter, poll.concurrency) == (60.0, 0.1, 64)
+        assert (poll.timeout_seconds, poll.retries, poll.failure_threshold) == (2.0, 1, 3)
+        assert poll.community.get_secret_value() == "public"
+        assert poll.inventory
+        assert poll.bgp
+        assert poll.state_path == Path("var/poll_state.db")
+        assert poll.targets == []
+
+    def test_example_keeps_polling_off_and_documents_it(self) -> None:
+        """The shipped example runs without polling and shows a commented poll section."""
+        assert not load_config(EXAMPLE, {}).poll.enabled
+        assert "# poll:" in EXAMPLE.read_text(encoding="utf-8")
+
+    def test_environment_and_targets(self, tmp_path: Path) -> None:
+        """NETCORTEX_POLL__* override the file; targets keep their own community, an
+        IPv6 host is canonicalised, and the community never shows."""
+        path = write(
+            tmp_path,
+            "trap: {v3_users: [{user: ops, engine_id: '0x80001f8804abcdef01',"
+            " auth_protocol: SHA, auth_key: authkey-0001}]}\n"
+            "poll:\n"
+            "  targets:\n"
+            "    - {device: sw1, host: 192.0.2.1, community: s3cret-community}\n"
+            "    - {device: r1, host: '2001:DB8::1', port: 1161, v3_user: ops}\n",
+        )
+        config = load_config(
+            path, {"NETCORTEX_POLL__ENABLED": "true", "NETCORTEX_POLL__INTERVAL_SECONDS": "30"}
+        )
+        assert config.poll.enabled
+        assert config.poll.interval_seconds == 30
+        sw1, r1 = config.poll.targets
+        assert sw1.community is not None
+        assert sw1.community.get_secret_value() == "s3cret-community"
+        assert (sw1.port, r1.port, r1.host, r1.v3_user) == (161, 1161, "2001:db8::1", "ops")
+        assert r1.community is None
+        for text in (repr(config), str(config), config.model_dump_json()):
+            assert "s3cret-community" not in text
+
+    @pytest.mark.parametrize(
+        ("text", "needle"),
+        [
+            ("poll: {interval_seconds: 0}", r"poll\.interval_seconds"),
+            ("poll: {jitter: 0.6}", r"poll\.jitter"),
+            ("poll: {concurrency: 0}", r"poll\.concurrency"),
+            ("poll: {timeout_seconds: -1}", r"poll\.timeout_seconds"),
+            ("poll: {retries: -1}", r"poll\.retries"),
+            ("poll: {failure_threshold: 0}", r"poll\.failure_threshold"),
+            ("poll: {targets: [{device: a, host: sw1.example.com}]}",
+             r"poll\.targets\.0\.host: 'sw1\.example\.com' is not an IP address"),
+            ("poll: {targets: [{device: a, host: 192.0.2.1, port: 0}]}",
+             r"poll\.targets\.0\.port"),
+            ("poll: {targets: [{device: a, host: 192.0.2.1}, {device: a, host: 192.0.2.2}]}",
+             r"poll\.targets: device name\(s\) given twice: 'a'"),
+            ("poll: {targets: [{device: a, host: 192.0.2.1, v3_user: ghost}]}",
+             r"poll\.targets\.0\.v3_user: no trap\.v3_users entry has user 'ghost'"),
+            ("poll: {targets: [{device: a, host: 192.0.2.1, colour: red}]}",
+             r"poll\.targets\.0\.colour: unknown key"),
+        ],
+    )  # fmt: skip
+    def test_bad_values_name_the_key(self, tmp_path: Path, text: str, needle: str) -> None:
+        """Each bad poll value is a ConfigError naming the key (and the file)."""
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=needle) as info:
+            load_config(path, environ={})
+        assert str(path) in str(info.value)
+
+    def test_every_unknown_v3_user_is_reported(self) -> None:
+        """Two targets naming missing users: two problems, each under its own key."""
+        with pytest.raises(ConfigError) as info:
+            load_config(
+                None,
+                {
+                    "NETCORTEX_POLL__TARGETS": "[{device: a, host: 192.0.2.1, v3_user: x},"
+                    " {device: b, host: 192.0.2.2}, {device: c, host: 192.0.2.3, v3_user: y}]"
+                },
+            )
+        keys = [key for _, key, _ in info.value.problems]
+        assert keys == ["poll.targets.0.v3_user", "poll.targets.2.v3_user"]

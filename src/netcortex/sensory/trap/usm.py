@@ -20,6 +20,10 @@ the local monotonic time it arrived, so a replayed message older than the
 most one entry per configured engine ID (unknown engines never authenticate).
 Within the window a replay is accepted, exactly as RFC 3414 allows.
 
+The module-level primitives (``verify_digest``/``sign_message``,
+``decrypt_scoped_pdu``/``encrypt_scoped_pdu``) and ``UsmUser.localize`` are also
+the sending side used by the SNMPv3 poller (``sensory.poll.snmp``).
+
 Imports: stdlib, ``cryptography``, netcortex.errors/config, the sibling BER codec.
 """
 
@@ -48,8 +52,12 @@ __all__ = [
     "TIME_WINDOW",
     "UsmSecurity",
     "UsmUser",
+    "decrypt_scoped_pdu",
+    "encrypt_scoped_pdu",
     "localize_key",
     "password_to_key",
+    "sign_message",
+    "verify_digest",
 ]
 
 #: canonical auth protocol → (hashlib name, truncated MAC length in octets)
@@ -132,26 +140,49 @@ class UsmUser:
     @classmethod
     def from_config(cls, user: V3User) -> UsmUser:
         """Localise the keys of one configured ``V3User``."""
-        engine_id = bytes.fromhex(user.engine_id[2:])
-        auth_key = priv_key = b""
-        if user.auth_protocol and user.auth_key is not None:
-            hash_name = AUTH_PROTOCOLS[user.auth_protocol][0]
-            auth_key = password_to_key(
-                user.auth_key.get_secret_value().encode(), engine_id, hash_name
-            )
-            if user.priv_protocol and user.priv_key is not None:
-                priv_key = _priv_key(
-                    user.priv_key.get_secret_value().encode(),
-                    engine_id,
-                    hash_name,
-                    user.priv_protocol,
-                )
-        return cls(
-            name=user.user.encode(),
-            engine_id=engine_id,
-            level=LEVELS.index(user.level),
+        return cls.localize(
+            user.user.encode(),
+            bytes.fromhex(user.engine_id[2:]),
             auth_protocol=user.auth_protocol,
+            auth_passphrase=(
+                user.auth_key.get_secret_value().encode() if user.auth_key is not None else None
+            ),
             priv_protocol=user.priv_protocol,
+            priv_passphrase=(
+                user.priv_key.get_secret_value().encode() if user.priv_key is not None else None
+            ),
+        )
+
+    @classmethod
+    def localize(
+        cls,
+        name: bytes,
+        engine_id: bytes,
+        *,
+        auth_protocol: str | None = None,
+        auth_passphrase: bytes | None = None,
+        priv_protocol: str | None = None,
+        priv_passphrase: bytes | None = None,
+    ) -> UsmUser:
+        """Localise passphrases to ``engine_id`` (protocols are canonical names).
+
+        The level follows what is given: priv needs auth (else it is ignored).
+        """
+        auth_key = priv_key = b""
+        level = 0
+        if auth_protocol and auth_passphrase is not None:
+            hash_name = AUTH_PROTOCOLS[auth_protocol][0]
+            auth_key = password_to_key(auth_passphrase, engine_id, hash_name)
+            level = 1
+            if priv_protocol and priv_passphrase is not None:
+                priv_key = _priv_key(priv_passphrase, engine_id, hash_name, priv_protocol)
+                level = 2
+        return cls(
+            name=name,
+            engine_id=engine_id,
+            level=level,
+            auth_protocol=auth_protocol if level >= 1 else None,
+            priv_protocol=priv_protocol if level == 2 else None,
             auth_key=auth_key,
             priv_key=priv_key,
         )
@@ -301,40 +332,97 @@ class UsmSecurity:
 
     @staticmethod
     def _authenticate(data: bytes, offset: int, received: bytes, user: UsmUser) -> None:
-        assert user.auth_protocol is not None  # level >= 1 implies an auth protocol
-        hash_name, mac_len = AUTH_PROTOCOLS[user.auth_protocol]
-        if len(received) != mac_len:
-            raise AuthenticationError(
-                f"authentication parameters are {len(received)} octets, "
-                f"{user.auth_protocol} uses {mac_len}",
-                reason="auth_failed",
-            )
-        whole = data[:offset] + bytes(mac_len) + data[offset + mac_len :]
-        digest = hmac.digest(user.auth_key, whole, hash_name)[:mac_len]
-        if not hmac.compare_digest(digest, received):
-            raise AuthenticationError("wrong message digest", reason="auth_failed")
+        verify_digest(data, offset, received, user)
 
     @staticmethod
     def _decrypt(
         ciphertext: bytes, salt: bytes, boots: int, engine_time: int, user: UsmUser
     ) -> bytes:
-        assert user.priv_protocol is not None  # level 2 implies a priv protocol
-        cipher_name = PRIV_PROTOCOLS[user.priv_protocol][0]
-        if len(salt) != 8:
+        return decrypt_scoped_pdu(ciphertext, salt, boots, engine_time, user)
+
+
+# --------------------------------------------------------------------------- primitives
+# Shared with the poller (``sensory.poll.snmp``), which is the sending side.
+
+
+def verify_digest(data: bytes, offset: int, received: bytes, user: UsmUser) -> None:
+    """Check the HMAC of a whole message whose auth parameters start at ``offset``.
+
+    Raises:
+        AuthenticationError: ``auth_failed`` (wrong length or wrong digest).
+    """
+    assert user.auth_protocol is not None  # level >= 1 implies an auth protocol
+    hash_name, mac_len = AUTH_PROTOCOLS[user.auth_protocol]
+    if len(received) != mac_len:
+        raise AuthenticationError(
+            f"authentication parameters are {len(received)} octets, "
+            f"{user.auth_protocol} uses {mac_len}",
+            reason="auth_failed",
+        )
+    whole = data[:offset] + bytes(mac_len) + data[offset + mac_len :]
+    digest = hmac.digest(user.auth_key, whole, hash_name)[:mac_len]
+    if not hmac.compare_digest(digest, received):
+        raise AuthenticationError("wrong message digest", reason="auth_failed")
+
+
+def sign_message(data: bytes, offset: int, user: UsmUser) -> bytes:
+    """``data`` (auth parameters zeroed at ``offset``) with its HMAC put in place."""
+    assert user.auth_protocol is not None
+    hash_name, mac_len = AUTH_PROTOCOLS[user.auth_protocol]
+    if data[offset : offset + mac_len] != bytes(mac_len):
+        raise ValueError("authentication parameters are not zeroed at the offset")
+    digest = hmac.digest(user.auth_key, data, hash_name)[:mac_len]
+    return data[:offset] + digest + data[offset + mac_len :]
+
+
+def encrypt_scoped_pdu(
+    plaintext: bytes, salt: bytes, boots: int, engine_time: int, user: UsmUser
+) -> bytes:
+    """Encrypt an encoded ScopedPDU (RFC 3414 §8.1.1.2, RFC 3826 §3.1.3).
+
+    ``salt`` is the 8-octet msgPrivacyParameters (the caller keeps it unique per
+    key: boots + a counter for DES, a 64-bit counter for AES); ``boots`` and
+    ``engine_time`` are the authoritative engine's, as sent in the message.
+    """
+    assert user.priv_protocol is not None
+    if len(salt) != 8:
+        raise ValueError("privacy parameters must be 8 octets")
+    key = user.priv_key
+    if PRIV_PROTOCOLS[user.priv_protocol][0] == "des":
+        iv = bytes(a ^ b for a, b in zip(key[8:16], salt, strict=True))
+        encryptor = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).encryptor()
+        plaintext += bytes(-len(plaintext) % 8)
+    else:
+        iv = boots.to_bytes(4, "big") + engine_time.to_bytes(4, "big") + salt
+        encryptor = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
+    return encryptor.update(plaintext) + encryptor.finalize()
+
+
+def decrypt_scoped_pdu(
+    ciphertext: bytes, salt: bytes, boots: int, engine_time: int, user: UsmUser
+) -> bytes:
+    """Decrypt msgData (the plaintext may carry DES padding after the ScopedPDU).
+
+    Raises:
+        AuthenticationError: ``decrypt_failed`` (bad salt, DES length, boots/time).
+    """
+    assert user.priv_protocol is not None  # level 2 implies a priv protocol
+    cipher_name = PRIV_PROTOCOLS[user.priv_protocol][0]
+    if len(salt) != 8:
+        raise AuthenticationError(
+            f"privacy parameters are {len(salt)} octets, expected 8", reason="decrypt_failed"
+        )
+    key = user.priv_key
+    if cipher_name == "des":
+        if not ciphertext or len(ciphertext) % 8:
             raise AuthenticationError(
-                f"privacy parameters are {len(salt)} octets, expected 8", reason="decrypt_failed"
+                "DES ciphertext is not a multiple of 8 octets", reason="decrypt_failed"
             )
-        key = user.priv_key
-        if cipher_name == "des":
-            if not ciphertext or len(ciphertext) % 8:
-                raise AuthenticationError(
-                    "DES ciphertext is not a multiple of 8 octets", reason="decrypt_failed"
-                )
-            iv = bytes(a ^ b for a, b in zip(key[8:16], salt, strict=True))
-            decryptor = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).decryptor()
-        else:
-            if not 0 <= boots <= 0xFFFFFFFF or not 0 <= engine_time <= 0xFFFFFFFF:
-                raise AuthenticationError("engine boots/time out of range", reason="decrypt_failed")
-            iv = boots.to_bytes(4, "big") + engine_time.to_bytes(4, "big") + salt
-            decryptor = Cipher(algorithms.AES(key), CFB(iv)).decryptor()
-        return decryptor.update(ciphertext) + decryptor.finalize()
+        iv = bytes(a ^ b for a, b in zip(key[8:16], salt, strict=True))
+        decryptor = Cipher(TripleDES(key[:8] * 3), modes.CBC(iv)).decryptor()
+    else:
+        if not 0 <= boots <= 0xFFFFFFFF or not 0 <= engine_time <= 0xFFFFFFFF:
+            raise AuthenticationError("engine boots/time out of range", reason="decrypt_failed")
+        iv = boots.to_bytes(4, "big") + engine_time.to_bytes(4, "big") + salt
+        decryptor = Cipher(algorithms.AES(key), CFB(iv)).decryptor()
+    return decryptor.update(ciphertext) + decryptor.finalize()

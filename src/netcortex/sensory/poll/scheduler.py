@@ -1,0 +1,560 @@
+"""Sensory / poll: ``PollReceiver`` — poll every device on its own schedule, diff, publish.
+
+``PollReceiver`` runs one task per device. The first poll comes after a random
+part of one interval (so a restart does not poll every device at once); then
+each device sleeps its interval, start to start, moved by a random ``±jitter``
+fraction on every cycle (so devices do not poll in lock-step; a poll longer
+than the interval skips the missed cycles). A poll takes a slot of a global
+``asyncio.Semaphore`` (``poll.concurrency``) and reads: a GET of sysUpTime.0,
+then GETBULK walks of IF-MIB ifName (ifXTable), ifDescr, ifAdminStatus,
+ifOperStatus and ifLastChange, plus BGP4-MIB bgpPeerState and
+bgpPeerRemoteAddr when ``poll.bgp`` (an agent without BGP, or one refusing the
+BGP walks, just has no peers). Every request has the configured timeout and
+retries; a device that does not answer sysUpTime.0 is not walked. Each device
+waits only for itself: a dead or slow one holds one slot of the cap for at most
+its own timeouts, never another device's schedule.
+
+A successful poll becomes a ``DeviceSnapshot``, is diffed against the last one
+(``diff``; loaded from ``SqlitePollState`` at start, so a restart neither
+re-fires nor misses a change), and the events are published; only then is the
+snapshot saved (a crash between the two re-reports instead of losing). Failed
+polls feed ``FailureTracker``: ``device_down`` after ``failure_threshold``
+consecutive failures, ``device_up`` on the first success after it; the flag is
+stored with ``set_down`` after its event is published.
+
+Events are published like the trap receiver's (``encode_event``,
+``msg_id=event.id``, re-tried on ``BusUnavailable`` / ``PublishTimeout``) on
+``sensory.snmp.poll.<class>.<target>``. Publishing and saving run in a task of
+their own that ``close`` lets finish (bounded by ``drain_timeout``), so stopping
+never cuts a report in half.
+
+Targets are ``poll.targets``. ``poll.inventory`` cannot add the inventory's
+devices yet: ``contracts.memory.SemanticMemory`` has no way to list devices
+(the flag is logged as ``poll_inventory_unlisted`` when it would matter).
+SNMPv3 targets (``v3_user``) need the v3 client and are skipped with a warning
+until it exists.
+
+Metrics: ``netcortex_received_total{source="snmp.poll"}`` (one per successful
+poll), ``netcortex_poll_duration_seconds``, ``netcortex_poll_failures_total{reason}``,
+``netcortex_poll_published_total{event_class}``,
+``netcortex_poll_publish_failed_total{error}``, ``netcortex_poll_in_progress``.
+
+Imports: stdlib, structlog, pydantic (``SecretStr``), netcortex.config/contracts/errors/
+logs/metrics, siblings and ``sensory.trap.ber`` (``VarBind``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import structlog
+from pydantic import SecretStr
+
+from netcortex.config import PollConfig, V3User
+from netcortex.contracts.bus import EventBus
+from netcortex.contracts.codec import encode_event
+from netcortex.contracts.events import SensoryEvent
+from netcortex.contracts.memory import SemanticMemory
+from netcortex.errors import (
+    AgentError,
+    BusError,
+    BusUnavailable,
+    PollError,
+    PollTimeout,
+    PublishTimeout,
+    StoreError,
+)
+from netcortex.logs import RejectionLog
+from netcortex.metrics import Registry
+from netcortex.sensory.poll.diff import (
+    SOURCE,
+    BgpPeerState,
+    DeviceSnapshot,
+    FailureTracker,
+    InterfaceState,
+    diff,
+)
+from netcortex.sensory.poll.snmp import PollTarget, SnmpClient
+from netcortex.sensory.poll.state import SqlitePollState
+from netcortex.sensory.trap.ber import VarBind
+
+__all__ = ["PollReceiver"]
+
+log = structlog.get_logger(__name__)
+
+SYS_UPTIME: Final = "1.3.6.1.2.1.1.3.0"
+IF_DESCR: Final = "1.3.6.1.2.1.2.2.1.2"
+IF_ADMIN_STATUS: Final = "1.3.6.1.2.1.2.2.1.7"
+IF_OPER_STATUS: Final = "1.3.6.1.2.1.2.2.1.8"
+IF_LAST_CHANGE: Final = "1.3.6.1.2.1.2.2.1.9"
+IF_NAME: Final = "1.3.6.1.2.1.31.1.1.1.1"
+BGP_PEER_STATE: Final = "1.3.6.1.2.1.15.3.1.2"
+BGP_PEER_REMOTE_ADDR: Final = "1.3.6.1.2.1.15.3.1.7"
+
+#: Pauses before re-publishing an event the bus refused (as the trap receiver).
+_RETRY_DELAYS: Final = (0.1, 0.5, 1.0)
+_POLL_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One device to poll."""
+
+    device: str
+    poll: PollTarget
+    v3_user: V3User | None = None
+
+
+class PollReceiver:
+    """SNMP poller publishing link / BGP / reboot / reachability ``SensoryEvent``s.
+
+    Args:
+        config: the ``poll`` section.
+        bus: where events go.
+        metrics: registry for the metrics (a private one by default).
+        memory: semantic memory to canonicalise devices and interfaces with
+            (started and closed by its owner).
+        v3_users: the ``trap.v3_users`` entries a target's ``v3_user`` names.
+        client: the SNMP client to poll with (started here; closed here only
+            when this receiver created it).
+        drain_timeout: how long ``close`` waits for reports being published.
+        log_interval: at most one ``poll_failed`` line per (device, reason) per
+            this many seconds.
+        rng: randomness for the start offsets and the jitter (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        config: PollConfig,
+        bus: EventBus,
+        metrics: Registry | None = None,
+        *,
+        memory: SemanticMemory | None = None,
+        v3_users: Sequence[V3User] = (),
+        client: SnmpClient | None = None,
+        drain_timeout: float = 10.0,
+        log_interval: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._bus = bus
+        self._memory = memory
+        self._v3_users = {u.user: u for u in v3_users}
+        self._own_client = client is None
+        self._client = client if client is not None else SnmpClient()
+        self._drain_timeout = drain_timeout
+        self._rng = rng if rng is not None else random.Random()  # scheduling, not secrets
+        self._state = SqlitePollState(config.state_path)
+        self._last: dict[str, DeviceSnapshot] = {}
+        self._tracker = FailureTracker(config.failure_threshold, memory=memory)
+        self._limit = asyncio.Semaphore(config.concurrency)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reports: set[asyncio.Task[None]] = set()
+        self._targets: list[_Target] = []
+        self._in_progress = 0
+        self._started = False
+        self._closed = False
+        self._rejections = RejectionLog(
+            log, "poll_failed", who_field="device", interval=log_interval, new_pairs=100
+        )
+
+        reg = metrics if metrics is not None else Registry()
+        self.metrics = reg
+        self._received = reg.counter(
+            "netcortex_received_total", "inputs received by a receiver", ["source"]
+        )
+        self._duration = reg.histogram(
+            "netcortex_poll_duration_seconds",
+            "time to poll one device (successful or not)",
+            buckets=_POLL_BUCKETS,
+        )
+        self._failures = reg.counter(
+            "netcortex_poll_failures_total", "device polls that failed", ["reason"]
+        )
+        self._published = reg.counter(
+            "netcortex_poll_published_total", "poll events published on the bus", ["event_class"]
+        )
+        self._publish_failed = reg.counter(
+            "netcortex_poll_publish_failed_total", "poll events the bus did not accept", ["error"]
+        )
+        in_progress = reg.gauge("netcortex_poll_in_progress", "devices being polled right now")
+        reg.add_collector(lambda: in_progress.set(self._in_progress))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the client's local UDP socket.
+
+        Raises:
+            RuntimeError: not started.
+        """
+        if not self._started or self._closed:
+            raise RuntimeError("PollReceiver is not started")
+        try:
+            return self._client.local_address
+        except PollError as exc:
+            raise RuntimeError("PollReceiver is not started") from exc
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The device names being polled (after ``start``)."""
+        return tuple(t.device for t in self._targets)
+
+    @property
+    def in_progress(self) -> int:
+        """Devices being polled right now (at most ``poll.concurrency``)."""
+        return self._in_progress
+
+    async def start(self) -> None:
+        """Open the state, start the client and one schedule per device. Idempotent.
+
+        Raises:
+            StoreError: the state file cannot be opened or read.
+            OSError: the client socket cannot be opened.
+            RuntimeError: the receiver was closed (it is not restartable).
+        """
+        if self._closed:
+            raise RuntimeError("PollReceiver is closed")
+        if self._started:
+            return
+        await self._state.start()
+        try:
+            self._last = await self._state.load_all()
+            down = await self._state.load_down()
+            self._tracker = FailureTracker(
+                self._config.failure_threshold, memory=self._memory, down=down
+            )
+            await self._client.start()
+        except BaseException:
+            await self._state.close()
+            if self._own_client:
+                self._client.close()
+            raise
+        self._targets = self._build_targets()
+        self._started = True
+        interval = self._config.interval_seconds
+        self._tasks = [
+            asyncio.create_task(
+                self._schedule(target, self._rng.uniform(0, interval)), name=f"poll-{target.device}"
+            )
+            for target in self._targets
+        ]
+        log.info(
+            "poll_started",
+            targets=len(self._targets),
+            interval_seconds=interval,
+            concurrency=self._config.concurrency,
+            known_states=len(self._last),
+            known_down=len(down),
+        )
+
+    def _build_targets(self) -> list[_Target]:
+        cfg = self._config
+        out: list[_Target] = []
+        for t in cfg.targets:
+            v3 = self._v3_users.get(t.v3_user) if t.v3_user is not None else None
+            if t.v3_user is not None:
+                # SnmpClient speaks v2c only so far; polling v3 devices with a v2c
+                # community would be wrong (and leak the community to them).
+                log.warning(
+                    "poll_target_skipped",
+                    device=t.device,
+                    reason="snmpv3_unsupported" if v3 is not None else "unknown_v3_user",
+                )
+                continue
+            community: SecretStr = t.community if t.community is not None else cfg.community
+            poll = PollTarget(
+                t.host,
+                t.port,
+                community,
+                timeout=cfg.timeout_seconds,
+                retries=cfg.retries,
+            )
+            out.append(_Target(t.device, poll, v3))
+        if cfg.inventory and self._memory is not None:
+            # contracts.memory.SemanticMemory cannot list its devices: only poll.targets.
+            log.info("poll_inventory_unlisted", detail="the inventory cannot list devices yet")
+        return out
+
+    async def close(self) -> None:
+        """Stop polling, let reports being published finish, close state and client.
+
+        Idempotent; safe without ``start``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self._started:
+            if self._own_client:
+                self._client.close()
+            return
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._reports:
+            _, pending = await asyncio.wait(self._reports, timeout=self._drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.error("poll_drain_timeout", left=len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._own_client:
+            self._client.close()
+        await self._state.close()
+        self._rejections.flush()
+        log.info(
+            "poll_stopped",
+            polls=int(self._received.value(source=SOURCE)),
+            failures=int(self._failures.total()),
+            published=int(self._published.total()),
+            down=len(self._tracker.down),
+        )
+
+    async def __aenter__(self) -> PollReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ schedule
+
+    async def _schedule(self, target: _Target, first_delay: float) -> None:
+        """Poll ``target`` forever: every interval ± jitter, measured start to start."""
+        interval, jitter = self._config.interval_seconds, self._config.jitter
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + first_delay
+        while True:
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            started = loop.time()
+            try:
+                await self._poll(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one device's bug end its schedule
+                log.exception("poll_crashed", device=target.device)
+            step = interval * (1 + self._rng.uniform(-jitter, jitter))
+            # A poll longer than the interval skips the missed cycles, never bunches them.
+            next_at = max(started + step, loop.time())
+
+    async def _poll(self, target: _Target) -> None:
+        t0 = time.perf_counter()
+        async with self._limit:
+            self._in_progress += 1
+            try:
+                snapshot = await self._read(target)
+            except PollTimeout as exc:
+                failure: tuple[str, str, dict[str, str]] | None = ("timeout", str(exc), {})
+            except AgentError as exc:
+                failure = ("agent_error", str(exc), {"status": exc.status})
+            except PollError as exc:
+                failure = ("poll_error", str(exc), {})
+            else:
+                failure = None
+            finally:
+                self._in_progress -= 1
+                self._duration.observe(time.perf_counter() - t0)
+        if failure is not None:
+            await self._failed(target, *failure)
+            return
+        self._received.inc(source=SOURCE)
+        events: list[SensoryEvent] = []
+        up = self._tracker.success(target.device, target.poll.host, snapshot.polled_at)
+        if up is not None:
+            log.info("poll_device_up", device=target.device, agent=target.poll.host)
+            events.append(up)
+        events.extend(diff(self._last.get(target.device), snapshot, memory=self._memory))
+        await self._report(
+            self._commit(target.device, events, snapshot, down=False if up is not None else None)
+        )
+
+    async def _failed(
+        self, target: _Target, reason: str, detail: str, fields: dict[str, str]
+    ) -> None:
+        self._failures.inc(reason=reason)
+        self._rejections.reject(
+            target.device, reason, agent=target.poll.address, detail=detail, **fields
+        )
+        down = self._tracker.failure(
+            target.device, target.poll.host, datetime.now(UTC), reason=reason
+        )
+        if down is None:
+            return
+        log.warning(
+            "poll_device_down",
+            device=target.device,
+            agent=target.poll.host,
+            consecutive_failures=self._tracker.failures(target.device),
+            reason=reason,
+        )
+        await self._report(self._commit(target.device, [down], None, down=True))
+
+    async def _report(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` (publish + save) in a task ``close`` waits for, and wait for it.
+
+        The schedule waits for its report (one poll's report lands before the
+        next poll's diff), but cancelling the schedule does not cancel the report.
+        """
+        task = asyncio.create_task(coro)
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+        await asyncio.shield(task)
+
+    async def _commit(
+        self,
+        device: str,
+        events: list[SensoryEvent],
+        snapshot: DeviceSnapshot | None,
+        *,
+        down: bool | None,
+    ) -> None:
+        """Publish ``events``, then store what they reported (never the other way round)."""
+        for event in events:
+            await self._publish(event)
+        try:
+            if snapshot is not None:
+                await self._state.save(snapshot)
+            if down is not None:
+                await self._state.set_down(device, down)
+        except StoreError as exc:
+            log.error("poll_state_save_failed", device=device, error=str(exc))
+        if snapshot is not None:
+            self._last[device] = snapshot
+
+    async def _publish(self, event: SensoryEvent) -> None:
+        data = encode_event(event)
+        for attempt, delay in enumerate((*_RETRY_DELAYS, None), start=1):
+            try:
+                await self._bus.publish(event.subject, data, msg_id=event.id)
+            except (BusUnavailable, PublishTimeout) as exc:
+                if delay is None:
+                    self._publish_failed.inc(error=type(exc).__name__)
+                    log.error(
+                        "poll_publish_failed",
+                        event_id=event.id,
+                        subject=event.subject,
+                        attempts=attempt,
+                        error=str(exc),
+                    )
+                    return
+                log.warning(
+                    "poll_publish_retry", event_id=event.id, attempt=attempt, error=str(exc)
+                )
+                await asyncio.sleep(delay)
+            except BusError as exc:  # not transient (e.g. an invalid subject): no retry
+                self._publish_failed.inc(error=type(exc).__name__)
+                log.error(
+                    "poll_publish_failed", event_id=event.id, subject=event.subject, error=str(exc)
+                )
+                return
+            except Exception as exc:  # keep polling whatever the bus does
+                self._publish_failed.inc(error=type(exc).__name__)
+                log.exception("poll_publish_failed", event_id=event.id, subject=event.subject)
+                return
+            else:
+                self._published.inc(event_class=event.event_class)
+                return
+
+    # ------------------------------------------------------------------ SNMP
+
+    async def _read(self, target: _Target) -> DeviceSnapshot:
+        """One poll of ``target`` → its snapshot.
+
+        Raises:
+            PollError: any request failed (``PollTimeout``, ``AgentError``), or the
+                agent has no sysUpTime.0.
+        """
+        client, poll = self._client, target.poll
+        (uptime,) = await client.get(poll, [SYS_UPTIME])
+        if not isinstance(uptime.value, int) or isinstance(uptime.value, bool):
+            raise AgentError(
+                f"agent {poll.address} has no sysUpTime.0 ({uptime.type})",
+                target=poll.address,
+                status="noSysUpTime",
+            )
+        walks = [IF_OPER_STATUS, IF_ADMIN_STATUS, IF_NAME, IF_DESCR, IF_LAST_CHANGE]
+        results = await asyncio.gather(*(client.bulk_walk(poll, oid) for oid in walks))
+        oper, admin, names, descrs, changes = (
+            _column(root, vbs) for root, vbs in zip(walks, results, strict=True)
+        )
+        interfaces: dict[int, InterfaceState] = {}
+        for index, status in oper.items():
+            if not isinstance(status, int):
+                continue
+            adm = admin.get(index)
+            last = changes.get(index)
+            interfaces[index] = InterfaceState(
+                if_index=index,
+                name=_text(names.get(index)),
+                descr=_text(descrs.get(index)),
+                admin_status=adm if isinstance(adm, int) else 1,
+                oper_status=status,
+                last_change=last if isinstance(last, int) else None,
+            )
+        bgp = await self._read_bgp(target) if self._config.bgp else {}
+        return DeviceSnapshot(
+            device=target.device,
+            agent=poll.host,
+            sys_uptime_ticks=uptime.value,
+            interfaces=interfaces,
+            bgp=bgp,
+            polled_at=datetime.now(UTC),
+        )
+
+    async def _read_bgp(self, target: _Target) -> dict[str, BgpPeerState]:
+        """bgpPeerTable rows by remote address; empty for an agent without BGP4-MIB."""
+        try:
+            states, addrs = await asyncio.gather(
+                self._client.bulk_walk(target.poll, BGP_PEER_STATE),
+                self._client.bulk_walk(target.poll, BGP_PEER_REMOTE_ADDR),
+            )
+        except AgentError as exc:
+            # A v1-style noSuchName or an access refusal for BGP4-MIB: no BGP here.
+            log.debug("poll_bgp_unavailable", device=target.device, status=exc.status)
+            return {}
+        remote = _column_by_suffix(BGP_PEER_REMOTE_ADDR, addrs)
+        out: dict[str, BgpPeerState] = {}
+        for suffix, state in _column_by_suffix(BGP_PEER_STATE, states).items():
+            if not isinstance(state, int):
+                continue
+            addr = remote.get(suffix)
+            address = addr if isinstance(addr, str) and addr else suffix
+            out[address] = BgpPeerState(address, state)
+        return out
+
+
+def _column(root: str, varbinds: list[VarBind]) -> dict[int, int | bytes | str | None]:
+    """A walked column of a table indexed by one integer (ifIndex) → {index: value}."""
+    prefix = root + "."
+    out: dict[int, int | bytes | str | None] = {}
+    for vb in varbinds:
+        suffix = vb.oid[len(prefix) :] if vb.oid.startswith(prefix) else ""
+        if suffix.isdigit():
+            out[int(suffix)] = vb.value
+    return out
+
+
+def _column_by_suffix(root: str, varbinds: list[VarBind]) -> dict[str, int | bytes | str | None]:
+    """A walked column → {index suffix (dotted text): value}."""
+    prefix = root + "."
+    return {vb.oid[len(prefix) :]: vb.value for vb in varbinds if vb.oid.startswith(prefix)}
+
+
+def _text(value: int | bytes | str | None) -> str | None:
+    """An OctetString column value as text (``None`` when absent or empty)."""
+    if isinstance(value, bytes):
+        text = value.rstrip(b"\x00").decode("utf-8", errors="replace").strip()
+        return text or None
+    if isinstance(value, str):
+        return value or None
+    return None

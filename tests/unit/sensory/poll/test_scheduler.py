@@ -1,0 +1,362 @@
+"""PollReceiver against a real net-snmp ``snmpd`` (its IF-MIB is this host's interfaces).
+
+What a real agent cannot be made to do here (change an interface's state) is
+covered by seeding the durable state instead: a stored snapshot that differs
+from the agent is exactly "it changed while netcortex was down", reported on
+the first poll after start. Dead devices are UDP ports nobody listens on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from netcortex.config import BusConfig, Config, PollConfig, PollTargetConfig
+from netcortex.contracts.bus import Subscription
+from netcortex.contracts.codec import decode_event
+from netcortex.contracts.events import SensoryEvent
+from netcortex.metrics import Counter, Histogram, Registry
+from netcortex.sensory.poll.diff import IF_STATUS_DOWN, IF_STATUS_UP, DeviceSnapshot
+from netcortex.sensory.poll.scheduler import PollReceiver
+from netcortex.sensory.poll.snmp import PollTarget, SnmpClient
+from netcortex.sensory.poll.state import SqlitePollState
+from netcortex.sensory.trap.ber import VarBind
+from netcortex.thalamus.memory import InMemoryEventBus
+from tests.servers import SnmpdServer, free_udp_port
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[InMemoryEventBus]:
+    b = InMemoryEventBus(BusConfig())
+    await b.start()
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def events(bus: InMemoryEventBus) -> AsyncIterator[Subscription]:
+    sub = await bus.subscribe("sensory.snmp.poll.>")
+    yield sub
+    await sub.close()
+
+
+def poll_config(tmp_path: Path, *targets: PollTargetConfig, **kw: Any) -> PollConfig:
+    args: dict[str, Any] = {
+        "enabled": True,
+        "interval_seconds": 0.2,
+        "jitter": 0.1,
+        "timeout_seconds": 0.5,
+        "retries": 0,
+        "failure_threshold": 3,
+        "state_path": tmp_path / "poll_state.db",
+        "targets": list(targets),
+    }
+    args.update(kw)
+    return PollConfig(**args)
+
+
+def live(snmpd: SnmpdServer, device: str = "lab-agent") -> PollTargetConfig:
+    return PollTargetConfig(
+        device=device, host=snmpd.host, port=snmpd.port, community=SecretStr(snmpd.community)
+    )
+
+
+def dead(device: str = "dead-agent") -> PollTargetConfig:
+    return PollTargetConfig(device=device, host=HOST, port=free_udp_port(HOST))
+
+
+async def eventually(cond: Callable[[], bool], within: float = 10.0) -> None:
+    """Return once ``cond()`` holds; ``TimeoutError`` after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while not cond():  # noqa: ASYNC110 - a bounded poll of a plain counter
+            await asyncio.sleep(0.01)
+
+
+async def next_event(sub: Subscription, within: float = 10.0) -> SensoryEvent:
+    msg = await sub.next(timeout=within)
+    await msg.ack()
+    return decode_event(msg.data)
+
+
+async def assert_no_event(sub: Subscription, within: float = 0.3) -> None:
+    try:
+        event = await next_event(sub, within)
+    except TimeoutError:
+        return
+    pytest.fail(f"unexpected event {event.event_class} {event.target}")
+
+
+def polls(metrics: Registry) -> int:
+    c = metrics.get("netcortex_received_total")
+    return int(c.value(source="snmp.poll")) if isinstance(c, Counter) else 0
+
+
+def failures(metrics: Registry) -> int:
+    c = metrics.get("netcortex_poll_failures_total")
+    return int(c.total()) if isinstance(c, Counter) else 0
+
+
+async def stored(path: Path) -> tuple[dict[str, DeviceSnapshot], frozenset[str]]:
+    state = SqlitePollState(path)
+    await state.start()
+    try:
+        return await state.load_all(), await state.load_down()
+    finally:
+        await state.close()
+
+
+async def baseline(tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus) -> DeviceSnapshot:
+    """Poll ``snmpd`` once (as ``lab-agent``) and return the stored snapshot."""
+    config = poll_config(tmp_path, live(snmpd))
+    metrics = Registry()
+    async with PollReceiver(config, bus, metrics):
+        await eventually(lambda: polls(metrics) >= 1)
+    snapshots, _ = await stored(config.state_path)
+    return snapshots["lab-agent"]
+
+
+class TestBaseline:
+    async def test_polls_the_real_agent_and_reports_nothing(
+        self, tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus, events: Subscription
+    ) -> None:
+        """Repeated polls of an unchanged agent: no event; the state holds its interfaces."""
+        config = poll_config(tmp_path, live(snmpd))
+        metrics = Registry()
+        receiver = PollReceiver(config, bus, metrics)
+        async with receiver:
+            _, port = receiver.bound_address
+            assert port > 0
+            assert receiver.targets == ("lab-agent",)
+            await eventually(lambda: polls(metrics) >= 3)
+            await assert_no_event(events, 0.1)
+        assert failures(metrics) == 0
+        duration = metrics.get("netcortex_poll_duration_seconds")
+        assert isinstance(duration, Histogram)
+        assert duration.count() >= 3
+        snapshots, down = await stored(config.state_path)
+        assert down == frozenset()
+        snap = snapshots["lab-agent"]
+        assert snap.agent == snmpd.host
+        assert snap.sys_uptime_ticks > 0
+        assert snap.bgp == {}  # snmpd has no BGP4-MIB: tolerated
+        names = {i.name for i in snap.interfaces.values()}
+        assert "lo" in names  # ifName from ifXTable
+        lo = next(i for i in snap.interfaces.values() if i.name == "lo")
+        assert lo.descr  # ifDescr
+        assert lo.admin_status == IF_STATUS_UP
+        assert lo.oper_status == IF_STATUS_UP
+        assert lo.last_change is not None
+
+    async def test_bgp_off_and_no_targets(self, tmp_path: Path, bus: InMemoryEventBus) -> None:
+        """No targets: starts, polls nothing, closes; not restartable."""
+        receiver = PollReceiver(poll_config(tmp_path, bgp=False), bus)
+        await receiver.start()
+        assert receiver.targets == ()
+        await receiver.close()
+        await receiver.close()
+        with pytest.raises(RuntimeError):
+            await receiver.start()
+        with pytest.raises(RuntimeError):
+            _ = receiver.bound_address
+
+
+class TestRestart:
+    async def test_change_while_down_is_reported_once(
+        self, tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus, events: Subscription
+    ) -> None:
+        """A stored state where lo was down and sysUpTime higher: the first poll after
+        start reports device_reboot and link_up; the next start reports nothing."""
+        snap = await baseline(tmp_path, snmpd, bus)
+        lo = next(i for i in snap.interfaces.values() if i.name == "lo")
+        seeded = dataclasses.replace(
+            snap,
+            sys_uptime_ticks=snap.sys_uptime_ticks + 100_000_000,
+            interfaces={
+                **snap.interfaces,
+                lo.if_index: dataclasses.replace(lo, oper_status=IF_STATUS_DOWN),
+            },
+        )
+        state = SqlitePollState(tmp_path / "poll_state.db")
+        await state.start()
+        await state.save(seeded)
+        await state.close()
+
+        config = poll_config(tmp_path, live(snmpd))
+        metrics = Registry()
+        async with PollReceiver(config, bus, metrics):
+            reboot = await next_event(events)
+            link = await next_event(events)
+            await eventually(lambda: polls(metrics) >= 2)
+            await assert_no_event(events, 0.1)
+        assert reboot.event_class == "device_reboot"
+        assert reboot.subject.startswith("sensory.snmp.poll.device_reboot.")
+        assert reboot.device == snmpd.host
+        assert link.event_class == "link_up"
+        assert link.source == "snmp.poll"
+        assert link.target == f"{snmpd.host}|lo"
+        assert link.payload["if_prev_oper_status"] == IF_STATUS_DOWN
+        assert link.payload["admin_down"] is False
+        published = metrics.get("netcortex_poll_published_total")
+        assert isinstance(published, Counter)
+        assert published.by_label("event_class") == {"device_reboot": 1, "link_up": 1}
+
+        # The state now holds what was reported: another restart is quiet.
+        async with PollReceiver(config, bus, Registry()) as again:
+            await eventually(lambda: polls(again.metrics) >= 2)
+            await assert_no_event(events, 0.1)
+
+    async def test_stored_down_device_that_answers_is_device_up(
+        self, tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus, events: Subscription
+    ) -> None:
+        """Down when netcortex stopped, answering now: one device_up, flag cleared."""
+        config = poll_config(tmp_path, live(snmpd))
+        state = SqlitePollState(config.state_path)
+        await state.start()
+        await state.set_down("lab-agent", True)
+        await state.close()
+        metrics = Registry()
+        async with PollReceiver(config, bus, metrics):
+            up = await next_event(events)
+            await eventually(lambda: polls(metrics) >= 2)
+            await assert_no_event(events, 0.1)
+        assert up.event_class == "device_up"
+        assert up.payload["poll_device"] == "lab-agent"
+        _, down = await stored(config.state_path)
+        assert down == frozenset()
+
+
+class TestFailures:
+    async def test_dead_device_is_down_once_and_never_up(
+        self, tmp_path: Path, bus: InMemoryEventBus, events: Subscription
+    ) -> None:
+        """Nobody answers: device_down after the threshold, nothing more while it stays
+        down (no device_up, no second device_down); the flag is stored; poll_failed is
+        rate-limited to one line; the community shows nowhere."""
+        community = "dead-s3cret-community"
+        target = dead().model_copy(update={"community": SecretStr(community)})
+        config = poll_config(
+            tmp_path, target, interval_seconds=0.1, timeout_seconds=0.05, failure_threshold=3
+        )
+        metrics = Registry()
+        with capture_logs() as logs:
+            async with PollReceiver(config, bus, metrics):
+                down = await next_event(events)
+                await eventually(lambda: failures(metrics) >= 7)
+                await assert_no_event(events, 0.05)
+        assert down.event_class == "device_down"
+        assert down.subject.startswith("sensory.snmp.poll.device_down.")
+        assert down.device == HOST
+        assert down.payload["consecutive_failures"] == 3
+        assert down.payload["reason"] == "timeout"
+        assert down.payload["poll_device"] == "dead-agent"
+        counter = metrics.get("netcortex_poll_failures_total")
+        assert isinstance(counter, Counter)
+        assert set(counter.by_label("reason")) == {"timeout"}
+        assert polls(metrics) == 0
+        _, stored_down = await stored(config.state_path)
+        assert stored_down == frozenset({"dead-agent"})
+        names = [e["event"] for e in logs]
+        assert names.count("poll_failed") == 1
+        assert names.count("poll_device_down") == 1
+        assert "poll_device_up" not in names
+        assert community not in repr(logs)
+        assert community not in repr(down)
+
+    async def test_a_dead_device_does_not_delay_a_live_one(
+        self, tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus
+    ) -> None:
+        """While one request to a dead device waits out its 5 s timeout, the live
+        device is polled again and again (and close does not wait for the dead one)."""
+        config = poll_config(
+            tmp_path, dead(), live(snmpd), interval_seconds=0.1, timeout_seconds=5.0
+        )
+        metrics = Registry()
+        t0 = time.monotonic()
+        async with PollReceiver(config, bus, metrics):
+            await eventually(lambda: polls(metrics) >= 5, within=4.0)
+            assert failures(metrics) == 0
+        assert time.monotonic() - t0 < 5.0
+
+
+class CountingClient(SnmpClient):
+    """An ``SnmpClient`` that records how many sysUpTime GETs (one per device poll,
+    the first request of each) are in flight at once, at most."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0
+        self.peak = 0
+
+    async def get(self, target: PollTarget, oids: list[str] | tuple[str, ...]) -> list[VarBind]:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            return await super().get(target, oids)
+        finally:
+            self.now -= 1
+
+
+class TestConcurrency:
+    async def test_the_cap_holds(self, tmp_path: Path, bus: InMemoryEventBus) -> None:
+        """Six dead devices, concurrency 2: never more than two polls at once (and two
+        do run at once, so the check can fail)."""
+        targets = [dead(f"dead-{i}") for i in range(6)]
+        config = poll_config(
+            tmp_path, *targets, concurrency=2, interval_seconds=0.05, timeout_seconds=0.1
+        )
+        client = CountingClient()
+        metrics = Registry()
+        receiver = PollReceiver(config, bus, metrics, client=client)
+        try:
+            async with receiver:
+                await eventually(lambda: failures(metrics) >= 12)
+                assert receiver.in_progress <= 2
+            assert client.peak == 2
+        finally:
+            client.close()
+
+
+class TestEngine:
+    async def test_engine_runs_the_poller(self, tmp_path: Path, snmpd: SnmpdServer) -> None:
+        """poll.enabled: the engine starts a PollReceiver with the receivers, logs it as
+        a udp listener, and counts its events; a restored down flag gives device_up,
+        which the engine's reflex handlers see."""
+        from netcortex.app import Engine
+
+        state = SqlitePollState(tmp_path / "poll_state.db")
+        await state.start()
+        await state.set_down("lab-agent", True)
+        await state.close()
+        config = Config.model_validate(
+            {
+                "trap": {"enabled": False},
+                "http": {"enabled": False},
+                "store": {"sqlite_path": str(tmp_path / "nc.db")},
+                "log": {"stats_interval": 0},
+                "poll": poll_config(tmp_path, live(snmpd)).model_dump(),
+            }
+        )
+        # model_dump redacts nothing into the model (SecretStr round-trips as SecretStr).
+        assert config.poll.targets[0].community is not None
+        engine = Engine(config)
+        with capture_logs() as logs:
+            async with engine:
+                assert "poll" in engine.receivers
+                await eventually(lambda: engine.summary().events >= 1)
+                await eventually(lambda: polls(engine.metrics) >= 2)
+        listening = [e for e in logs if e["event"] == "listening" and e["listener"] == "poll"]
+        assert len(listening) == 1
+        assert listening[0]["transport"] == "udp"
+        assert engine.bound_addresses["poll"][1] > 0
+        assert engine.summary().events == 1
+        assert any(e["event"] == "poll_started" and e["targets"] == 1 for e in logs)
