@@ -393,6 +393,8 @@ class PollConfig(_Section):
     community: Secret = Field(default_factory=lambda: SecretStr("public"))
     #: poll every inventory device that has a primary IP address
     inventory: bool = True
+    #: UDP port the inventory's devices are polled on (``poll.targets`` set their own)
+    port: Annotated[int, Field(ge=1, le=65535)] = 161
     #: also walk BGP4-MIB bgpPeerState (an agent without BGP is fine)
     bgp: bool = True
     #: the last known state of every device (durable: a restart neither re-fires nor misses)

@@ -64,6 +64,39 @@ async def test_snapshot_age_is_infinite_before_start(backend: str, tmp_path: Pat
     await inv.close()  # safe without start
 
 
+async def test_devices_lists_every_device(memory: SemanticMemory) -> None:
+    """``devices()`` lists every device of the snapshot once, each the same value the
+    name lookup gives (primary IP included)."""
+    devices = memory.devices()
+    names = [d.name for d in devices]
+    assert sorted(names) == sorted(
+        [
+            "r1-north",
+            "sw1-north",
+            "sw2-north",
+            "r1-south",
+            "sw1-south",
+            "mx-west",
+            "ms-west",
+            "mr-west",
+        ]
+    )
+    for dev in devices:
+        assert isinstance(dev, Device)
+        assert memory.device_by_name(dev.name) == dev
+    by_name = {d.name: d for d in devices}
+    assert by_name["sw1-north"].primary_ip == "192.0.2.11"
+    assert by_name["r1-south"].primary_ip == "198.51.100.1"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_devices_is_empty_before_start(backend: str, tmp_path: Path) -> None:
+    """Before the first load the list is empty (never an error)."""
+    inv = _make(backend, tmp_path, "http://127.0.0.1:9")
+    assert list(inv.devices()) == []
+    await inv.close()
+
+
 async def test_device_by_address_v4(memory: SemanticMemory) -> None:
     """Any assigned IPv4 address names its device, in any prefix-length spelling."""
     dev = memory.device_by_address("192.0.2.11")

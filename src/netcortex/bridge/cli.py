@@ -258,9 +258,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         meraki = "refusing all: no meraki.shared_secret"
     else:
         meraki = "POST /webhooks/meraki"
+    poll = "off"
+    if config.poll.enabled:
+        poll = f"{len(config.poll.targets)} targets every {config.poll.interval_seconds:g}s"
+        if config.poll.inventory and config.inventory.backend != "none":
+            poll += " +inventory"
     print(
         f"OK: {args.file} (bus={bus}, store={config.store.backend}, trap={trap}, "
-        f"http={http}, meraki={meraki})"
+        f"http={http}, meraki={meraki}, poll={poll})"
     )
     return EXIT_OK
 

@@ -219,6 +219,11 @@ class SemanticMemory(Protocol):
         """Stop refreshing. Idempotent; safe without ``start``."""
         ...
 
+    def devices(self) -> Sequence[Device]:
+        """Every device in the snapshot in use, in inventory order (empty before
+        the first load). A copy: later refreshes do not change it."""
+        ...
+
     def device_by_address(self, address: str) -> Device | None:
         """The device owning ``address`` (any assigned IP, v4 or v6), or ``None``."""
         ...

@@ -106,7 +106,7 @@ class TestCheckConfig:
         assert main(["check-config", str(EXAMPLE)]) == 0
         assert capsys.readouterr().out.strip() == (
             f"OK: {EXAMPLE} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
-            "http=127.0.0.1:8162, meraki=POST /webhooks/meraki)"
+            "http=127.0.0.1:8162, meraki=POST /webhooks/meraki, poll=off)"
         )
 
     def test_summary_says_when_http_endpoints_fail_closed(
@@ -119,6 +119,26 @@ class TestCheckConfig:
         out = capsys.readouterr().out
         assert "http=127.0.0.1:8162, API closed: no http.api_token" in out
         assert "meraki=refusing all: no meraki.shared_secret" in out
+
+    def test_summary_says_what_is_polled(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """poll.enabled: the summary counts the targets, gives the interval and says
+        whether the inventory's devices are polled too (only with an inventory)."""
+        inv = tmp_path / "inventory.json"
+        inv.write_text("{}", encoding="utf-8")
+        polled = (
+            "poll:\n  enabled: true\n  interval_seconds: 30\n  targets:\n"
+            "    - {device: sw1, host: 192.0.2.11}\n    - {device: sw2, host: 192.0.2.12}\n"
+        )
+        plain = tmp_path / "poll.yaml"
+        plain.write_text(polled, encoding="utf-8")
+        assert main(["check-config", str(plain)]) == 0
+        assert capsys.readouterr().out.strip().endswith(", poll=2 targets every 30s)")
+        with_inv = tmp_path / "poll-inv.yaml"
+        with_inv.write_text(polled + f"inventory:\n  backend: file\n  path: {inv}\n", "utf-8")
+        assert main(["check-config", str(with_inv)]) == 0
+        assert capsys.readouterr().out.strip().endswith(", poll=2 targets every 30s +inventory)")
 
     def test_problems_listed_exit_2(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

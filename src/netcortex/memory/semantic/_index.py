@@ -600,6 +600,11 @@ class SnapshotMemory:
 
     # ------------------------------------------------------------- SemanticMemory
 
+    def devices(self) -> Sequence[Device]:
+        """Every device in the snapshot in use, in inventory order (empty before
+        the first load); a tuple, so later refreshes do not change it."""
+        return tuple(self._snap.by_name.values())
+
     def device_by_address(self, address: str) -> Device | None:
         """The device owning ``address`` (any assigned IP, v4 or v6, any prefix
         length or spelling), or ``None``."""

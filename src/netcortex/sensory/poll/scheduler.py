@@ -28,14 +28,21 @@ Events are published like the trap receiver's (``encode_event``,
 their own that ``close`` lets finish (bounded by ``drain_timeout``), so stopping
 never cuts a report in half.
 
-Targets are ``poll.targets``. ``poll.inventory`` cannot add the inventory's
-devices yet: ``contracts.memory.SemanticMemory`` has no way to list devices
-(the flag is logged as ``poll_inventory_unlisted`` when it would matter).
-SNMPv3 targets (``v3_user``) need the v3 client and are skipped with a warning
-until it exists.
+Targets are ``poll.targets`` plus, with ``poll.inventory`` and a semantic
+memory, every inventory device (``SemanticMemory.devices``) that has an address
+(its primary IP, else its first one) and is not covered by a ``poll.targets``
+entry (same device name, or that entry's host is one of the device's
+addresses: a configured entry overrides port and credentials). Inventory
+devices are polled on ``poll.port`` with ``poll.community``. The list is taken
+once, at ``start``: a device the inventory gains (or loses) later is polled
+(or dropped) after a restart. A target with ``v3_user`` is polled with SNMPv3
+using that ``trap.v3_users`` entry's user, protocols and keys (the agent's
+engine ID is discovered); one naming an unknown user is skipped with a
+``poll_target_skipped reason=unknown_v3_user`` warning (never polled with v2c).
 
 Metrics: ``netcortex_received_total{source="snmp.poll"}`` (one per successful
-poll), ``netcortex_poll_duration_seconds``, ``netcortex_poll_failures_total{reason}``,
+poll), ``netcortex_poll_duration_seconds``, ``netcortex_poll_failures_total{reason}``
+(``timeout``, ``agent_error``, ``auth_error``, ``poll_error``),
 ``netcortex_poll_published_total{event_class}``,
 ``netcortex_poll_publish_failed_total{error}``, ``netcortex_poll_in_progress``.
 
@@ -65,6 +72,7 @@ from netcortex.errors import (
     AgentError,
     BusError,
     BusUnavailable,
+    PollAuthError,
     PollError,
     PollTimeout,
     PublishTimeout,
@@ -80,7 +88,7 @@ from netcortex.sensory.poll.diff import (
     InterfaceState,
     diff,
 )
-from netcortex.sensory.poll.snmp import PollTarget, SnmpClient
+from netcortex.sensory.poll.snmp import PollTarget, SnmpClient, UsmCredentials
 from netcortex.sensory.poll.state import SqlitePollState
 from netcortex.sensory.trap.ber import VarBind
 
@@ -260,14 +268,9 @@ class PollReceiver:
         out: list[_Target] = []
         for t in cfg.targets:
             v3 = self._v3_users.get(t.v3_user) if t.v3_user is not None else None
-            if t.v3_user is not None:
-                # SnmpClient speaks v2c only so far; polling v3 devices with a v2c
-                # community would be wrong (and leak the community to them).
-                log.warning(
-                    "poll_target_skipped",
-                    device=t.device,
-                    reason="snmpv3_unsupported" if v3 is not None else "unknown_v3_user",
-                )
+            if t.v3_user is not None and v3 is None:
+                # Never fall back to v2c: that would leak the community to a v3 device.
+                log.warning("poll_target_skipped", device=t.device, reason="unknown_v3_user")
                 continue
             community: SecretStr = t.community if t.community is not None else cfg.community
             poll = PollTarget(
@@ -276,11 +279,51 @@ class PollReceiver:
                 community,
                 timeout=cfg.timeout_seconds,
                 retries=cfg.retries,
+                usm=UsmCredentials.from_config(v3) if v3 is not None else None,
             )
             out.append(_Target(t.device, poll, v3))
         if cfg.inventory and self._memory is not None:
-            # contracts.memory.SemanticMemory cannot list its devices: only poll.targets.
-            log.info("poll_inventory_unlisted", detail="the inventory cannot list devices yet")
+            out.extend(self._inventory_targets(self._memory, out))
+        return out
+
+    def _inventory_targets(
+        self, memory: SemanticMemory, configured: Sequence[_Target]
+    ) -> list[_Target]:
+        """Every inventory device with an address that no ``poll.targets`` entry covers.
+
+        A configured entry covers a device when it has the device's name, or its
+        host is one of the device's addresses (``poll.targets`` overrides the
+        inventory's port and credentials that way).
+        """
+        cfg = self._config
+        names = {t.device for t in configured}
+        hosts = {t.poll.host for t in configured}
+        for t in configured:
+            known = memory.device_by_address(t.poll.host)
+            if known is not None:
+                names.add(known.name)
+        out: list[_Target] = []
+        no_address = 0
+        for device in memory.devices():
+            if device.name in names:
+                continue
+            host = device.primary_ip or (device.addresses[0] if device.addresses else None)
+            if host is None:
+                no_address += 1
+                continue
+            if host in hosts or any(a in hosts for a in device.addresses):
+                continue
+            poll = PollTarget(
+                host,
+                cfg.port,
+                cfg.community,
+                timeout=cfg.timeout_seconds,
+                retries=cfg.retries,
+            )
+            out.append(_Target(device.name, poll))
+            names.add(device.name)
+            hosts.add(host)
+        log.info("poll_inventory_targets", added=len(out), without_address=no_address)
         return out
 
     async def close(self) -> None:
@@ -357,6 +400,8 @@ class PollReceiver:
                 failure: tuple[str, str, dict[str, str]] | None = ("timeout", str(exc), {})
             except AgentError as exc:
                 failure = ("agent_error", str(exc), {"status": exc.status})
+            except PollAuthError as exc:  # SNMPv3: wrong key, unknown user, ...
+                failure = ("auth_error", str(exc), {"usm_reason": exc.reason})
             except PollError as exc:
                 failure = ("poll_error", str(exc), {})
             else:

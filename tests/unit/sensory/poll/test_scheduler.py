@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,11 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from netcortex.config import BusConfig, Config, PollConfig, PollTargetConfig
+from netcortex.config import BusConfig, Config, PollConfig, PollTargetConfig, V3User
 from netcortex.contracts.bus import Subscription
 from netcortex.contracts.codec import decode_event
 from netcortex.contracts.events import SensoryEvent
+from netcortex.memory.semantic import FileInventory
 from netcortex.metrics import Counter, Histogram, Registry
 from netcortex.sensory.poll.diff import IF_STATUS_DOWN, IF_STATUS_UP, DeviceSnapshot
 from netcortex.sensory.poll.scheduler import PollReceiver
@@ -30,7 +33,7 @@ from netcortex.sensory.poll.snmp import PollTarget, SnmpClient
 from netcortex.sensory.poll.state import SqlitePollState
 from netcortex.sensory.trap.ber import VarBind
 from netcortex.thalamus.memory import InMemoryEventBus
-from tests.servers import SnmpdServer, free_udp_port
+from tests.servers import SnmpdServer, SnmpdUser, free_udp_port, snmpd_binary
 
 HOST = "127.0.0.1"
 
@@ -71,8 +74,17 @@ def live(snmpd: SnmpdServer, device: str = "lab-agent") -> PollTargetConfig:
     )
 
 
+#: Bound UDP sockets nobody reads: a "dead" agent's port stays ours for the whole
+#: test process, so no snmpd started by a parallel test can take it and answer.
+_BLACK_HOLES: list[socket.socket] = []
+
+
 def dead(device: str = "dead-agent") -> PollTargetConfig:
-    return PollTargetConfig(device=device, host=HOST, port=free_udp_port(HOST))
+    """A target whose port is bound (so the kernel sends no ICMP) and never answers."""
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hole.bind((HOST, 0))
+    _BLACK_HOLES.append(hole)
+    return PollTargetConfig(device=device, host=HOST, port=hole.getsockname()[1])
 
 
 async def eventually(cond: Callable[[], bool], within: float = 10.0) -> None:
@@ -360,3 +372,157 @@ class TestEngine:
         assert engine.bound_addresses["poll"][1] > 0
         assert engine.summary().events == 1
         assert any(e["event"] == "poll_started" and e["targets"] == 1 for e in logs)
+
+
+V3_USER = SnmpdUser("nc-sched", "SHA-256", "sched-auth-0001", "AES", "sched-priv-0001")
+
+
+@pytest.fixture(scope="module")
+def snmpd_v3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnmpdServer]:
+    """A running ``snmpd`` with the v3 user ``V3_USER`` (its v2c community is not ``public``)."""
+    if snmpd_binary() is None:
+        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
+    server = SnmpdServer(work_dir=tmp_path_factory.mktemp("snmpd-v3"), v3_users=[V3_USER])
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def v3_user(user: SnmpdUser = V3_USER) -> V3User:
+    """The ``trap.v3_users`` entry for ``user`` (the engine ID is the trap sender's, unused)."""
+    return V3User(
+        user=user.name,
+        engine_id="0x80001f8804deadbeef",
+        auth_protocol=user.auth,
+        auth_key=SecretStr(user.auth_key),
+        priv_protocol=user.priv,
+        priv_key=SecretStr(user.priv_key) if user.priv_key is not None else None,
+    )
+
+
+class TestSnmpV3:
+    async def test_v3_target_baseline_poll(
+        self,
+        tmp_path: Path,
+        snmpd_v3: SnmpdServer,
+        bus: InMemoryEventBus,
+        events: Subscription,
+    ) -> None:
+        """A ``v3_user`` target is polled with SNMPv3 (the default community ``public``
+        is refused by this agent, so only v3 can succeed): the baseline poll is counted,
+        stored, and reports nothing; a target naming an unknown user is skipped."""
+        good = PollTargetConfig(
+            device="v3-agent", host=snmpd_v3.host, port=snmpd_v3.port, v3_user=V3_USER.name
+        )
+        unknown = PollTargetConfig(
+            device="v3-unknown", host=snmpd_v3.host, port=snmpd_v3.port, v3_user="nobody"
+        )
+        config = poll_config(tmp_path, good, unknown)
+        metrics = Registry()
+        receiver = PollReceiver(config, bus, metrics, v3_users=[v3_user()])
+        with capture_logs() as logs:
+            async with receiver:
+                assert receiver.targets == ("v3-agent",)
+                await eventually(lambda: polls(metrics) >= 2)
+                await assert_no_event(events, 0.1)
+        assert failures(metrics) == 0
+        skipped = [e for e in logs if e["event"] == "poll_target_skipped"]
+        assert [(e["device"], e["reason"]) for e in skipped] == [("v3-unknown", "unknown_v3_user")]
+        snapshots, _ = await stored(config.state_path)
+        snap = snapshots["v3-agent"]
+        assert snap.sys_uptime_ticks > 0
+        assert "lo" in {i.name for i in snap.interfaces.values()}
+        for entry in logs:  # no key reaches a log line
+            text = repr(entry)
+            assert V3_USER.auth_key not in text
+            assert str(V3_USER.priv_key) not in text
+
+    async def test_wrong_v3_key_is_an_auth_error(
+        self, tmp_path: Path, snmpd_v3: SnmpdServer, bus: InMemoryEventBus
+    ) -> None:
+        """A wrong auth key fails the poll as ``auth_error`` (not a timeout), and the
+        key reaches no log line."""
+        wrong = v3_user().model_copy(update={"auth_key": SecretStr("not-the-key-0001")})
+        target = PollTargetConfig(
+            device="v3-wrong", host=snmpd_v3.host, port=snmpd_v3.port, v3_user=V3_USER.name
+        )
+        config = poll_config(tmp_path, target, failure_threshold=1000)
+        metrics = Registry()
+        with capture_logs() as logs:
+            async with PollReceiver(config, bus, metrics, v3_users=[wrong]):
+                await eventually(lambda: failures(metrics) >= 1)
+        c = metrics.get("netcortex_poll_failures_total")
+        assert isinstance(c, Counter)
+        assert c.value(reason="auth_error") >= 1
+        assert polls(metrics) == 0
+        failed = [e for e in logs if e["event"] == "poll_failed"]
+        assert failed
+        assert failed[0]["reason"] == "auth_error"
+        assert failed[0]["usm_reason"] == "wrong_digest"
+        assert all("not-the-key-0001" not in repr(e) for e in logs)
+
+
+def write_inventory(path: Path, devices: list[dict[str, Any]]) -> Path:
+    """A FileInventory document holding ``devices`` (NetBox device objects)."""
+    path.write_text(json.dumps({"/api/dcim/devices/": devices}), encoding="utf-8")
+    return path
+
+
+class TestInventory:
+    async def test_inventory_devices_are_polled(
+        self, tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus, events: Subscription
+    ) -> None:
+        """``poll.inventory``: every inventory device with an address is polled on
+        ``poll.port`` with ``poll.community``, except those a ``poll.targets`` entry
+        covers (by name or by host); devices without an address are left out."""
+        inv_path = write_inventory(
+            tmp_path / "inventory.json",
+            [
+                {"id": 1, "name": "inv-agent", "primary_ip": {"address": "127.0.0.1/8"}},
+                {"id": 2, "name": "inv-noaddr"},
+                {"id": 3, "name": "inv-covered", "primary_ip": {"address": "127.0.0.2/8"}},
+                {"id": 4, "name": "inv-by-host", "primary_ip": {"address": "127.0.0.3/8"}},
+            ],
+        )
+        inventory = FileInventory(inv_path)
+        await inventory.start()
+        covered = PollTargetConfig(device="inv-covered", host="127.0.0.3", port=free_udp_port(HOST))
+        config = poll_config(
+            tmp_path,
+            covered,
+            port=snmpd.port,
+            community=SecretStr(snmpd.community),
+            failure_threshold=1000,
+        )
+        metrics = Registry()
+        try:
+            with capture_logs() as logs:
+                async with PollReceiver(config, bus, metrics, memory=inventory) as receiver:
+                    assert receiver.targets == ("inv-covered", "inv-agent")
+                    await eventually(lambda: polls(metrics) >= 2)
+                    await assert_no_event(events, 0.1)
+        finally:
+            await inventory.close()
+        added = [e for e in logs if e["event"] == "poll_inventory_targets"]
+        assert [(e["added"], e["without_address"]) for e in added] == [(1, 1)]
+        snapshots, _ = await stored(config.state_path)
+        assert set(snapshots) == {"inv-agent"}  # the covered target is dead
+        assert snapshots["inv-agent"].agent == "127.0.0.1"
+        assert snapshots["inv-agent"].interfaces
+
+    async def test_inventory_off_polls_only_targets(
+        self, tmp_path: Path, bus: InMemoryEventBus
+    ) -> None:
+        """``poll.inventory: false``: the inventory's devices are not polled."""
+        inv_path = write_inventory(
+            tmp_path / "inventory.json",
+            [{"id": 1, "name": "inv-agent", "primary_ip": {"address": "127.0.0.1/8"}}],
+        )
+        inventory = FileInventory(inv_path)
+        await inventory.start()
+        try:
+            receiver = PollReceiver(poll_config(tmp_path, inventory=False), bus, memory=inventory)
+            async with receiver:
+                assert receiver.targets == ()
+        finally:
+            await inventory.close()
