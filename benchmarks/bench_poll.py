@@ -71,7 +71,9 @@ IF_COLUMNS = (
     "1.3.6.1.2.1.2.2.1.2",  # ifDescr
     "1.3.6.1.2.1.2.2.1.9",  # ifLastChange
 )
-BGP_COLUMNS = ("1.3.6.1.2.1.15.3.1.2", "1.3.6.1.2.1.15.3.1.7")
+#: BGP4-MIB bgpPeerState, bgpPeerRemoteAddr, and CISCO-BGP4-MIB cbgpPeer2State (the
+#: receiver walks all three; the agent serves the first two).
+BGP_COLUMNS = ("1.3.6.1.2.1.15.3.1.2", "1.3.6.1.2.1.15.3.1.7", "1.3.6.1.4.1.9.9.187.1.2.5.1.3")
 REPS = 25  # SnmpClient.bulk_walk's default, what the scheduler uses
 
 
@@ -352,7 +354,7 @@ def main() -> None:
     print(
         f"poll: {args.devices} devices x {args.interfaces} interfaces = {total:,} interfaces, "
         f"{per_cycle:,} requests per cycle ({len(IF_COLUMNS)} IF-MIB walks"
-        f"{' + 2 BGP walks' if bgp else ''} + GET sysUpTime.0, max-repetitions {REPS}), "
+        f"{' + 3 BGP walks' if bgp else ''} + GET sysUpTime.0, max-repetitions {REPS}), "
         f"concurrency {args.concurrency}, {'asyncio' if factory is None else 'uvloop'}; "
         f"medians of {args.repeat} runs"
     )

@@ -394,6 +394,9 @@ _SCRIPTED_ROOTS = (
     "1.3.6.1.2.1.15.3",  # BGP4-MIB bgpPeerTable
 )
 
+#: CISCO-BGP4-MIB cbgpPeer2Table: scripted only by an agent given ``cisco_bgp_peers``.
+_CISCO_BGP_ROOT = "1.3.6.1.4.1.9.9.187.1.2.5"
+
 
 @dataclass(frozen=True, slots=True)
 class AgentInterface:
@@ -418,7 +421,8 @@ class AgentInterface:
 
 @dataclass(frozen=True, slots=True)
 class AgentBgpPeer:
-    """One bgpPeerTable row: remote IPv4 address and bgpPeerState (6 established)."""
+    """One bgpPeerTable row (remote IPv4 address) or cbgpPeer2Table row (IPv4 or IPv6)
+    and its state (6 established)."""
 
     remote: str
     state: int = 6
@@ -438,6 +442,8 @@ class ScriptedSnmpAgent(SnmpdServer):
     Args:
         interfaces: the initial ifTable rows.
         bgp_peers: the initial bgpPeerTable rows.
+        cisco_bgp_peers: the initial CISCO-BGP4-MIB cbgpPeer2Table rows (``remote``
+            IPv4 or IPv6); ``None`` (default): the agent has no such table.
         state_path: the state file (default ``work_dir/agent-state.json``); give
             the same path to a second agent to keep a device's state across agents.
         **kwargs: ``SnmpdServer``'s (``community``, ``work_dir``, ``port`` ...).
@@ -448,10 +454,12 @@ class ScriptedSnmpAgent(SnmpdServer):
         *,
         interfaces: Iterable[AgentInterface] = (),
         bgp_peers: Iterable[AgentBgpPeer] = (),
+        cisco_bgp_peers: Iterable[AgentBgpPeer] | None = None,
         state_path: Path | None = None,
         community: str = "public",
         **kwargs: Any,
     ) -> None:
+        self._roots = _SCRIPTED_ROOTS + ((_CISCO_BGP_ROOT,) if cisco_bgp_peers is not None else ())
         super().__init__(community=community, **kwargs)
         self.state_path = state_path or self.work_dir / "agent-state.json"
         self.access_log = self.work_dir / "agent-access.jsonl"
@@ -461,6 +469,7 @@ class ScriptedSnmpAgent(SnmpdServer):
                     "booted_at": time.time(),
                     "interfaces": [asdict(i) for i in interfaces],
                     "bgp_peers": [asdict(p) for p in bgp_peers],
+                    "cisco_bgp_peers": [asdict(p) for p in cisco_bgp_peers or ()],
                 }
             )
 
@@ -475,7 +484,7 @@ class ScriptedSnmpAgent(SnmpdServer):
             return
         super().start(timeout)
         try:
-            for root in _SCRIPTED_ROOTS:
+            for root in self._roots:
                 self._wait_answering(timeout, f"{root}.0")
         except (TimeoutError, RuntimeError) as exc:
             self.stop()
@@ -486,7 +495,7 @@ class ScriptedSnmpAgent(SnmpdServer):
         program = f"{sys.executable} {PASS_PERSIST_SCRIPT} {self.state_path}"
         return "".join(
             f"pass_persist -p 1 .{root} {program} .{root} {self.access_log}\n"
-            for root in _SCRIPTED_ROOTS
+            for root in self._roots
         )
 
     # -- what was read -----------------------------------------------------------
@@ -628,6 +637,27 @@ class ScriptedSnmpAgent(SnmpdServer):
         """Set (or add) the peer ``remote``'s bgpPeerState; return the row."""
         data = self.read_state()
         peers: list[dict[str, Any]] = data.setdefault("bgp_peers", [])
+        peer = next((p for p in peers if p["remote"] == remote), None)
+        if peer is None:
+            peer = {"remote": remote}
+            peers.append(peer)
+        peer["state"] = state
+        self.write_state(data)
+        return AgentBgpPeer(**peer)
+
+    @property
+    def cisco_bgp_peers(self) -> list[AgentBgpPeer]:
+        """The cbgpPeer2Table rows now."""
+        return [AgentBgpPeer(**row) for row in self.read_state().get("cisco_bgp_peers", [])]
+
+    def set_cisco_bgp_peer(self, remote: str, state: int) -> AgentBgpPeer:
+        """Set (or add) the cbgpPeer2Table peer ``remote``'s state; return the row.
+
+        Served only by an agent created with ``cisco_bgp_peers`` (else the table
+        is not registered with snmpd).
+        """
+        data = self.read_state()
+        peers: list[dict[str, Any]] = data.setdefault("cisco_bgp_peers", [])
         peer = next((p for p in peers if p["remote"] == remote), None)
         if peer is None:
             peer = {"remote": remote}

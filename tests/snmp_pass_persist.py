@@ -23,19 +23,23 @@ Its shape (every key optional)::
      "sys_uptime": 12345,                 # ... or a fixed sysUpTime.0 in TimeTicks
      "interfaces": [{"index": 3, "descr": "GigabitEthernet1/0/3", "name": "Gi1/0/3",
                      "admin": 1, "oper": 1, "last_change": 0}],
-     "bgp_peers": [{"remote": "192.0.2.1", "state": 6}]}
+     "bgp_peers": [{"remote": "192.0.2.1", "state": 6}],
+     "cisco_bgp_peers": [{"remote": "2001:db8::1", "state": 6}]}
 
 Served objects: sysUpTime.0 (1.3.6.1.2.1.1.3.0); IF-MIB ifTable columns ifIndex,
 ifDescr, ifAdminStatus, ifOperStatus, ifLastChange (1.3.6.1.2.1.2.2.1.{1,2,7,8,9})
 and ifXTable ifName (1.3.6.1.2.1.31.1.1.1.1); BGP4-MIB bgpPeerTable bgpPeerState
-and bgpPeerRemoteAddr (1.3.6.1.2.1.15.3.1.{2,7}). A state file that is missing or
-not valid JSON serves nothing (``NONE``) rather than crashing the agent.
+and bgpPeerRemoteAddr (1.3.6.1.2.1.15.3.1.{2,7}); CISCO-BGP4-MIB cbgpPeer2State
+(1.3.6.1.4.1.9.9.187.1.2.5.1.3, indexed by cbgpPeer2Type — 1 ipv4, 2 ipv6 — then
+the address length and octets) for ``cisco_bgp_peers`` (IPv4 or IPv6). A state
+file that is missing or not valid JSON serves nothing (``NONE``) rather than crashing the agent.
 
 Standalone: stdlib only (snmpd starts it with any Python 3).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 import time
@@ -49,6 +53,7 @@ SYS_UPTIME: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 IF_ENTRY: Oid = (1, 3, 6, 1, 2, 1, 2, 2, 1)
 IFX_NAME: Oid = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 1)
 BGP_PEER_ENTRY: Oid = (1, 3, 6, 1, 2, 1, 15, 3, 1)
+CBGP_PEER2_STATE: Oid = (1, 3, 6, 1, 4, 1, 9, 9, 187, 1, 2, 5, 1, 3)
 
 
 def parse_oid(text: str) -> Oid:
@@ -95,6 +100,12 @@ def objects(state: dict[str, Any]) -> dict[Oid, Value]:
         index = tuple(int(p) for p in remote.split("."))
         out[(*BGP_PEER_ENTRY, 2, *index)] = ("integer", str(int(peer.get("state", 6))))
         out[(*BGP_PEER_ENTRY, 7, *index)] = ("ipaddress", remote)
+    for peer in state.get("cisco_bgp_peers", []):
+        addr = ipaddress.ip_address(str(peer["remote"]))
+        packed = tuple(addr.packed)
+        kind = 1 if addr.version == 4 else 2  # InetAddressType ipv4 / ipv6
+        key = (*CBGP_PEER2_STATE, kind, len(packed), *packed)
+        out[key] = ("integer", str(int(peer.get("state", 6))))
     return out
 
 

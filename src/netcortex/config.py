@@ -389,6 +389,8 @@ class PollConfig(_Section):
     retries: Annotated[int, Field(ge=0)] = 1
     #: consecutive failed polls that make a device down (``device_down``)
     failure_threshold: Annotated[int, Field(ge=1)] = 3
+    #: after n failed polls a device waits ``interval * 2**(n-1)``, at most this * interval
+    max_backoff_factor: Annotated[float, Field(ge=1)] = 4.0
     #: the default v2c community
     community: Secret = Field(default_factory=lambda: SecretStr("public"))
     #: poll every inventory device that has a primary IP address

@@ -528,6 +528,7 @@ class TestPollSection:
         assert not poll.enabled
         assert (poll.interval_seconds, poll.jitter, poll.concurrency) == (60.0, 0.1, 64)
         assert (poll.timeout_seconds, poll.retries, poll.failure_threshold) == (2.0, 1, 3)
+        assert poll.max_backoff_factor == 4.0
         assert poll.community.get_secret_value() == "public"
         assert poll.inventory
         assert poll.bgp
@@ -552,10 +553,16 @@ class TestPollSection:
             "    - {device: r1, host: '2001:DB8::1', port: 1161, v3_user: ops}\n",
         )
         config = load_config(
-            path, {"NETCORTEX_POLL__ENABLED": "true", "NETCORTEX_POLL__INTERVAL_SECONDS": "30"}
+            path,
+            {
+                "NETCORTEX_POLL__ENABLED": "true",
+                "NETCORTEX_POLL__INTERVAL_SECONDS": "30",
+                "NETCORTEX_POLL__MAX_BACKOFF_FACTOR": "8",
+            },
         )
         assert config.poll.enabled
         assert config.poll.interval_seconds == 30
+        assert config.poll.max_backoff_factor == 8.0
         sw1, r1 = config.poll.targets
         assert sw1.community is not None
         assert sw1.community.get_secret_value() == "s3cret-community"
@@ -573,6 +580,7 @@ class TestPollSection:
             ("poll: {timeout_seconds: -1}", r"poll\.timeout_seconds"),
             ("poll: {retries: -1}", r"poll\.retries"),
             ("poll: {failure_threshold: 0}", r"poll\.failure_threshold"),
+            ("poll: {max_backoff_factor: 0.5}", r"poll\.max_backoff_factor"),
             ("poll: {targets: [{device: a, host: sw1.example.com}]}",
              r"poll\.targets\.0\.host: 'sw1\.example\.com' is not an IP address"),
             ("poll: {targets: [{device: a, host: 192.0.2.1, port: 0}]}",

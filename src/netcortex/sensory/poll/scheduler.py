@@ -4,12 +4,19 @@
 part of one interval (so a restart does not poll every device at once); then
 each device sleeps its interval, start to start, moved by a random ``±jitter``
 fraction on every cycle (so devices do not poll in lock-step; a poll longer
-than the interval skips the missed cycles). A poll takes a slot of a global
-``asyncio.Semaphore`` (``poll.concurrency``) and reads: a GET of sysUpTime.0,
-then GETBULK walks of IF-MIB ifName (ifXTable), ifDescr, ifAdminStatus,
-ifOperStatus and ifLastChange, plus BGP4-MIB bgpPeerState and
-bgpPeerRemoteAddr when ``poll.bgp`` (an agent without BGP, or one refusing the
-BGP walks, just has no peers). Every request has the configured timeout and
+than the interval skips the missed cycles). A failing device backs off: after
+``n`` consecutive failed polls the next one waits ``interval * 2**(n-1)``, at
+most ``interval * poll.max_backoff_factor``; one success restores the interval
+(``device_down`` still counts failed polls, so it comes later in time).
+
+A poll takes a slot of a global ``asyncio.Semaphore`` (``poll.concurrency``)
+and reads: a GET of sysUpTime.0, then GETBULK walks of IF-MIB ifName
+(ifXTable), ifDescr, ifAdminStatus, ifOperStatus and ifLastChange, plus
+BGP4-MIB bgpPeerState and bgpPeerRemoteAddr and CISCO-BGP4-MIB cbgpPeer2State
+when ``poll.bgp`` (an agent without BGP, or one refusing the BGP walks, just
+has no peers). A peer in cbgpPeer2Table (which also has the IPv6 peers
+BGP4-MIB cannot index) wins over its bgpPeerTable row; the two tables are
+joined by canonical address text. Every request has the configured timeout and
 retries; a device that does not answer sysUpTime.0 is not walked. Each device
 waits only for itself: a dead or slow one holds one slot of the cap for at most
 its own timeouts, never another device's schedule.
@@ -53,6 +60,7 @@ logs/metrics, siblings and ``sensory.trap.ber`` (``VarBind``).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import time
 from collections.abc import Coroutine, Sequence
@@ -104,6 +112,10 @@ IF_LAST_CHANGE: Final = "1.3.6.1.2.1.2.2.1.9"
 IF_NAME: Final = "1.3.6.1.2.1.31.1.1.1.1"
 BGP_PEER_STATE: Final = "1.3.6.1.2.1.15.3.1.2"
 BGP_PEER_REMOTE_ADDR: Final = "1.3.6.1.2.1.15.3.1.7"
+#: CISCO-BGP4-MIB cbgpPeer2State, indexed by cbgpPeer2Type + cbgpPeer2RemoteAddr.
+CBGP_PEER2_STATE: Final = "1.3.6.1.4.1.9.9.187.1.2.5.1.3"
+_INET_IPV4: Final = 1  # InetAddressType ipv4
+_INET_IPV6: Final = 2  # InetAddressType ipv6
 
 #: Pauses before re-publishing an event the bus refused (as the trap receiver).
 _RETRY_DELAYS: Final = (0.1, 0.5, 1.0)
@@ -371,8 +383,9 @@ class PollReceiver:
     # ------------------------------------------------------------------ schedule
 
     async def _schedule(self, target: _Target, first_delay: float) -> None:
-        """Poll ``target`` forever: every interval ± jitter, measured start to start."""
-        interval, jitter = self._config.interval_seconds, self._config.jitter
+        """Poll ``target`` forever: every interval (backed off while failing) ± jitter,
+        measured start to start."""
+        jitter = self._config.jitter
         loop = asyncio.get_running_loop()
         next_at = loop.time() + first_delay
         while True:
@@ -386,9 +399,23 @@ class PollReceiver:
                 raise
             except Exception:  # never let one device's bug end its schedule
                 log.exception("poll_crashed", device=target.device)
-            step = interval * (1 + self._rng.uniform(-jitter, jitter))
+            step = self._backoff(target) * (1 + self._rng.uniform(-jitter, jitter))
             # A poll longer than the interval skips the missed cycles, never bunches them.
             next_at = max(started + step, loop.time())
+
+    def _backoff(self, target: _Target) -> float:
+        """The pause before ``target``'s next poll, start to start (before jitter).
+
+        The interval after a success; after ``n`` consecutive failed polls
+        ``interval * 2**(n-1)``, capped at ``interval * poll.max_backoff_factor``.
+        """
+        interval = self._config.interval_seconds
+        failed = self._tracker.failures(target.device)
+        if failed <= 1:
+            return interval
+        cap = self._config.max_backoff_factor
+        # Past the cap the exponent no longer matters (and must not overflow).
+        return interval * (cap if failed > 64 else min(2.0 ** (failed - 1), cap))
 
     async def _poll(self, target: _Target) -> None:
         t0 = time.perf_counter()
@@ -546,7 +573,10 @@ class PollReceiver:
                 oper_status=status,
                 last_change=last if isinstance(last, int) else None,
             )
-        bgp = await self._read_bgp(target) if self._config.bgp else {}
+        bgp: dict[str, BgpPeerState] = {}
+        if self._config.bgp:
+            bgp4, cisco = await asyncio.gather(self._read_bgp(target), self._read_cbgp(target))
+            bgp = {**bgp4, **cisco}  # a peer in both: cbgpPeer2State wins
         return DeviceSnapshot(
             device=target.device,
             agent=poll.host,
@@ -576,6 +606,42 @@ class PollReceiver:
             address = addr if isinstance(addr, str) and addr else suffix
             out[address] = BgpPeerState(address, state)
         return out
+
+    async def _read_cbgp(self, target: _Target) -> dict[str, BgpPeerState]:
+        """CISCO-BGP4-MIB cbgpPeer2State rows by remote address (IPv4 and IPv6 peers);
+        empty for an agent without that MIB."""
+        try:
+            states = await self._client.bulk_walk(target.poll, CBGP_PEER2_STATE)
+        except AgentError as exc:
+            log.debug("poll_cbgp_unavailable", device=target.device, status=exc.status)
+            return {}
+        out: dict[str, BgpPeerState] = {}
+        for suffix, state in _column_by_suffix(CBGP_PEER2_STATE, states).items():
+            address = _inet_address(suffix)
+            if address is None or not isinstance(state, int) or isinstance(state, bool):
+                continue
+            out[address] = BgpPeerState(address, state)
+        return out
+
+
+def _inet_address(suffix: str) -> str | None:
+    """A cbgpPeer2Table index (``InetAddressType.length.octets``) → canonical address text.
+
+    ``1.4.192.0.2.1`` → ``192.0.2.1``; ``2.16.32.1.13.184.0...1`` → ``2001:db8::1``;
+    ``None`` for any other type or a malformed index.
+    """
+    try:
+        arcs = [int(p) for p in suffix.split(".")]
+    except ValueError:
+        return None
+    if len(arcs) < 2 or arcs[1] != len(arcs) - 2 or any(not 0 <= a <= 255 for a in arcs[2:]):
+        return None
+    kind, octets = arcs[0], bytes(arcs[2:])
+    if kind == _INET_IPV4 and len(octets) == 4:
+        return str(ipaddress.IPv4Address(octets))
+    if kind == _INET_IPV6 and len(octets) == 16:
+        return str(ipaddress.IPv6Address(octets))
+    return None
 
 
 def _column(root: str, varbinds: list[VarBind]) -> dict[int, int | bytes | str | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import socket
 import time
@@ -27,13 +28,25 @@ from netcortex.contracts.codec import decode_event
 from netcortex.contracts.events import SensoryEvent
 from netcortex.memory.semantic import FileInventory
 from netcortex.metrics import Counter, Histogram, Registry
-from netcortex.sensory.poll.diff import IF_STATUS_DOWN, IF_STATUS_UP, DeviceSnapshot
+from netcortex.sensory.poll.diff import (
+    IF_STATUS_DOWN,
+    IF_STATUS_UP,
+    BgpPeerState,
+    DeviceSnapshot,
+)
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.sensory.poll.snmp import PollTarget, SnmpClient
 from netcortex.sensory.poll.state import SqlitePollState
 from netcortex.sensory.trap.ber import VarBind
 from netcortex.thalamus.memory import InMemoryEventBus
-from tests.servers import SnmpdServer, SnmpdUser, free_udp_port, snmpd_binary
+from tests.servers import (
+    AgentBgpPeer,
+    ScriptedSnmpAgent,
+    SnmpdServer,
+    SnmpdUser,
+    free_udp_port,
+    snmpd_binary,
+)
 
 HOST = "127.0.0.1"
 
@@ -316,6 +329,146 @@ class CountingClient(SnmpClient):
             return await super().get(target, oids)
         finally:
             self.now -= 1
+
+
+class TestCiscoBgp:
+    async def test_v6_peer_drop_via_cbgp_peer2_state(
+        self, tmp_path: Path, bus: InMemoryEventBus, events: Subscription
+    ) -> None:
+        """cbgpPeer2State joins bgpPeerTable (IPv6 peers included) and wins for a peer in
+        both: a BGP4-MIB-only change of such a peer is not reported; an IPv6 peer going
+        Established -> Idle there is one bgp_backward_transition."""
+        if snmpd_binary() is None:
+            pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
+        work = tmp_path / "agent"
+        work.mkdir()
+        agent = ScriptedSnmpAgent(
+            bgp_peers=[AgentBgpPeer("192.0.2.1"), AgentBgpPeer("10.0.0.2")],
+            cisco_bgp_peers=[AgentBgpPeer("2001:db8::1"), AgentBgpPeer("192.0.2.1")],
+            work_dir=work,
+        )
+        config = poll_config(
+            tmp_path,
+            PollTargetConfig(device="cisco-agent", host=agent.host, port=agent.port),
+            interval_seconds=0.1,
+        )
+        metrics = Registry()
+        with agent:
+            async with PollReceiver(config, bus, metrics):
+                await eventually(lambda: polls(metrics) >= 1)
+                snapshots, _ = await stored(config.state_path)
+                assert snapshots["cisco-agent"].bgp == {
+                    "10.0.0.2": BgpPeerState("10.0.0.2", 6),
+                    "192.0.2.1": BgpPeerState("192.0.2.1", 6),
+                    "2001:db8::1": BgpPeerState("2001:db8::1", 6),
+                }
+                agent.set_bgp_peer("192.0.2.1", 1)  # cbgpPeer2State still says 6: it wins
+                seen = polls(metrics)
+                await eventually(lambda: polls(metrics) >= seen + 2)
+                await assert_no_event(events, 0.05)
+                agent.set_cisco_bgp_peer("2001:db8::1", 1)
+                drop = await next_event(events)
+                seen = polls(metrics)
+                await eventually(lambda: polls(metrics) >= seen + 2)
+                await assert_no_event(events, 0.05)
+        assert drop.event_class == "bgp_backward_transition"
+        assert drop.subject.startswith("sensory.snmp.poll.bgp_backward_transition.")
+        assert drop.peer == "2001:db8::1"
+        assert drop.target == f"{agent.host}|2001:db8::1"
+        assert (drop.payload["bgp_prev_state"], drop.payload["bgp_state"]) == (6, 1)
+        snapshots, _ = await stored(config.state_path)
+        assert snapshots["cisco-agent"].bgp["2001:db8::1"].state == 1
+        assert snapshots["cisco-agent"].bgp["192.0.2.1"].state == 6
+
+    async def test_agent_without_cisco_mib_keeps_bgp4_peers(
+        self, tmp_path: Path, bus: InMemoryEventBus
+    ) -> None:
+        """No cbgpPeer2Table (an empty walk): the bgpPeerTable peers are all there is."""
+        if snmpd_binary() is None:
+            pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
+        work = tmp_path / "agent"
+        work.mkdir()
+        agent = ScriptedSnmpAgent(bgp_peers=[AgentBgpPeer("192.0.2.1", 3)], work_dir=work)
+        config = poll_config(
+            tmp_path, PollTargetConfig(device="bgp4-agent", host=agent.host, port=agent.port)
+        )
+        metrics = Registry()
+        with agent:
+            async with PollReceiver(config, bus, metrics):
+                await eventually(lambda: polls(metrics) >= 1)
+        assert failures(metrics) == 0
+        snapshots, _ = await stored(config.state_path)
+        assert snapshots["bgp4-agent"].bgp == {"192.0.2.1": BgpPeerState("192.0.2.1", 3)}
+
+
+class AttemptClient(SnmpClient):
+    """An ``SnmpClient`` that records when each sysUpTime GET (the first request of
+    every device poll) was sent, by the event loop's clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[float] = []
+
+    async def get(self, target: PollTarget, oids: list[str] | tuple[str, ...]) -> list[VarBind]:
+        self.attempts.append(asyncio.get_running_loop().time())
+        return await super().get(target, oids)
+
+
+class TestBackoff:
+    async def test_gaps_grow_and_stay_capped(self, tmp_path: Path, bus: InMemoryEventBus) -> None:
+        """A dead device: after n failed polls the next waits interval * 2**(n-1), capped
+        at max_backoff_factor * interval (gaps ~0.1, 0.2, 0.4, 0.4, 0.4 s); device_down
+        still comes after failure_threshold failed polls."""
+        interval = 0.1
+        config = poll_config(
+            tmp_path,
+            dead(),
+            interval_seconds=interval,
+            jitter=0.0,
+            timeout_seconds=0.02,
+            failure_threshold=3,
+            max_backoff_factor=4.0,
+        )
+        client = AttemptClient()
+        metrics = Registry()
+        try:
+            async with PollReceiver(config, bus, metrics, client=client):
+                await eventually(lambda: len(client.attempts) >= 6, within=10.0)
+                await eventually(lambda: failures(metrics) >= 5)
+        finally:
+            client.close()
+        t = client.attempts
+        gaps = [b - a for a, b in itertools.pairwise(t[:6])]
+        assert len(gaps) == 5
+        # Start to start: 1x, 2x, 4x, then capped at 4x (generous bounds for a busy host).
+        assert 0.8 * interval <= gaps[0] <= 2.5 * interval, gaps
+        assert 1.4 <= gaps[1] / gaps[0] <= 3.0, gaps
+        assert 1.4 <= gaps[2] / gaps[1] <= 3.0, gaps
+        assert 3.5 * interval <= gaps[2] <= 6.0 * interval, gaps
+        for later in gaps[3:]:
+            assert 3.5 * interval <= later <= 6.0 * interval, gaps  # capped, not 8x, 16x
+        down = metrics.get("netcortex_poll_published_total")
+        assert isinstance(down, Counter)
+        assert down.by_label("event_class") == {"device_down": 1}
+
+    async def test_success_restores_the_interval(
+        self, tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus
+    ) -> None:
+        """A device that answers is polled every interval (no backoff after successes)."""
+        interval = 0.1
+        config = poll_config(
+            tmp_path, live(snmpd), interval_seconds=interval, jitter=0.0, max_backoff_factor=4.0
+        )
+        client = AttemptClient()
+        metrics = Registry()
+        try:
+            async with PollReceiver(config, bus, metrics, client=client):
+                await eventually(lambda: polls(metrics) >= 5)
+        finally:
+            client.close()
+        t = client.attempts
+        gaps = [b - a for a, b in itertools.pairwise(t[:5])]
+        assert all(g <= 2.5 * interval for g in gaps), gaps
 
 
 class TestConcurrency:

@@ -178,6 +178,39 @@ async def test_bgp_peers_walk_and_flip(agent: ScriptedSnmpAgent, client: SnmpCli
     assert agent.bgp_peers == [AgentBgpPeer("192.0.2.1", 1), AgentBgpPeer("10.0.0.2", 6)]
 
 
+CBGP_PEER2_STATE = "1.3.6.1.4.1.9.9.187.1.2.5.1.3"
+V6_INDEX = "2.16.32.1.13.184.0.0.0.0.0.0.0.0.0.0.0.1"  # ipv6, 16 octets, 2001:db8::1
+
+
+async def test_cisco_bgp_peers_are_optional_and_indexed_by_inet_address(
+    agent: ScriptedSnmpAgent, tmp_path: Path, client: SnmpClient
+) -> None:
+    """Without ``cisco_bgp_peers`` the agent has no cbgpPeer2Table (an empty walk);
+    with it, cbgpPeer2State is indexed by type + length + octets (IPv4 before IPv6)
+    and a state change is seen by the next walk."""
+    assert await client.bulk_walk(target(agent), CBGP_PEER2_STATE) == []
+    (tmp_path / "cisco").mkdir()
+    cisco = ScriptedSnmpAgent(
+        cisco_bgp_peers=[AgentBgpPeer("2001:db8::1"), AgentBgpPeer("192.0.2.1", 3)],
+        work_dir=tmp_path / "cisco",
+    )
+    with cisco:
+        t = target(cisco)
+        assert values(await client.bulk_walk(t, CBGP_PEER2_STATE)) == {
+            f"{CBGP_PEER2_STATE}.1.4.192.0.2.1": 3,
+            f"{CBGP_PEER2_STATE}.{V6_INDEX}": 6,
+        }
+        cisco.set_cisco_bgp_peer("2001:db8::1", 1)
+        assert values(await client.bulk_walk(t, CBGP_PEER2_STATE)) == {
+            f"{CBGP_PEER2_STATE}.1.4.192.0.2.1": 3,
+            f"{CBGP_PEER2_STATE}.{V6_INDEX}": 1,
+        }
+        assert cisco.cisco_bgp_peers == [
+            AgentBgpPeer("2001:db8::1", 1),
+            AgentBgpPeer("192.0.2.1", 3),
+        ]
+
+
 async def test_uptime_counts_fixes_and_reboots(
     agent: ScriptedSnmpAgent, client: SnmpClient
 ) -> None:
