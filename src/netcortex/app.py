@@ -54,6 +54,7 @@ from netcortex.contracts.memory import (
 from netcortex.errors import ConfigError
 from netcortex.memory.episodic.dedup_jetstream import JetStreamDedupStore
 from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
+from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic import FileInventory, NetboxInventory
 from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar, config_windows
@@ -110,7 +111,8 @@ def _make_bus(config: BusConfig, metrics: Registry) -> EventBus:
 
 
 def _make_store(config: StoreConfig, metrics: Registry) -> OutcomeStore:
-    # store.backend is "sqlite" only for now; PostgreSQL arrives as another branch here.
+    if config.backend == "postgres":
+        return PostgresOutcomeStore(config, metrics)
     return SqliteOutcomeStore(config, metrics)
 
 

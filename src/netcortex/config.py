@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from netcortex.contracts.events import EVENT_CLASSES
@@ -121,12 +129,32 @@ class BusConfig(_Section):
 class StoreConfig(_Section):
     """``store``: where outcomes are kept."""
 
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     sqlite_path: Path = Path("var/netcortex.db")
+    #: ``postgresql://user:password@host:5432/db`` (required for ``postgres``; never logged)
+    postgres_dsn: Secret | None = None
+    #: the PostgreSQL schema holding the tables (created at start)
+    postgres_schema: str = "netcortex"
     #: rows per transaction at most
     batch_size: Annotated[int, Field(ge=1)] = 500
     #: longest a recorded outcome waits before its batch is written (seconds)
     flush_interval: Annotated[float, Field(gt=0)] = 0.01
+
+    @field_validator("postgres_schema")
+    @classmethod
+    def _schema_identifier(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", v) or v.startswith("pg_"):
+            raise ValueError(
+                "must be a lower-case SQL identifier (letters, digits, '_'; "
+                "not starting with a digit or 'pg_'; at most 63 characters)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StoreConfig:
+        if self.backend == "postgres" and self.postgres_dsn is None:
+            raise ValueError("store.postgres_dsn is required when store.backend is 'postgres'")
+        return self
 
 
 class V3User(_Section):

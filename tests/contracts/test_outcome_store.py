@@ -1,7 +1,9 @@
 """Contract suite for ``OutcomeStore``: every backend passes the same tests.
 
-Backends are parameters of ``new_store``; adding one (PostgreSQL in a later
-issue) is one ``pytest.param`` line in ``STORE_BACKENDS`` pointing at a factory.
+Backends are parameters of ``new_store``: SQLite (a file in ``tmp_path``) and
+PostgreSQL (a fresh schema per test on the session's server, see
+``tests.conftest.postgres_dsn``); adding one is one ``pytest.param`` line in
+``STORE_BACKENDS`` pointing at a factory.
 The tests use only the Protocol (``start``/``close``/``record``/``flush``/
 ``query``/``get``/``ping``) and contain no backend branches.
 """
@@ -21,6 +23,7 @@ from netcortex.contracts.events import Severity
 from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery, OutcomeStore
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 from netcortex.errors import StoreError
+from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.testing import make_event
 
@@ -28,13 +31,25 @@ from netcortex.testing import make_event
 NewStore = Callable[[], OutcomeStore]
 
 
-def _sqlite(tmp_path: Path) -> NewStore:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
     config = StoreConfig(sqlite_path=tmp_path / "store" / "outcomes.db", flush_interval=0.005)
     return lambda: SqliteOutcomeStore(config)
 
 
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
+    """A fresh schema per test on the session's PostgreSQL (``tests.conftest``)."""
+    config = StoreConfig(
+        backend="postgres",
+        postgres_dsn=request.getfixturevalue("postgres_dsn"),
+        postgres_schema=request.getfixturevalue("postgres_schema"),
+        flush_interval=0.005,
+    )
+    return lambda: PostgresOutcomeStore(config)
+
+
 STORE_BACKENDS = [
     pytest.param(_sqlite, id="sqlite"),
+    pytest.param(_postgres, id="postgres"),
 ]
 
 T0 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
@@ -43,8 +58,8 @@ T0 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 @pytest.fixture(params=STORE_BACKENDS)
 def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
     """Factory of store instances of the backend under test, all on one location."""
-    factory: Callable[[Path], NewStore] = request.param
-    return factory(tmp_path)
+    factory: Callable[[pytest.FixtureRequest, Path], NewStore] = request.param
+    return factory(request, tmp_path)
 
 
 @pytest.fixture

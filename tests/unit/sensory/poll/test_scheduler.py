@@ -88,8 +88,15 @@ def live(snmpd: SnmpdServer, device: str = "lab-agent") -> PollTargetConfig:
 
 
 #: Bound UDP sockets nobody reads: a "dead" agent's port stays ours for the whole
-#: test process, so no snmpd started by a parallel test can take it and answer.
+#: module, so no snmpd started by a parallel test can take it and answer.
 _BLACK_HOLES: list[socket.socket] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_black_holes() -> Iterator[None]:
+    yield
+    while _BLACK_HOLES:
+        _BLACK_HOLES.pop().close()
 
 
 def dead(device: str = "dead-agent") -> PollTargetConfig:

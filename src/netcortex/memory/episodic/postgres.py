@@ -1,0 +1,570 @@
+"""Memory, episodic: ``PostgresOutcomeStore`` — outcomes in a shared PostgreSQL (asyncpg).
+
+Design (issue 6, item 1; LIMITS.md "Storage": batching decides everything):
+
+* ``record`` turns the outcome into a row and appends it to the pending batch on
+  the event loop (no I/O). The batch is handed to the writer task when it reaches
+  ``batch_size`` rows or ``flush_interval`` seconds after its first row.
+* **One writer task** writes each batch as **one statement**,
+  ``INSERT ... SELECT * FROM unnest($1, ...) ON CONFLICT (outcome_id) DO NOTHING``:
+  one round trip, one transaction, idempotent on ``outcome_id`` (duplicates
+  inside a batch too), and the command tag gives the rows really written.
+* ``flush`` hands over the pending batch, then a marker, on the same FIFO queue;
+  the writer answers the marker after everything before it is committed.
+* The schema lives in its own PostgreSQL schema (``store.postgres_schema``) and
+  is versioned in ``schema_migrations``: ``start`` applies the missing
+  migrations in one transaction under an advisory lock (many processes may
+  start at once); a database newer than this code is refused.
+* Every asyncpg (and socket) error is mapped to ``StoreError`` in one context
+  manager, ``_pg_errors``; messages never carry the DSN (it may hold a password).
+
+Times are ``timestamptz`` (microseconds, like Python); ``outcome_id`` is
+``COLLATE "C"`` so the newest-first order (``recorded_at DESC, outcome_id DESC``)
+and the page cursor compare ids bytewise, exactly like the SQLite store.
+
+May import: ``contracts``, ``errors``, ``config``, ``metrics``, ``logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+import structlog
+
+from netcortex.config import StoreConfig
+from netcortex.contracts.memory import OutcomeQuery
+from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.errors import StoreError
+from netcortex.logs import redact_url
+from netcortex.metrics import Registry
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresOutcomeStore"]
+
+log = structlog.get_logger(__name__)
+
+_BACKEND: Final = "postgres"
+
+#: Versioned migrations, in order; ``{s}`` is the quoted schema name. Never edit a
+#: released one: add the next version.
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            """CREATE TABLE {s}.outcomes (
+                outcome_id      TEXT COLLATE "C" PRIMARY KEY,
+                handler_id      TEXT NOT NULL,
+                event_id        TEXT NOT NULL,
+                subject         TEXT NOT NULL,
+                kind            TEXT NOT NULL,
+                severity        TEXT NOT NULL,
+                target          TEXT NOT NULL,
+                device          TEXT,
+                site            TEXT,
+                summary         TEXT NOT NULL,
+                diagnostic      TEXT NOT NULL,
+                fact_key        TEXT NOT NULL,
+                occurred_at     TIMESTAMPTZ NOT NULL,
+                recorded_at     TIMESTAMPTZ NOT NULL,
+                details         TEXT NOT NULL,
+                schema_version  INTEGER NOT NULL,
+                role            TEXT,
+                trace           TEXT NOT NULL DEFAULT '{{}}'
+            )""",
+            "CREATE INDEX outcomes_recorded_id ON {s}.outcomes (recorded_at, outcome_id)",
+            "CREATE INDEX outcomes_handler ON {s}.outcomes (handler_id, recorded_at)",
+            "CREATE INDEX outcomes_severity ON {s}.outcomes (severity, recorded_at)",
+            "CREATE INDEX outcomes_kind ON {s}.outcomes (kind, recorded_at)",
+            "CREATE INDEX outcomes_device ON {s}.outcomes (device, recorded_at)",
+            "CREATE INDEX outcomes_site ON {s}.outcomes (site, recorded_at)",
+        ),
+    ),
+)
+#: The newest schema version this module writes.
+SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+
+_COLUMNS = (
+    "outcome_id, handler_id, event_id, subject, kind, severity, target, device, site, "
+    "summary, diagnostic, fact_key, occurred_at, recorded_at, details, schema_version, "
+    "role, trace"
+)
+#: The PostgreSQL array type of each column, in ``_COLUMNS`` order (for ``unnest``).
+_TYPES = (
+    *("text",) * 12,
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "int4",
+    "text",
+    "text",
+)
+_ORDER = "ORDER BY recorded_at DESC, outcome_id DESC"
+_CLOSE_TIMEOUT_S = 10.0
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+_Row = tuple[Any, ...]
+
+
+@asynccontextmanager
+async def _pg_errors(action: str, where: str) -> AsyncIterator[None]:
+    """Map every asyncpg, socket and timeout error to ``StoreError`` (the one mapping)."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise StoreError(
+            f"postgres {action} failed on {where}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None:
+        raise StoreError(f"{what} must be a timezone-aware datetime (UTC), got {value!r}")
+    return value
+
+
+def _json(value: Any, outcome_id: str, what: str) -> str:
+    try:
+        text: str = _dumps(dict(value))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"outcome {outcome_id}: {what} are not JSON-serialisable: {exc}") from exc
+    if "\x00" in text:
+        raise StoreError(f"outcome {outcome_id}: {what} contain a NUL character")
+    return text
+
+
+def _row(outcome: ReflexOutcome) -> _Row:
+    return (
+        outcome.outcome_id,
+        outcome.handler_id,
+        outcome.event_id,
+        outcome.subject,
+        outcome.kind.value,
+        outcome.severity.value,
+        outcome.target,
+        outcome.device,
+        outcome.site,
+        outcome.summary,
+        outcome.diagnostic,
+        outcome.fact_key,
+        _aware(outcome.occurred_at, "occurred_at"),
+        _aware(outcome.recorded_at, "recorded_at"),
+        _json(outcome.details, outcome.outcome_id, "details"),
+        outcome.schema_version,
+        outcome.role,
+        _json(outcome.trace, outcome.outcome_id, "trace"),
+    )
+
+
+def _outcome(row: Any) -> ReflexOutcome:
+    return ReflexOutcome(
+        outcome_id=row[0],
+        handler_id=row[1],
+        event_id=row[2],
+        subject=row[3],
+        kind=row[4],
+        severity=row[5],
+        target=row[6],
+        device=row[7],
+        site=row[8],
+        summary=row[9],
+        diagnostic=row[10],
+        fact_key=row[11],
+        occurred_at=row[12],
+        recorded_at=row[13],
+        details=json.loads(row[14]),
+        schema_version=row[15],
+        role=row[16],
+        trace=json.loads(row[17]) if row[17] else {},
+    )
+
+
+def _values(wanted: Sequence[str]) -> list[str]:
+    """The distinct values of a severity/kind filter (a bare string is one value)."""
+    values = [str(wanted)] if isinstance(wanted, str) else [str(v) for v in wanted]
+    return list(dict.fromkeys(values))
+
+
+def _build_query(table: str, query: OutcomeQuery) -> tuple[str, list[Any]] | None:
+    """The SQL and parameters of ``query`` (``None``: it matches nothing)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if query.since is not None:
+        clauses.append(f"recorded_at >= {param(_aware(query.since, 'since'))}")
+    if query.until is not None:
+        clauses.append(f"recorded_at < {param(_aware(query.until, 'until'))}")
+    for column, exact in (
+        ("handler_id", query.handler_id),
+        ("device", query.device),
+        ("site", query.site),
+    ):
+        if exact is not None:
+            clauses.append(f"{column} = {param(exact)}")
+    if query.before is not None:
+        at = _aware(query.before.recorded_at, "before.recorded_at")
+        clauses.append(
+            f"(recorded_at, outcome_id) < ({param(at)}, {param(str(query.before.outcome_id))})"
+        )
+    for column, wanted in (("severity", query.severity), ("kind", query.kind)):
+        if wanted is None:
+            continue
+        values = _values(wanted)
+        if not values:
+            return None
+        if len(values) == 1:
+            clauses.append(f"{column} = {param(values[0])}")
+        else:
+            clauses.append(f"{column} = ANY({param(values)}::text[])")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT {_COLUMNS} FROM {table}{where} {_ORDER} LIMIT {param(query.limit)}"  # noqa: S608
+    return sql, params
+
+
+@dataclass(slots=True)
+class _Flush:
+    """A marker on the write queue: answered once everything before it is committed."""
+
+    future: asyncio.Future[None]
+    stop: bool = False  # the writer exits after answering
+
+
+@dataclass(slots=True)
+class _Batch:
+    rows: list[_Row] = field(default_factory=list)
+
+
+class _Metrics:
+    """The store's metrics (the SQLite store's names, ``backend="postgres"``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.rows = registry.counter(
+            "netcortex_store_rows_total", "Outcome rows written, by backend.", ("backend",)
+        )
+        self.duplicates = registry.counter(
+            "netcortex_store_duplicates_total",
+            "Rows ignored because their outcome_id was already stored, by backend.",
+            ("backend",),
+        )
+        self.failures = registry.counter(
+            "netcortex_store_write_failures_total",
+            "Batches that failed to commit (their rows are lost), by backend.",
+            ("backend",),
+        )
+        self.batch_seconds = registry.histogram(
+            "netcortex_store_batch_seconds", "Time to write one batch, by backend.", ("backend",)
+        )
+
+    def batch(self, rows: int, written: int, seconds: float) -> None:
+        self.rows.inc(written, backend=_BACKEND)
+        if rows > written:
+            self.duplicates.inc(rows - written, backend=_BACKEND)
+        self.batch_seconds.observe(seconds, backend=_BACKEND)
+
+    def failure(self) -> None:
+        self.failures.inc(backend=_BACKEND)
+
+
+class PostgresOutcomeStore:
+    """``OutcomeStore`` on PostgreSQL: a connection pool, one batching writer task.
+
+    ``record`` is cheap and does no I/O; ``flush`` makes what was recorded durable;
+    ``query``/``get`` read committed rows from any process using the same schema.
+    Safe to use from many tasks of one event loop. Supports ``async with``.
+    """
+
+    def __init__(self, config: StoreConfig, metrics: Registry | None = None) -> None:
+        """Prepare the store (no I/O until ``start``).
+
+        Args:
+            config: the ``store`` section (``postgres_dsn``, ``postgres_schema``,
+                ``batch_size``, ``flush_interval``).
+            metrics: where to count; a private registry when ``None``.
+
+        Raises:
+            StoreError: ``store.postgres_dsn`` is not set.
+        """
+        if config.postgres_dsn is None:
+            raise StoreError("store.postgres_dsn is required for the postgres outcome store")
+        self._dsn = config.postgres_dsn.get_secret_value()
+        self._where = redact_url(self._dsn)
+        self._schema = config.postgres_schema
+        self._table = f'"{self._schema}".outcomes'
+        self._batch_size = config.batch_size
+        self._interval = config.flush_interval
+        self._metrics = _Metrics(metrics if metrics is not None else Registry())
+        self._insert = (
+            f"INSERT INTO {self._table} ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
+            + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_TYPES))
+            + ") ON CONFLICT (outcome_id) DO NOTHING"
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._queue: asyncio.Queue[_Batch | _Flush] = asyncio.Queue()
+        self._pending: list[_Row] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lifecycle = asyncio.Lock()
+        self._open = False
+        self._closed = False
+
+    async def __aenter__(self) -> PostgresOutcomeStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Connect, apply the missing migrations, start the writer. Idempotent.
+
+        Raises:
+            StoreError: the server cannot be reached or refuses, a migration
+                failed, or the schema is newer than this code understands.
+        """
+        async with self._lifecycle:
+            if self._open:
+                return
+            async with _pg_errors("connect", self._where):
+                pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=4, command_timeout=60
+                )
+            try:
+                await self._migrate(pool)
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+            self._loop = asyncio.get_running_loop()
+            self._queue = asyncio.Queue()
+            self._writer = asyncio.create_task(self._write_loop(), name="postgres-outcome-writer")
+            self._open = True
+            self._closed = False
+            log.info("store_opened", backend=_BACKEND, dsn=self._where, schema=self._schema)
+
+    async def _migrate(self, pool: asyncpg.Pool) -> None:
+        s = f'"{self._schema}"'
+        async with _pg_errors("migrate", self._where), pool.acquire() as conn, conn.transaction():
+            # Serialise concurrent starts on one schema (the lock ends with the transaction).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._schema)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+                "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            found: int = await conn.fetchval(
+                f"SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"  # noqa: S608
+            )
+            if found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"schema {self._schema} on {self._where} has outcome schema version "
+                    f"{found}; this netcortex understands up to {SCHEMA_VERSION} "
+                    "(upgrade netcortex)"
+                )
+            for version, statements in MIGRATIONS:
+                if version <= found:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement.format(s=s))
+                await conn.execute(
+                    f"INSERT INTO {s}.schema_migrations (version) VALUES ($1)",  # noqa: S608
+                    version,
+                )
+        if found < SCHEMA_VERSION:
+            log.info(
+                "store_migrated", backend=_BACKEND, schema=self._schema,
+                from_version=found, to_version=SCHEMA_VERSION,
+            )  # fmt: skip
+
+    async def close(self) -> None:
+        """Flush, stop the writer, close the pool. Idempotent; safe without ``start``.
+
+        Raises:
+            StoreError: the final flush failed (the store is closed anyway).
+        """
+        async with self._lifecycle:
+            if not self._open or self._loop is None:
+                return
+            self._open = False  # record() refuses from here on
+            self._closed = True
+            self._hand_over()
+            done: asyncio.Future[None] = self._loop.create_future()
+            self._queue.put_nowait(_Flush(done, stop=True))
+            error: StoreError | None = None
+            try:
+                await self._await_writer(done)
+            except StoreError as exc:
+                error = exc
+            finally:
+                writer, self._writer = self._writer, None
+                if writer is not None and not writer.done():
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await writer
+                pool, self._pool = self._pool, None
+                if pool is not None:
+                    try:
+                        async with _pg_errors("close", self._where):
+                            await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT_S)
+                    except StoreError as exc:
+                        log.warning("store_close_failed", backend=_BACKEND, error=str(exc))
+                        pool.terminate()
+            log.info("store_closed", backend=_BACKEND, schema=self._schema)
+            if error is not None:
+                raise error
+
+    # ---------------------------------------------------------------- writes
+
+    async def record(self, outcome: ReflexOutcome) -> None:
+        """Queue ``outcome``; it is committed within ``flush_interval`` (or on ``flush``).
+
+        Raises:
+            StoreError: the store is not open, or the outcome cannot be stored
+                (naive datetimes, details that are not JSON).
+        """
+        if not self._open or self._loop is None:
+            raise StoreError("outcome store is not open (call start() first, or it was closed)")
+        pending = self._pending
+        pending.append(_row(outcome))
+        if len(pending) >= self._batch_size:
+            self._hand_over()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(self._interval, self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Give the pending batch to the writer task."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self._queue.put_nowait(_Batch(rows))
+
+    async def flush(self) -> None:
+        """Return when every outcome recorded before the call is committed.
+
+        Raises:
+            StoreError: the store is not open, or a batch written since the last
+                flush failed (its rows are lost; the error says why).
+        """
+        if not self._open or self._loop is None:
+            raise StoreError("outcome store is not open")
+        self._hand_over()
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put_nowait(_Flush(done))
+        await self._await_writer(done)
+
+    async def _await_writer(self, done: asyncio.Future[None]) -> None:
+        """Wait for the writer's answer to a marker; fail rather than hang if it died."""
+        writer = self._writer
+        if writer is None or writer.done():
+            done.cancel()
+            raise StoreError(f"outcome store {self._where}: the writer task is not running")
+        finished, _ = await asyncio.wait({done, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if done not in finished:
+            done.cancel()
+            raise StoreError(f"outcome store {self._where}: the writer task is not running")
+        done.result()
+
+    async def _write_loop(self) -> None:
+        """The writer task: batches into single-statement transactions, answer markers."""
+        failed: StoreError | None = None  # a batch failed since the last marker
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _Flush):
+                if not item.future.done():
+                    if failed is None:
+                        item.future.set_result(None)
+                    else:
+                        item.future.set_exception(failed)
+                failed = None
+                if item.stop:
+                    return
+            else:
+                failed = await self._write(item.rows) or failed
+
+    async def _write(self, rows: list[_Row]) -> StoreError | None:
+        """Write one batch in one statement; return the error instead of raising."""
+        assert self._pool is not None
+        started = time.perf_counter()
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        try:
+            async with _pg_errors("write", self._where), self._pool.acquire() as conn:
+                status: str = await conn.execute(self._insert, *columns)
+            written = int(status.rsplit(" ", 1)[-1])
+        except Exception as exc:  # noqa: BLE001 - the writer task must outlive any batch
+            error = (
+                exc
+                if isinstance(exc, StoreError)
+                else StoreError(f"postgres write failed: {type(exc).__name__}: {exc}")
+            )
+            log.error("store_write_failed", backend=_BACKEND, rows=len(rows), error=str(error))
+            self._metrics.failure()
+            return error
+        self._metrics.batch(len(rows), written, time.perf_counter() - started)
+        return None
+
+    async def ping(self) -> None:
+        """Return when the store is open and the server accepts writes (readiness).
+
+        Raises:
+            StoreError: not started, closed, the writer task is not running, the
+                server does not answer, or the session is read-only (a standby).
+        """
+        if not self._open or self._pool is None:
+            state = "closed" if self._closed else "not started"
+            raise StoreError(f"outcome store {self._where} is {state}")
+        if self._writer is None or self._writer.done():
+            raise StoreError(f"outcome store {self._where}: the writer task is not running")
+        async with _pg_errors("ping", self._where), self._pool.acquire() as conn:
+            read_only = await conn.fetchval("SHOW transaction_read_only")
+            await conn.execute(f"SELECT 1 FROM {self._table} LIMIT 0")  # noqa: S608
+        if read_only == "on":
+            raise StoreError(f"outcome store {self._where} is read-only (a standby?)")
+
+    # ---------------------------------------------------------------- reads
+
+    async def query(self, query: OutcomeQuery) -> list[ReflexOutcome]:
+        """Committed outcomes matching ``query``, newest first (see ``OutcomeQuery``).
+
+        Raises:
+            StoreError: the store is not open, a time is naive, or the read failed.
+        """
+        if query.limit < 1:
+            return []
+        built = _build_query(self._table, query)
+        if built is None:
+            return []
+        rows = await self._fetch(*built)
+        return [_outcome(r) for r in rows]
+
+    async def get(self, outcome_id: str) -> ReflexOutcome | None:
+        """The committed outcome with ``outcome_id``, or ``None``.
+
+        Raises:
+            StoreError: the store is not open or the read failed.
+        """
+        sql = f"SELECT {_COLUMNS} FROM {self._table} WHERE outcome_id = $1"  # noqa: S608
+        rows = await self._fetch(sql, [outcome_id])
+        return _outcome(rows[0]) if rows else None
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        pool = self._pool
+        if not self._open or pool is None:
+            raise StoreError("outcome store is not open (call start() first, or it was closed)")
+        async with _pg_errors("read", self._where), pool.acquire() as conn:
+            rows: list[Any] = await conn.fetch(sql, *params)
+        return rows
