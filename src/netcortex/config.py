@@ -139,6 +139,8 @@ class StoreConfig(_Section):
     batch_size: Annotated[int, Field(ge=1)] = 500
     #: longest a recorded outcome waits before its batch is written (seconds)
     flush_interval: Annotated[float, Field(gt=0)] = 0.01
+    #: outcomes recorded longer ago than this many days are deleted (``0``: keep forever)
+    retention_days: Annotated[int, Field(ge=0)] = 30
 
     @field_validator("postgres_schema")
     @classmethod

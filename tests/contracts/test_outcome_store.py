@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import pytest
 
@@ -25,15 +26,23 @@ from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+from netcortex.metrics import Counter, Registry
 from netcortex.testing import make_event
 
-#: ``() -> OutcomeStore``: a new, unstarted store instance on the test's own location.
-NewStore = Callable[[], OutcomeStore]
+#: ``(**options) -> OutcomeStore``: a new, unstarted store instance on the test's own
+#: location; options: ``retention_days`` (the config key), ``retention_interval`` and
+#: ``retention_batch`` (constructor arguments).
+NewStore = Callable[..., OutcomeStore]
+
+
+def _with_options(config: StoreConfig, options: dict[str, Any]) -> StoreConfig:
+    days = options.pop("retention_days", None)
+    return config if days is None else config.model_copy(update={"retention_days": days})
 
 
 def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
     config = StoreConfig(sqlite_path=tmp_path / "store" / "outcomes.db", flush_interval=0.005)
-    return lambda: SqliteOutcomeStore(config)
+    return lambda **options: SqliteOutcomeStore(_with_options(config, options), **options)
 
 
 def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
@@ -44,7 +53,7 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
         postgres_schema=request.getfixturevalue("postgres_schema"),
         flush_interval=0.005,
     )
-    return lambda: PostgresOutcomeStore(config)
+    return lambda **options: PostgresOutcomeStore(_with_options(config, options), **options)
 
 
 STORE_BACKENDS = [
@@ -512,3 +521,81 @@ class TestLifecycle:
         """record on a store that was never started raises StoreError."""
         with pytest.raises(StoreError):
             await new_store().record(outcome(1))
+
+
+class _Prunable(Protocol):
+    """Retention is not part of ``OutcomeStore``; every backend offers ``prune``."""
+
+    async def prune(self, now: datetime | None = None) -> int: ...
+
+
+class TestRetention:
+    """``store.retention_days``: ``prune`` (called by a background task) deletes old rows."""
+
+    NOW = T0 + timedelta(days=100)
+
+    async def _started(self, new_store: NewStore, **options: Any) -> OutcomeStore:
+        s = new_store(**options)
+        await s.start()
+        return s
+
+    async def test_old_rows_go_new_rows_stay(self, new_store: NewStore) -> None:
+        """Rows older than retention_days are deleted (in several batches); newer ones stay."""
+        registry = Registry()
+        s = await self._started(new_store, retention_days=30, retention_batch=2, metrics=registry)
+        try:
+            cutoff = self.NOW - timedelta(days=30)
+            old = [outcome(n, at=cutoff - timedelta(seconds=n)) for n in range(1, 6)]
+            new = [outcome(10, at=cutoff), outcome(11, at=self.NOW - timedelta(days=1))]
+            await record_all(s, [*old, *new])
+            assert await cast(_Prunable, s).prune(self.NOW) == len(old)
+            counted = registry.get("netcortex_store_retention_deleted_total")
+            assert isinstance(counted, Counter)
+            assert counted.total() == len(old)
+            kept = await s.query(OutcomeQuery(limit=100))
+            assert {o.outcome_id for o in kept} == {o.outcome_id for o in new}
+            for o in old:
+                assert await s.get(o.outcome_id) is None
+            assert await cast(_Prunable, s).prune(self.NOW) == 0  # nothing left to delete
+        finally:
+            await s.close()
+
+    async def test_retention_zero_keeps_everything(self, new_store: NewStore) -> None:
+        """retention_days=0 keeps every outcome, however old."""
+        s = await self._started(new_store, retention_days=0, retention_interval=0.01)
+        try:
+            ancient = [outcome(n, at=T0 - timedelta(days=3650 + n)) for n in range(1, 4)]
+            await record_all(s, ancient)
+            assert await cast(_Prunable, s).prune(self.NOW) == 0
+            assert len(await s.query(OutcomeQuery(limit=100))) == len(ancient)
+        finally:
+            await s.close()
+
+    async def test_naive_now_raises(self, new_store: NewStore) -> None:
+        """prune refuses a naive reference time."""
+        s = await self._started(new_store, retention_days=30)
+        try:
+            with pytest.raises(StoreError):
+                await cast(_Prunable, s).prune(datetime(2026, 1, 1))
+        finally:
+            await s.close()
+
+    async def test_prune_on_closed_store_raises(self, new_store: NewStore) -> None:
+        """prune on a store that is not open raises StoreError."""
+        with pytest.raises(StoreError):
+            await cast(_Prunable, new_store(retention_days=30)).prune(self.NOW)
+
+    async def test_background_task_prunes(self, new_store: NewStore) -> None:
+        """The background task deletes old rows by itself and leaves new ones."""
+        s = await self._started(new_store, retention_days=1, retention_interval=0.02)
+        try:
+            now = datetime.now(UTC)
+            old, new = outcome(1, at=now - timedelta(days=2)), outcome(2, at=now)
+            await record_all(s, [old, new])
+            async with asyncio.timeout(10):
+                # a bounded poll of the store's state (the task runs on its own timer)
+                while await s.get(old.outcome_id) is not None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            assert await s.get(new.outcome_id) == new
+        finally:
+            await s.close()

@@ -5,6 +5,7 @@ Subcommands::
     netcortex run --config FILE        run the engine until SIGINT/SIGTERM, then drain
     netcortex check-config FILE        validate a config file (all problems at once)
     netcortex outcomes [filters]       list stored reflex outcomes (table or --json)
+    netcortex outcomes --export FILE   write every matching outcome as JSON lines
     netcortex maintenance add|list|remove
                                        manage maintenance windows (stored beside the
                                        outcomes; a running engine reloads them)
@@ -23,6 +24,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -42,7 +44,7 @@ from netcortex.bridge.views import (
 )
 from netcortex.config import Config, LogConfig, load_config
 from netcortex.contracts.codec import outcome_to_dict
-from netcortex.contracts.memory import OutcomeQuery
+from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import ConfigError, NetcortexError, RegistryError, StoreError
 
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UsageError",
+    "export_outcomes",
     "main",
     "parse_duration",
     "parse_time",
@@ -289,6 +292,68 @@ async def query_outcomes(config: Config, query: OutcomeQuery) -> list[ReflexOutc
         await store.close()
 
 
+#: Outcomes read per page by ``--export`` (the store is walked with the page cursor).
+EXPORT_PAGE_SIZE = 1000
+
+
+async def export_outcomes(
+    config: Config, query: OutcomeQuery, out: TextIO, *, page_size: int = EXPORT_PAGE_SIZE
+) -> int:
+    """Write every outcome matching ``query`` (ignoring its ``limit``) to ``out`` as JSON lines.
+
+    Pages through the store newest first with the ``before`` cursor, ``page_size``
+    outcomes at a time, so memory stays flat however many outcomes match.
+
+    Returns:
+        The number of outcomes written.
+
+    Raises:
+        netcortex.errors.StoreError: the store cannot be opened or read.
+        OSError: ``out`` cannot be written.
+    """
+    from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+
+    store = SqliteOutcomeStore(config.store, read_only=True)
+    await store.start()
+    written = 0
+    page_query = replace(query, limit=max(1, page_size), before=None)
+    try:
+        while True:
+            page = await store.query(page_query)
+            for outcome in page:
+                out.write(json.dumps(outcome_to_dict(outcome), ensure_ascii=False) + "\n")
+            written += len(page)
+            if len(page) < page_query.limit:
+                return written
+            page_query = replace(page_query, before=OutcomeCursor.after(page[-1]))
+    finally:
+        await store.close()
+
+
+def _export(config: Config, query: OutcomeQuery, target: str) -> int:
+    """``--export TARGET``: JSON lines to a file (or stdout for ``-``), then a summary line."""
+    try:
+        if target == "-":
+            count = _run_async(
+                export_outcomes(config, query, sys.stdout, page_size=EXPORT_PAGE_SIZE)
+            )
+            sys.stdout.flush()
+            summary = sys.stderr  # stdout carries the JSON lines only
+        else:
+            with Path(target).open("w", encoding="utf-8") as out:
+                count = _run_async(export_outcomes(config, query, out, page_size=EXPORT_PAGE_SIZE))
+            summary = sys.stdout
+    except NetcortexError as exc:
+        print(f"netcortex outcomes: cannot read {config.store.sqlite_path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"netcortex outcomes: cannot write {target}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    noun = "outcome" if count == 1 else "outcomes"
+    print(f"exported {count} {noun} to {target}", file=summary)
+    return EXIT_OK
+
+
 class _Stderr:
     """Writes to whatever ``sys.stderr`` is at the time (it may be replaced)."""
 
@@ -327,6 +392,8 @@ def _cmd_outcomes(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    if args.export is not None:
+        return _export(config, query, args.export)
     try:
         outcomes = _run_async(query_outcomes(config, query))
     except NetcortexError as exc:
@@ -753,7 +820,16 @@ def build_parser() -> argparse.ArgumentParser:
     outc.add_argument(
         "--limit", type=int, default=100, metavar="N", help="at most N rows (default 100)"
     )
-    outc.add_argument("--json", action="store_true", help="print a JSON array of outcome objects")
+    output = outc.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON array of outcome objects")
+    output.add_argument(
+        "--export",
+        metavar="FILE",
+        help=(
+            "write every matching outcome (ignoring --limit) to FILE as JSON lines, "
+            "one outcome object per line, for archiving; '-' writes to stdout"
+        ),
+    )
     outc.set_defaults(func=_cmd_outcomes)
 
     _add_maintenance_parser(sub)

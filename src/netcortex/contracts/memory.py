@@ -121,6 +121,16 @@ class OutcomeStore(Protocol):
         """Return one outcome by id, or ``None``."""
         ...
 
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete outcomes older than the store's retention (in small batches);
+        return how many went. Retention 0 keeps everything (returns 0).
+
+        Raises:
+            netcortex.errors.StoreError: not open, read-only, a naive ``now``, or
+                the delete failed.
+        """
+        ...
+
     async def ping(self) -> None:
         """Return when the store is open and accepts writes (readiness probes).
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from netcortex import __version__
+from netcortex.bridge import cli
 from netcortex.bridge.cli import UsageError, main, parse_time, render_table
 from netcortex.contracts.events import Severity
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
@@ -78,7 +79,7 @@ class TestBasics:
             (["run"], ["--config", "SIGTERM", "drains", "NETCORTEX_"]),
             (["check-config"], ["FILE", "every problem"]),
             (["outcomes"], ["--since", "--severity", "--kind", "--handler", "--device",
-                            "--limit", "--json", "--config"]),
+                            "--limit", "--json", "--export", "--config"]),
         ],
     )  # fmt: skip
     def test_help_texts(
@@ -360,3 +361,92 @@ class TestOutcomes:
         """Multi-line summaries stay on one table row."""
         outcome = replace(SAMPLES[0], summary="line one\nline two")
         assert render_table([outcome]).splitlines()[1].endswith("line one line two")
+
+
+class TestExport:
+    """``netcortex outcomes --export FILE``: every match as JSON lines, paged through the store."""
+
+    @pytest.fixture
+    def many(self, tmp_path: Path) -> tuple[Path, list[ReflexOutcome]]:
+        """A store with 11 outcomes (three share one recorded_at), newest first."""
+        now = datetime.now(UTC)
+        made = [
+            replace(
+                _outcome("link_down", Severity.HIGH if n % 2 else Severity.INFO, "192.0.2.11",
+                         f"Gi1/0/{n}", timedelta(0)),
+                recorded_at=now - timedelta(minutes=min(n, 8)),
+            )
+            for n in range(11)
+        ]  # fmt: skip
+        newest_first = sorted(made, key=lambda o: (o.recorded_at, o.outcome_id), reverse=True)
+        return config_with_outcomes(tmp_path, made), newest_first
+
+    def test_exports_all_pages_ignoring_limit(
+        self,
+        many: tuple[Path, list[ReflexOutcome]],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Every outcome is written once, newest first, across pages; --limit is ignored."""
+        config, expected = many
+        monkeypatch.setattr(cli, "EXPORT_PAGE_SIZE", 3)  # 11 outcomes: four pages
+        target = tmp_path / "archive.jsonl"
+        argv = ["outcomes", "--config", str(config), "--export", str(target), "--limit", "2"]
+        assert main(argv) == 0
+        assert capsys.readouterr().out == f"exported 11 outcomes to {target}\n"
+        rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+        assert [r["outcome_id"] for r in rows] == [o.outcome_id for o in expected]
+        assert set(rows[0]) >= DESIGN_FIELDS
+
+    def test_filters_apply(
+        self,
+        many: tuple[Path, list[ReflexOutcome]],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """The filters narrow the export like the listing."""
+        config, expected = many
+        monkeypatch.setattr(cli, "EXPORT_PAGE_SIZE", 2)
+        target = tmp_path / "high.jsonl"
+        argv = ["outcomes", "-c", str(config), "--severity", "high", "--export", str(target)]
+        assert main(argv) == 0
+        high = [o.outcome_id for o in expected if o.severity is Severity.HIGH]
+        assert capsys.readouterr().out == f"exported {len(high)} outcomes to {target}\n"
+        lines = target.read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["outcome_id"] for line in lines] == high
+
+    def test_dash_is_stdout(
+        self,
+        many: tuple[Path, list[ReflexOutcome]],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """'-' writes the JSON lines to stdout and the summary to stderr."""
+        config, expected = many
+        monkeypatch.setattr(cli, "EXPORT_PAGE_SIZE", 4)
+        assert main(["outcomes", "--config", str(config), "--export", "-"]) == 0
+        captured = capsys.readouterr()
+        ids = [json.loads(line)["outcome_id"] for line in captured.out.splitlines()]
+        assert ids == [o.outcome_id for o in expected]
+        assert captured.err.strip().endswith("exported 11 outcomes to -")
+
+    def test_unwritable_target_exits_1(
+        self,
+        many: tuple[Path, list[ReflexOutcome]],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A target that cannot be written exits 1 and names it."""
+        config, _ = many
+        target = tmp_path / "missing-dir" / "out.jsonl"
+        assert main(["outcomes", "--config", str(config), "--export", str(target)]) == 1
+        assert f"cannot write {target}" in capsys.readouterr().err
+
+    def test_json_and_export_are_exclusive(self, many: tuple[Path, list[ReflexOutcome]]) -> None:
+        """--json and --export together are a usage error."""
+        config, _ = many
+        with pytest.raises(SystemExit) as info:
+            main(["outcomes", "--config", str(config), "--json", "--export", "-"])
+        assert info.value.code == 2

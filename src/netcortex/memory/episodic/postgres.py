@@ -18,6 +18,12 @@ Design (issue 6, item 1; LIMITS.md "Storage": batching decides everything):
 * Every asyncpg (and socket) error is mapped to ``StoreError`` in one context
   manager, ``_pg_errors``; messages never carry the DSN (it may hold a password).
 
+Retention (issue 6, item 3): with ``store.retention_days > 0`` a background task
+calls ``prune`` every ``retention_interval`` seconds; ``prune`` deletes outcomes
+recorded before the cutoff in batches of ``retention_batch`` rows
+(``DELETE ... WHERE outcome_id IN (SELECT ... LIMIT n)``), each batch one
+statement (its own transaction) on a pool connection other than the writer's.
+
 Times are ``timestamptz`` (microseconds, like Python); ``outcome_id`` is
 ``COLLATE "C"`` so the newest-first order (``recorded_at DESC, outcome_id DESC``)
 and the page cursor compare ids bytewise, exactly like the SQLite store.
@@ -34,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -108,6 +114,10 @@ _TYPES = (
 )
 _ORDER = "ORDER BY recorded_at DESC, outcome_id DESC"
 _CLOSE_TIMEOUT_S = 10.0
+#: Seconds between two background ``prune`` runs (the default).
+_RETENTION_INTERVAL_S = 300.0
+#: Rows deleted per statement (each its own transaction).
+_RETENTION_BATCH = 5000
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 _Row = tuple[Any, ...]
@@ -265,6 +275,11 @@ class _Metrics:
         self.batch_seconds = registry.histogram(
             "netcortex_store_batch_seconds", "Time to write one batch, by backend.", ("backend",)
         )
+        self.retention_deleted = registry.counter(
+            "netcortex_store_retention_deleted_total",
+            "Outcome rows deleted by retention (store.retention_days), by backend.",
+            ("backend",),
+        )
 
     def batch(self, rows: int, written: int, seconds: float) -> None:
         self.rows.inc(written, backend=_BACKEND)
@@ -275,6 +290,9 @@ class _Metrics:
     def failure(self) -> None:
         self.failures.inc(backend=_BACKEND)
 
+    def pruned(self, rows: int) -> None:
+        self.retention_deleted.inc(rows, backend=_BACKEND)
+
 
 class PostgresOutcomeStore:
     """``OutcomeStore`` on PostgreSQL: a connection pool, one batching writer task.
@@ -284,13 +302,22 @@ class PostgresOutcomeStore:
     Safe to use from many tasks of one event loop. Supports ``async with``.
     """
 
-    def __init__(self, config: StoreConfig, metrics: Registry | None = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        metrics: Registry | None = None,
+        *,
+        retention_interval: float = _RETENTION_INTERVAL_S,
+        retention_batch: int = _RETENTION_BATCH,
+    ) -> None:
         """Prepare the store (no I/O until ``start``).
 
         Args:
             config: the ``store`` section (``postgres_dsn``, ``postgres_schema``,
                 ``batch_size``, ``flush_interval``).
             metrics: where to count; a private registry when ``None``.
+            retention_interval: seconds between background ``prune`` runs.
+            retention_batch: rows deleted per statement by ``prune``.
 
         Raises:
             StoreError: ``store.postgres_dsn`` is not set.
@@ -303,6 +330,10 @@ class PostgresOutcomeStore:
         self._table = f'"{self._schema}".outcomes'
         self._batch_size = config.batch_size
         self._interval = config.flush_interval
+        self._retention_days = config.retention_days
+        self._retention_interval = retention_interval
+        self._retention_batch = max(1, retention_batch)
+        self._retention_task: asyncio.Task[None] | None = None
         self._metrics = _Metrics(metrics if metrics is not None else Registry())
         self._insert = (
             f"INSERT INTO {self._table} ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
@@ -353,6 +384,10 @@ class PostgresOutcomeStore:
             self._writer = asyncio.create_task(self._write_loop(), name="postgres-outcome-writer")
             self._open = True
             self._closed = False
+            if self._retention_days > 0:
+                self._retention_task = asyncio.create_task(
+                    self._retention_loop(), name="postgres-outcome-retention"
+                )
             log.info("store_opened", backend=_BACKEND, dsn=self._where, schema=self._schema)
 
     async def _migrate(self, pool: asyncpg.Pool) -> None:
@@ -400,6 +435,7 @@ class PostgresOutcomeStore:
                 return
             self._open = False  # record() refuses from here on
             self._closed = True
+            await self._stop_retention()
             self._hand_over()
             done: asyncio.Future[None] = self._loop.create_future()
             self._queue.put_nowait(_Flush(done, stop=True))
@@ -534,6 +570,65 @@ class PostgresOutcomeStore:
             await conn.execute(f"SELECT 1 FROM {self._table} LIMIT 0")  # noqa: S608
         if read_only == "on":
             raise StoreError(f"outcome store {self._where} is read-only (a standby?)")
+
+    # ---------------------------------------------------------------- retention
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete the outcomes recorded more than ``store.retention_days`` before ``now``.
+
+        Deletes in batches of ``retention_batch`` rows, one statement (its own
+        transaction) each, on a pool connection other than the writer's.
+        ``retention_days == 0`` keeps everything.
+
+        Args:
+            now: the reference time (timezone-aware); the current time when ``None``.
+
+        Returns:
+            The number of outcomes deleted.
+
+        Raises:
+            StoreError: the store is not open, ``now`` is naive, or a delete failed
+                (batches committed before stay deleted).
+        """
+        pool = self._pool
+        if not self._open or pool is None:
+            raise StoreError("outcome store is not open (call start() first, or it was closed)")
+        if self._retention_days == 0:
+            return 0
+        moment = datetime.now(UTC) if now is None else _aware(now, "now")
+        cutoff = moment - timedelta(days=self._retention_days)
+        sql = (
+            f"DELETE FROM {self._table} WHERE outcome_id IN "  # noqa: S608
+            f"(SELECT outcome_id FROM {self._table} WHERE recorded_at < $1 LIMIT $2)"
+        )
+        deleted = 0
+        while True:
+            async with _pg_errors("prune", self._where), pool.acquire() as conn:
+                status: str = await conn.execute(sql, cutoff, self._retention_batch)
+            rows = int(status.rsplit(" ", 1)[-1])
+            deleted += rows
+            if rows:
+                self._metrics.pruned(rows)
+            if rows < self._retention_batch:
+                break
+        log.info("store_retention", backend=_BACKEND, deleted=deleted, schema=self._schema)
+        return deleted
+
+    async def _retention_loop(self) -> None:
+        """Background task: ``prune`` every ``retention_interval`` seconds until closed."""
+        while True:
+            await asyncio.sleep(self._retention_interval)
+            try:
+                await self.prune()
+            except StoreError as exc:
+                log.warning("store_retention_failed", backend=_BACKEND, error=str(exc))
+
+    async def _stop_retention(self) -> None:
+        task, self._retention_task = self._retention_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # ---------------------------------------------------------------- reads
 

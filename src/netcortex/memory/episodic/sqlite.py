@@ -33,6 +33,14 @@ range on the same index. Several severities (or kinds) become one
 ``UNION ALL`` branch per value, each index-ordered and limited, so a page never
 sorts every matching row.
 
+Retention (issue 6, item 3): with ``store.retention_days > 0`` a background task
+calls ``prune`` every ``retention_interval`` seconds. ``prune`` deletes outcomes
+recorded before the cutoff in batches of ``retention_batch`` rows
+(``DELETE ... WHERE outcome_id IN (SELECT ... LIMIT n)`` on the
+``(recorded_us, outcome_id)`` index), each batch its own short transaction on a
+connection of its own in a worker thread, so the writer gets the lock between
+batches and ``record`` is never held up.
+
 Schema versions (``PRAGMA user_version``): 1 (issue 2), 2 (issue 3: ``role``
 and ``trace``, the decision trace as JSON), 3 (issue 4: indexes
 ``(recorded_us, outcome_id)`` replacing ``(recorded_us)``, and
@@ -154,6 +162,14 @@ _BUSY_TIMEOUT_S = 5.0
 _PING_TIMEOUT_S = 1.0
 #: How often a waiting ``flush``/``close`` checks that the writer thread still runs.
 _WRITER_CHECK_S = 0.5
+#: Seconds between two background ``prune`` runs (the default).
+_RETENTION_INTERVAL_S = 300.0
+#: Rows deleted per statement (each its own transaction).
+_RETENTION_BATCH = 5000
+_PRUNE = (
+    "DELETE FROM outcomes WHERE outcome_id IN "
+    "(SELECT outcome_id FROM outcomes WHERE recorded_us < ? LIMIT ?)"
+)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 _Row = tuple[Any, ...]
@@ -380,6 +396,11 @@ class _Metrics:
         self.batch_seconds = registry.histogram(
             "netcortex_store_batch_seconds", "Time to write one batch, by backend.", ("backend",)
         )
+        self.retention_deleted = registry.counter(
+            "netcortex_store_retention_deleted_total",
+            "Outcome rows deleted by retention (store.retention_days), by backend.",
+            ("backend",),
+        )
 
     def batch(self, rows: int, written: int, seconds: float) -> None:
         self.rows.inc(written, backend="sqlite")
@@ -389,6 +410,9 @@ class _Metrics:
 
     def failure(self) -> None:
         self.failures.inc(backend="sqlite")
+
+    def pruned(self, rows: int) -> None:
+        self.retention_deleted.inc(rows, backend="sqlite")
 
 
 class SqliteOutcomeStore:
@@ -403,7 +427,13 @@ class SqliteOutcomeStore:
     """
 
     def __init__(
-        self, config: StoreConfig, metrics: Registry | None = None, *, read_only: bool = False
+        self,
+        config: StoreConfig,
+        metrics: Registry | None = None,
+        *,
+        read_only: bool = False,
+        retention_interval: float = _RETENTION_INTERVAL_S,
+        retention_batch: int = _RETENTION_BATCH,
     ) -> None:
         """Prepare the store (no I/O until ``start``).
 
@@ -414,11 +444,17 @@ class SqliteOutcomeStore:
             read_only: for readers such as ``netcortex outcomes``: ``start`` only
                 opens an existing store (never creates a file, directory or
                 schema, starts no writer) and ``record`` raises ``StoreError``.
+            retention_interval: seconds between background ``prune`` runs.
+            retention_batch: rows deleted per statement by ``prune``.
         """
         self._read_only = read_only
         self._path = Path(config.sqlite_path)
         self._batch_size = config.batch_size
         self._interval = config.flush_interval
+        self._retention_days = config.retention_days
+        self._retention_interval = retention_interval
+        self._retention_batch = max(1, retention_batch)
+        self._retention_task: asyncio.Task[None] | None = None
         self._metrics = _Metrics(metrics if metrics is not None else Registry())
         self._queue: queue.SimpleQueue[list[_Row] | _Flush] = queue.SimpleQueue()
         self._pending: list[_Row] = []
@@ -487,6 +523,10 @@ class SqliteOutcomeStore:
             self._thread = thread
             self._open = True
             self._closed = False
+            if self._retention_days > 0:
+                self._retention_task = asyncio.create_task(
+                    self._retention_loop(), name="sqlite-outcome-retention"
+                )
             log.info("store_opened", backend="sqlite", path=str(self._path))
 
     async def _start_read_only(self) -> None:
@@ -514,6 +554,7 @@ class SqliteOutcomeStore:
                 return
             self._open = False  # record() refuses from here on
             self._closed = True
+            await self._stop_retention()
             self._hand_over()
             done: asyncio.Future[None] = self._loop.create_future()
             self._queue.put(_Flush(self._loop, done, stop=True))
@@ -633,6 +674,71 @@ class SqliteOutcomeStore:
         if thread is None or not thread.is_alive():
             raise StoreError(f"outcome store {self._path}: the writer thread is not running")
         await asyncio.to_thread(self._probe_write_lock)
+
+    # ---------------------------------------------------------------- retention
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete the outcomes recorded more than ``store.retention_days`` before ``now``.
+
+        Deletes in batches of ``retention_batch`` rows, each its own short
+        transaction on a connection of its own (in a worker thread), so the
+        writer takes the lock between batches. ``retention_days == 0`` keeps
+        everything.
+
+        Args:
+            now: the reference time (timezone-aware); the current time when ``None``.
+
+        Returns:
+            The number of outcomes deleted.
+
+        Raises:
+            StoreError: the store is not open, opened read-only, ``now`` is naive,
+                or a delete failed (batches committed before stay deleted).
+        """
+        if self._read_only:
+            raise StoreError(f"outcome store {self._path} was opened read-only")
+        if not self._open:
+            raise StoreError("outcome store is not open (call start() first, or it was closed)")
+        if self._retention_days == 0:
+            return 0
+        moment = datetime.now(UTC) if now is None else now
+        cutoff = _to_us(moment - timedelta(days=self._retention_days), "now")
+        deleted = 0
+        while True:
+            rows = await asyncio.to_thread(self._prune_batch, cutoff)
+            deleted += rows
+            if rows:
+                self._metrics.pruned(rows)
+            if rows < self._retention_batch:
+                break
+        log.info("store_retention", backend="sqlite", deleted=deleted, path=str(self._path))
+        return deleted
+
+    def _prune_batch(self, cutoff_us: int) -> int:
+        """Worker thread: delete one batch older than ``cutoff_us`` in its own transaction."""
+        with _sqlite_errors("prune", self._path):
+            conn = self._connect(read_only=False)
+            try:
+                changed: int = conn.execute(_PRUNE, (cutoff_us, self._retention_batch)).rowcount
+            finally:
+                conn.close()
+        return changed
+
+    async def _retention_loop(self) -> None:
+        """Background task: ``prune`` every ``retention_interval`` seconds until closed."""
+        while True:
+            await asyncio.sleep(self._retention_interval)
+            try:
+                await self.prune()
+            except StoreError as exc:
+                log.warning("store_retention_failed", backend="sqlite", error=str(exc))
+
+    async def _stop_retention(self) -> None:
+        task, self._retention_task = self._retention_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # ---------------------------------------------------------------- reads
 
