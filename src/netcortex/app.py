@@ -110,7 +110,8 @@ def _make_bus(config: BusConfig, metrics: Registry) -> EventBus:
     return InMemoryEventBus(config, metrics)
 
 
-def _make_store(config: StoreConfig, metrics: Registry) -> OutcomeStore:
+def make_store(config: StoreConfig, metrics: Registry) -> OutcomeStore:
+    """The outcome store ``store.backend`` names (not started). Used by the CLI too."""
     if config.backend == "postgres":
         return PostgresOutcomeStore(config, metrics)
     return SqliteOutcomeStore(config, metrics)
@@ -210,7 +211,7 @@ class Engine:
         # Regions in flow order: metrics → bus → store → reflex → receivers.
         self.metrics = Registry()
         self.bus: EventBus = _make_bus(config.bus, self.metrics)
-        self.store: OutcomeStore = _make_store(config.store, self.metrics)
+        self.store: OutcomeStore = make_store(config.store, self.metrics)
         # Semantic memory, the maintenance calendar (kept beside the outcomes) and
         # dedup state feed the gates: enrich → maintenance → dedup.
         self.memory: SemanticMemory | None = _make_memory(config.inventory, self.metrics)

@@ -620,6 +620,39 @@ def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    _quiet_logging()
+    config = _load(args.config, sys.stderr)
+    if config is None:
+        return EXIT_USAGE
+
+    async def upgrade() -> None:
+        from netcortex.app import make_store
+        from netcortex.metrics import Registry
+
+        store = make_store(config.store, Registry())
+        await store.start()  # applies the schema migrations
+        await store.close()
+
+    if config.store.backend == "postgres":
+        from netcortex.logs import redact_url
+        from netcortex.memory.episodic.postgres import SCHEMA_VERSION
+
+        dsn = config.store.postgres_dsn.get_secret_value() if config.store.postgres_dsn else ""
+        where = f"postgres {redact_url(dsn)} schema {config.store.postgres_schema}"
+    else:
+        from netcortex.memory.episodic.sqlite import SCHEMA_VERSION
+
+        where = f"sqlite {config.store.sqlite_path}"
+    try:
+        _run_async(upgrade())
+    except NetcortexError as exc:
+        print(f"netcortex db upgrade: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"outcome store up to date: {where}, schema version {SCHEMA_VERSION}")
+    return EXIT_OK
+
+
 def _add_maintenance_parser(sub: Any) -> None:
     maint = sub.add_parser(
         "maintenance",
@@ -833,6 +866,25 @@ def build_parser() -> argparse.ArgumentParser:
     outc.set_defaults(func=_cmd_outcomes)
 
     _add_maintenance_parser(sub)
+
+    db = sub.add_parser(
+        "db",
+        help="outcome store administration",
+        description="Outcome store administration.",
+    )
+    dbsub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    upgrade = dbsub.add_parser(
+        "upgrade",
+        help="apply the outcome store's schema migrations",
+        description=(
+            "Create the outcome store named by the config (store.backend: sqlite or "
+            "postgres) if needed and apply its schema migrations, then exit. "
+            "`netcortex run` does the same at start; run this first when several "
+            "workers share one PostgreSQL. Safe to repeat."
+        ),
+    )
+    upgrade.add_argument("--config", "-c", metavar="FILE", help="config file naming the store")
+    upgrade.set_defaults(func=_cmd_db_upgrade)
 
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(func=_cmd_version)

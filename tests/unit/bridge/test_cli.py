@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -450,3 +451,58 @@ class TestExport:
         with pytest.raises(SystemExit) as info:
             main(["outcomes", "--config", str(config), "--json", "--export", "-"])
         assert info.value.code == 2
+
+
+class TestDbUpgrade:
+    def test_sqlite_store_is_created_and_reports_its_version(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """db upgrade creates the SQLite store with its schema and says which version."""
+        from netcortex.memory.episodic.sqlite import SCHEMA_VERSION
+
+        db = tmp_path / "var" / "o.db"
+        config = tmp_path / "c.yaml"
+        config.write_text(f"store: {{sqlite_path: '{db}'}}\n", encoding="utf-8")
+        for _ in range(2):  # safe to repeat
+            assert main(["db", "upgrade", "--config", str(config)]) == 0
+            out = capsys.readouterr().out
+            assert f"sqlite {db}, schema version {SCHEMA_VERSION}" in out
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+    def test_postgres_schema_is_migrated_and_the_password_not_printed(
+        self,
+        tmp_path: Path,
+        postgres_dsn: str,
+        postgres_schema: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """db upgrade on store.backend postgres creates the schema's tables; the DSN is
+        shown without credentials."""
+        from netcortex.memory.episodic.postgres import SCHEMA_VERSION
+
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"store: {{backend: postgres, postgres_dsn: '{postgres_dsn}', "
+            f"postgres_schema: {postgres_schema}}}\n",
+            encoding="utf-8",
+        )
+        for _ in range(2):  # safe to repeat
+            assert main(["db", "upgrade", "--config", str(config)]) == 0
+            out = capsys.readouterr().out
+            assert f"schema {postgres_schema}, schema version {SCHEMA_VERSION}" in out
+
+    def test_unreachable_postgres_exits_1(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A PostgreSQL that does not answer: exit 1 with the reason, no password shown."""
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            "store: {backend: postgres, postgres_dsn: "
+            "'postgresql://u:hunter22@127.0.0.1:1/x?connect_timeout=2'}\n",
+            encoding="utf-8",
+        )
+        assert main(["db", "upgrade", "--config", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert "netcortex db upgrade:" in err
+        assert "hunter22" not in err

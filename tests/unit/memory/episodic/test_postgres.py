@@ -18,7 +18,7 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from netcortex.app import _make_store
+from netcortex.app import make_store
 from netcortex.config import StoreConfig
 from netcortex.contracts.events import Severity
 from netcortex.contracts.memory import OutcomeQuery
@@ -225,5 +225,5 @@ class TestConfig:
         assert StoreConfig().postgres_schema == "netcortex"
 
     def test_app_makes_the_configured_store(self, config: StoreConfig) -> None:
-        assert isinstance(_make_store(config, Registry()), PostgresOutcomeStore)
-        assert isinstance(_make_store(StoreConfig(), Registry()), SqliteOutcomeStore)
+        assert isinstance(make_store(config, Registry()), PostgresOutcomeStore)
+        assert isinstance(make_store(StoreConfig(), Registry()), SqliteOutcomeStore)
