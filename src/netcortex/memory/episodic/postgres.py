@@ -51,6 +51,7 @@ from netcortex.contracts.memory import OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.logs import redact_url
+from netcortex.memory.episodic._metrics import StoreMetrics
 from netcortex.metrics import Registry
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresOutcomeStore"]
@@ -255,45 +256,6 @@ class _Batch:
     rows: list[_Row] = field(default_factory=list)
 
 
-class _Metrics:
-    """The store's metrics (the SQLite store's names, ``backend="postgres"``)."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.rows = registry.counter(
-            "netcortex_store_rows_total", "Outcome rows written, by backend.", ("backend",)
-        )
-        self.duplicates = registry.counter(
-            "netcortex_store_duplicates_total",
-            "Rows ignored because their outcome_id was already stored, by backend.",
-            ("backend",),
-        )
-        self.failures = registry.counter(
-            "netcortex_store_write_failures_total",
-            "Batches that failed to commit (their rows are lost), by backend.",
-            ("backend",),
-        )
-        self.batch_seconds = registry.histogram(
-            "netcortex_store_batch_seconds", "Time to write one batch, by backend.", ("backend",)
-        )
-        self.retention_deleted = registry.counter(
-            "netcortex_store_retention_deleted_total",
-            "Outcome rows deleted by retention (store.retention_days), by backend.",
-            ("backend",),
-        )
-
-    def batch(self, rows: int, written: int, seconds: float) -> None:
-        self.rows.inc(written, backend=_BACKEND)
-        if rows > written:
-            self.duplicates.inc(rows - written, backend=_BACKEND)
-        self.batch_seconds.observe(seconds, backend=_BACKEND)
-
-    def failure(self) -> None:
-        self.failures.inc(backend=_BACKEND)
-
-    def pruned(self, rows: int) -> None:
-        self.retention_deleted.inc(rows, backend=_BACKEND)
-
-
 class PostgresOutcomeStore:
     """``OutcomeStore`` on PostgreSQL: a connection pool, one batching writer task.
 
@@ -334,7 +296,7 @@ class PostgresOutcomeStore:
         self._retention_interval = retention_interval
         self._retention_batch = max(1, retention_batch)
         self._retention_task: asyncio.Task[None] | None = None
-        self._metrics = _Metrics(metrics if metrics is not None else Registry())
+        self._metrics = StoreMetrics(metrics if metrics is not None else Registry(), _BACKEND)
         self._insert = (
             f"INSERT INTO {self._table} ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
             + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_TYPES))

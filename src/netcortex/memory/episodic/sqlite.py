@@ -76,6 +76,7 @@ from netcortex.config import StoreConfig
 from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import StoreError
+from netcortex.memory.episodic._metrics import StoreMetrics
 from netcortex.metrics import Registry
 
 __all__ = ["SCHEMA_VERSION", "SqliteOutcomeStore"]
@@ -375,46 +376,6 @@ def _settle(future: asyncio.Future[None], error: StoreError | None) -> None:
         future.set_exception(error)
 
 
-class _Metrics:
-    """The store's metrics, declared in one place (labelled by backend)."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.rows = registry.counter(
-            "netcortex_store_rows_total", "Outcome rows written, by backend.", ("backend",)
-        )
-        self.duplicates = registry.counter(
-            "netcortex_store_duplicates_total",
-            "Rows ignored because their outcome_id was already stored, by backend.",
-            ("backend",),
-        )
-        self.failures = registry.counter(
-            "netcortex_store_write_failures_total",
-            "Batches that failed to commit (their rows are lost), by backend.",
-            ("backend",),
-        )
-        self.batch_seconds = registry.histogram(
-            "netcortex_store_batch_seconds", "Time to write one batch, by backend.", ("backend",)
-        )
-        self.retention_deleted = registry.counter(
-            "netcortex_store_retention_deleted_total",
-            "Outcome rows deleted by retention (store.retention_days), by backend.",
-            ("backend",),
-        )
-
-    def batch(self, rows: int, written: int, seconds: float) -> None:
-        self.rows.inc(written, backend="sqlite")
-        if rows > written:
-            self.duplicates.inc(rows - written, backend="sqlite")
-        self.batch_seconds.observe(seconds, backend="sqlite")
-
-    def failure(self) -> None:
-        self.failures.inc(backend="sqlite")
-
-    def pruned(self, rows: int) -> None:
-        self.retention_deleted.inc(rows, backend="sqlite")
-
-
 class SqliteOutcomeStore:
     """``OutcomeStore`` on one SQLite file: WAL, one batching writer thread, idempotent rows.
 
@@ -455,7 +416,7 @@ class SqliteOutcomeStore:
         self._retention_interval = retention_interval
         self._retention_batch = max(1, retention_batch)
         self._retention_task: asyncio.Task[None] | None = None
-        self._metrics = _Metrics(metrics if metrics is not None else Registry())
+        self._metrics = StoreMetrics(metrics if metrics is not None else Registry(), "sqlite")
         self._queue: queue.SimpleQueue[list[_Row] | _Flush] = queue.SimpleQueue()
         self._pending: list[_Row] = []
         self._handed = 0  # rows handed to the writer and not yet written (or failed)

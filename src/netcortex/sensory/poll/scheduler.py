@@ -73,21 +73,18 @@ from pydantic import SecretStr
 
 from netcortex.config import PollConfig, V3User
 from netcortex.contracts.bus import EventBus
-from netcortex.contracts.codec import encode_event
 from netcortex.contracts.events import SensoryEvent
 from netcortex.contracts.memory import SemanticMemory
 from netcortex.errors import (
     AgentError,
-    BusError,
-    BusUnavailable,
     PollAuthError,
     PollError,
     PollTimeout,
-    PublishTimeout,
     StoreError,
 )
 from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
+from netcortex.sensory._publish import publish_event
 from netcortex.sensory.poll.diff import (
     SOURCE,
     BgpPeerState,
@@ -117,8 +114,6 @@ CBGP_PEER2_STATE: Final = "1.3.6.1.4.1.9.9.187.1.2.5.1.3"
 _INET_IPV4: Final = 1  # InetAddressType ipv4
 _INET_IPV6: Final = 2  # InetAddressType ipv6
 
-#: Pauses before re-publishing an event the bus refused (as the trap receiver).
-_RETRY_DELAYS: Final = (0.1, 0.5, 1.0)
 _POLL_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -504,38 +499,14 @@ class PollReceiver:
             self._last[device] = snapshot
 
     async def _publish(self, event: SensoryEvent) -> None:
-        data = encode_event(event)
-        for attempt, delay in enumerate((*_RETRY_DELAYS, None), start=1):
-            try:
-                await self._bus.publish(event.subject, data, msg_id=event.id)
-            except (BusUnavailable, PublishTimeout) as exc:
-                if delay is None:
-                    self._publish_failed.inc(error=type(exc).__name__)
-                    log.error(
-                        "poll_publish_failed",
-                        event_id=event.id,
-                        subject=event.subject,
-                        attempts=attempt,
-                        error=str(exc),
-                    )
-                    return
-                log.warning(
-                    "poll_publish_retry", event_id=event.id, attempt=attempt, error=str(exc)
-                )
-                await asyncio.sleep(delay)
-            except BusError as exc:  # not transient (e.g. an invalid subject): no retry
-                self._publish_failed.inc(error=type(exc).__name__)
-                log.error(
-                    "poll_publish_failed", event_id=event.id, subject=event.subject, error=str(exc)
-                )
-                return
-            except Exception as exc:  # keep polling whatever the bus does
-                self._publish_failed.inc(error=type(exc).__name__)
-                log.exception("poll_publish_failed", event_id=event.id, subject=event.subject)
-                return
-            else:
-                self._published.inc(event_class=event.event_class)
-                return
+        await publish_event(
+            self._bus,
+            event,
+            what="poll",
+            published=self._published,
+            failed=self._publish_failed,
+            logger=log,
+        )
 
     # ------------------------------------------------------------------ SNMP
 

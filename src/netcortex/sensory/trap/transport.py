@@ -37,13 +37,13 @@ import structlog
 
 from netcortex.config import TrapConfig
 from netcortex.contracts.bus import EventBus
-from netcortex.contracts.codec import encode_event
 from netcortex.contracts.events import SensoryEvent
 from netcortex.contracts.memory import SemanticMemory
-from netcortex.errors import BusError, BusUnavailable, IngestError, PublishTimeout
+from netcortex.errors import IngestError
 from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
 from netcortex.sensory._batch import take_batch
+from netcortex.sensory._publish import publish_event
 from netcortex.sensory.trap.decode import TrapDecoder
 from netcortex.sensory.trap.normalize import SOURCE, Normalizer
 
@@ -53,11 +53,6 @@ log = structlog.get_logger(__name__)
 
 _LOG_KEYS_MAX: Final = 10_000  # bound on remembered (agent, reason) pairs and sources
 _BATCH: Final = 32  # events a publisher takes per wake-up
-# Pauses before re-publishing an accepted event the bus refused (a NATS restart or
-# a full queue downstream). A retry is safe: the message id (event id) lets
-# JetStream drop a copy that did land. Past the last one the event is counted
-# and logged as lost, never dropped silently.
-_RETRY_DELAYS: Final = (0.1, 0.5, 1.0)
 
 
 def read_udp_rcvbuf_errors(
@@ -405,35 +400,11 @@ class TrapReceiver:
                     queue.task_done()
 
     async def _publish(self, event: SensoryEvent) -> None:
-        data = encode_event(event)
-        for attempt, delay in enumerate((*_RETRY_DELAYS, None), start=1):
-            try:
-                await self._bus.publish(event.subject, data, msg_id=event.id)
-            except (BusUnavailable, PublishTimeout) as exc:
-                if delay is None:
-                    self._publish_failed.inc(error=type(exc).__name__)
-                    log.error(
-                        "trap_publish_failed",
-                        event_id=event.id,
-                        subject=event.subject,
-                        attempts=attempt,
-                        error=str(exc),
-                    )
-                    return
-                log.warning(
-                    "trap_publish_retry", event_id=event.id, attempt=attempt, error=str(exc)
-                )
-                await asyncio.sleep(delay)
-            except BusError as exc:  # not transient (e.g. an invalid subject): no retry
-                self._publish_failed.inc(error=type(exc).__name__)
-                log.error(
-                    "trap_publish_failed", event_id=event.id, subject=event.subject, error=str(exc)
-                )
-                return
-            except Exception as exc:  # keep the publisher alive whatever the bus does
-                self._publish_failed.inc(error=type(exc).__name__)
-                log.exception("trap_publish_failed", event_id=event.id, subject=event.subject)
-                return
-            else:
-                self._published.inc(event_class=event.event_class)
-                return
+        await publish_event(
+            self._bus,
+            event,
+            what="trap",
+            published=self._published,
+            failed=self._publish_failed,
+            logger=log,
+        )
