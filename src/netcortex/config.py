@@ -41,6 +41,7 @@ __all__ = [
     "BusConfig",
     "Config",
     "DedupConfig",
+    "GraphConfig",
     "HttpConfig",
     "InventoryConfig",
     "LogConfig",
@@ -157,6 +158,38 @@ class StoreConfig(_Section):
         if self.backend == "postgres" and self.postgres_dsn is None:
             raise ValueError("store.postgres_dsn is required when store.backend is 'postgres'")
         return self
+
+
+class GraphConfig(_Section):
+    """``graph``: mirror every stored outcome into a Neo4j (Bolt) graph as ``:ReflexEvent``."""
+
+    enabled: bool = False
+    #: Bolt URI: ``bolt://``, ``bolt+s://``, ``bolt+ssc://``, ``neo4j://``, ``neo4j+s://``, ``neo4j+ssc://``
+    uri: str = "bolt://127.0.0.1:7687"
+    user: str = "neo4j"
+    #: never logged
+    password: Secret | None = None
+    #: the database (graph) name; ``None``: the server's default database
+    database: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    #: outcomes per write transaction at most (kept small: some Bolt servers refuse large parameters)
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    #: outcomes waiting for the graph at most; beyond it the oldest are dropped (counted, logged)
+    queue_size: Annotated[int, Field(ge=1)] = 100_000
+    #: longest an outcome waits before its batch is written (seconds)
+    flush_interval: Annotated[float, Field(gt=0)] = 0.5
+    #: per write transaction (seconds)
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    #: longest pause between retries while the graph fails (seconds; backoff doubles up to it)
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+    @field_validator("uri")
+    @classmethod
+    def _bolt_uri(cls, v: str) -> str:
+        schemes = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in schemes or not rest:
+            raise ValueError(f"must be a Bolt URI ({', '.join(s + '://' for s in schemes)}host:port)")
+        return v
 
 
 class V3User(_Section):
@@ -568,6 +601,7 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     meraki: MerakiConfig = Field(default_factory=MerakiConfig)
     poll: PollConfig = Field(default_factory=PollConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
 
     #: where the file was read from (for messages), not a setting
     source: str = Field(default="<defaults>", exclude=True)

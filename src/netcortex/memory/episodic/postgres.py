@@ -37,8 +37,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -53,6 +52,7 @@ from netcortex.errors import StoreError
 from netcortex.logs import redact_url
 from netcortex.memory.episodic._metrics import StoreMetrics
 from netcortex.metrics import Registry
+from netcortex.pg import Migration, apply_migrations, pg_errors
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresOutcomeStore"]
 
@@ -62,7 +62,7 @@ _BACKEND: Final = "postgres"
 
 #: Versioned migrations, in order; ``{s}`` is the quoted schema name. Never edit a
 #: released one: add the next version.
-MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+MIGRATIONS: Final[tuple[Migration, ...]] = (
     (
         1,
         (
@@ -124,15 +124,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=F
 _Row = tuple[Any, ...]
 
 
-@asynccontextmanager
-async def _pg_errors(action: str, where: str) -> AsyncIterator[None]:
-    """Map every asyncpg, socket and timeout error to ``StoreError`` (the one mapping)."""
-    try:
-        yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        raise StoreError(
-            f"postgres {action} failed on {where}: {type(exc).__name__}: {exc}"
-        ) from exc
+_pg_errors = pg_errors
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -353,37 +345,15 @@ class PostgresOutcomeStore:
             log.info("store_opened", backend=_BACKEND, dsn=self._where, schema=self._schema)
 
     async def _migrate(self, pool: asyncpg.Pool) -> None:
-        s = f'"{self._schema}"'
-        async with _pg_errors("migrate", self._where), pool.acquire() as conn, conn.transaction():
-            # Serialise concurrent starts on one schema (the lock ends with the transaction).
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._schema)
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
-                "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            found: int = await conn.fetchval(
-                f"SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"  # noqa: S608
-            )
-            if found > SCHEMA_VERSION:
-                raise StoreError(
-                    f"schema {self._schema} on {self._where} has outcome schema version "
-                    f"{found}; this netcortex understands up to {SCHEMA_VERSION} "
-                    "(upgrade netcortex)"
-                )
-            for version, statements in MIGRATIONS:
-                if version <= found:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement.format(s=s))
-                await conn.execute(
-                    f"INSERT INTO {s}.schema_migrations (version) VALUES ($1)",  # noqa: S608
-                    version,
-                )
-        if found < SCHEMA_VERSION:
+        async with _pg_errors("migrate", self._where), pool.acquire() as conn:
+            found, newest = await apply_migrations(
+                conn, schema=self._schema, ledger="schema_migrations", migrations=MIGRATIONS,
+                what="outcome", where=self._where,
+            )  # fmt: skip
+        if found < newest:
             log.info(
                 "store_migrated", backend=_BACKEND, schema=self._schema,
-                from_version=found, to_version=SCHEMA_VERSION,
+                from_version=found, to_version=newest,
             )  # fmt: skip
 
     async def close(self) -> None:
