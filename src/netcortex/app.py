@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -57,12 +57,19 @@ from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
 from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic import FileInventory, NetboxInventory
-from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar, config_windows
+from netcortex.memory.semantic.maintenance import (
+    PostgresMaintenanceCalendar,
+    SqliteMaintenanceCalendar,
+    StoredMaintenanceCalendar,
+    config_windows,
+)
 from netcortex.metrics import Counter, Registry
 from netcortex.reflex.pipeline import build_pipeline
 from netcortex.reflex.registry import builtin_handlers, builtin_registry
 from netcortex.reflex.runner import ReflexRunner
 from netcortex.sensory.poll.scheduler import PollReceiver
+from netcortex.sensory.poll.state import PollState, SqlitePollState
+from netcortex.sensory.poll.state_postgres import PostgresPollState
 from netcortex.sensory.trap import TrapReceiver
 from netcortex.sensory.webhook.receiver import MerakiWebhookReceiver
 from netcortex.thalamus.memory import InMemoryEventBus
@@ -115,6 +122,42 @@ def make_store(config: StoreConfig, metrics: Registry) -> OutcomeStore:
     if config.backend == "postgres":
         return PostgresOutcomeStore(config, metrics)
     return SqliteOutcomeStore(config, metrics)
+
+
+def make_calendar(
+    config: Config,
+    windows: Sequence[MaintenanceWindow],
+    metrics: Registry | None = None,
+    *,
+    reload_interval: float | None = None,
+) -> StoredMaintenanceCalendar:
+    """The maintenance calendar (not started): run-time windows beside the outcomes,
+    in PostgreSQL with ``store.backend: postgres``, else in ``store.sqlite_path``.
+    Used by the CLI too (``reload_interval=0``: no background reloading)."""
+    store = config.store
+    extra: dict[str, float] = (
+        {} if reload_interval is None else {"reload_interval": reload_interval}
+    )
+    if store.backend == "postgres":
+        assert store.postgres_dsn is not None  # validated by StoreConfig
+        return PostgresMaintenanceCalendar(
+            store.postgres_dsn.get_secret_value(),
+            store.postgres_schema,
+            windows=windows,
+            metrics=metrics,
+            **extra,
+        )
+    return SqliteMaintenanceCalendar(store.sqlite_path, windows=windows, metrics=metrics, **extra)
+
+
+def make_poll_state(config: Config) -> PollState:
+    """The poller's state (not started): beside the outcomes in PostgreSQL with
+    ``store.backend: postgres`` (issue 6), else SQLite on ``poll.state_path``."""
+    store = config.store
+    if store.backend == "postgres":
+        assert store.postgres_dsn is not None  # validated by StoreConfig
+        return PostgresPollState(store.postgres_dsn.get_secret_value(), store.postgres_schema)
+    return SqlitePollState(config.poll.state_path)
 
 
 def _make_memory(config: InventoryConfig, metrics: Registry) -> SemanticMemory | None:
@@ -216,11 +259,7 @@ class Engine:
         # dedup state feed the gates: enrich → maintenance → dedup.
         self.memory: SemanticMemory | None = _make_memory(config.inventory, self.metrics)
         windows = _maintenance_windows(config.maintenance, config.source)
-        self.calendar: MaintenanceCalendar = SqliteMaintenanceCalendar(
-            config.store.sqlite_path,
-            windows=windows,
-            metrics=self.metrics,
-        )
+        self.calendar: MaintenanceCalendar = make_calendar(config, windows, self.metrics)
         _check_dedup_windows(config.dedup, config.source)
         self.dedup: DedupStore = _make_dedup(config.dedup, config.bus, self.metrics)
         self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
@@ -254,6 +293,7 @@ class Engine:
                 self.metrics,
                 memory=self.memory,
                 v3_users=config.trap.v3_users,
+                state=make_poll_state(config),
             )
         # The webhook receiver has no socket of its own: the HTTP server feeds it.
         self.webhook: MerakiWebhookReceiver | None = None

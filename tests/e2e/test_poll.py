@@ -17,11 +17,13 @@ the only new one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 
@@ -257,5 +259,64 @@ def test_restart_reports_a_change_made_while_down_once(
         (up,) = engine.wait_for_api_outcomes(handler("link_up", GI4))
         listed = sorted((o["handler_id"], o["target"]) for o in engine.api_outcomes())
         assert listed == [("link_down", GI3), ("link_down", GI4), ("link_up", GI4)]
+        assert up["details"]["if_oper_status"] == 1
+        engine.stop_cleanly()
+
+
+# ------------------------------------------------------ e. state in PostgreSQL
+
+
+def _poll_state_rows(dsn: str, schema: str) -> dict[str, bool]:
+    """``device → down`` of every row in ``<schema>.poll_state`` (read beside the engine)."""
+
+    async def read() -> dict[str, bool]:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            rows = await conn.fetch(
+                f'SELECT device, down FROM "{schema}".poll_state WHERE snapshot IS NOT NULL'
+            )
+        finally:
+            await conn.close()
+        return {r["device"]: r["down"] for r in rows}
+
+    return asyncio.run(read())
+
+
+@pytest.mark.slow
+def test_poll_state_follows_the_postgres_store(
+    agent: ScriptedSnmpAgent, tmp_path: Path, postgres_dsn: str, postgres_schema: str
+) -> None:
+    """With store.backend postgres the poller's state lands in store.postgres_schema
+    (no SQLite file): a change made while the engine was stopped is reported once
+    after a restart, and a further restart re-fires nothing."""
+    config = overrides(agent, tmp_path)
+    config["store"] = {
+        "backend": "postgres",
+        "postgres_dsn": postgres_dsn,
+        "postgres_schema": postgres_schema,
+    }
+    with EngineProcess(tmp_path, config) as engine:
+        assert engine.wait_for_log("poll_state_opened")["backend"] == "postgres"
+        wait_polls(engine, 2)
+        engine.stop_cleanly()
+    assert _poll_state_rows(postgres_dsn, postgres_schema) == {DEVICE: False}
+    assert not (tmp_path / "poll_state.db").exists()
+
+    agent.set_interface(3, oper=2)  # while nothing polls
+
+    with EngineProcess(tmp_path, config) as engine:
+        assert engine.wait_for_log("poll_started")["known_states"] == 1
+        (down,) = engine.wait_for_api_outcomes(handler("link_down", GI3))
+        assert_from_poll(down, "link_down")
+        wait_polls(engine, polls(engine) + 3)  # still down: no repeat
+        assert [o["outcome_id"] for o in engine.api_outcomes()] == [down["outcome_id"]]
+        engine.stop_cleanly()
+
+    with EngineProcess(tmp_path, config) as engine:
+        wait_polls(engine, 3)  # unchanged since the last run: nothing re-fires
+        agent.set_interface(3, oper=1)
+        (up,) = engine.wait_for_api_outcomes(handler("link_up", GI3))
+        listed = sorted((o["handler_id"], o["target"]) for o in engine.api_outcomes())
+        assert listed == [("link_down", GI3), ("link_up", GI3)]
         assert up["details"]["if_oper_status"] == 1
         engine.stop_cleanly()

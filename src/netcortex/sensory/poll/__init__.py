@@ -12,9 +12,12 @@ Parts, in flow order:
 * ``diff`` — two snapshots of a device → ``SensoryEvent``s (link, BGP, reboot;
   ``FailureTracker`` for device down/up), with the trap receiver's targets and
   payload keys so a poll-seen and a trap-seen fact are one;
-* ``state`` — ``SqlitePollState``, the last known snapshot per device, durable.
+* ``state`` — ``PollState``, the last known snapshot per device, durable:
+  ``SqlitePollState`` (``poll.state_path``) or ``PostgresPollState``
+  (``state_postgres``; beside the outcomes with ``store.backend: postgres``).
 
 Imports: stdlib, netcortex.contracts, netcortex.thalamus.subjects,
 netcortex.errors, sibling modules (``snmp`` and ``state`` also use structlog;
-``snmp`` pydantic's ``SecretStr`` and the ``sensory.trap.ber`` codec).
+``snmp`` pydantic's ``SecretStr`` and the ``sensory.trap.ber`` codec;
+``state_postgres`` asyncpg, netcortex.logs and netcortex.pg).
 """

@@ -22,12 +22,15 @@ waits only for itself: a dead or slow one holds one slot of the cap for at most
 its own timeouts, never another device's schedule.
 
 A successful poll becomes a ``DeviceSnapshot``, is diffed against the last one
-(``diff``; loaded from ``SqlitePollState`` at start, so a restart neither
+(``diff``; loaded from the ``PollState`` at start, so a restart neither
 re-fires nor misses a change), and the events are published; only then is the
 snapshot saved (a crash between the two re-reports instead of losing). Failed
 polls feed ``FailureTracker``: ``device_down`` after ``failure_threshold``
 consecutive failures, ``device_up`` on the first success after it; the flag is
-stored with ``set_down`` after its event is published.
+stored with ``set_down`` after its event is published. The state is
+``SqlitePollState`` on ``poll.state_path`` unless the caller passes one
+(``app.make_poll_state``: ``PostgresPollState`` with ``store.backend:
+postgres``, issue 6).
 
 Events are published like the trap receiver's (``encode_event``,
 ``msg_id=event.id``, re-tried on ``BusUnavailable`` / ``PublishTimeout``) on
@@ -94,7 +97,7 @@ from netcortex.sensory.poll.diff import (
     diff,
 )
 from netcortex.sensory.poll.snmp import PollTarget, SnmpClient, UsmCredentials
-from netcortex.sensory.poll.state import SqlitePollState
+from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.sensory.trap.ber import VarBind
 
 __all__ = ["PollReceiver"]
@@ -142,6 +145,9 @@ class PollReceiver:
         log_interval: at most one ``poll_failed`` line per (device, reason) per
             this many seconds.
         rng: randomness for the start offsets and the jitter (tests pass a seeded one).
+        state: where the last known snapshots and down flags are kept (started
+            and closed by this receiver, its only user); ``SqlitePollState`` on
+            ``config.state_path`` when ``None``.
     """
 
     def __init__(
@@ -156,6 +162,7 @@ class PollReceiver:
         drain_timeout: float = 10.0,
         log_interval: float = 60.0,
         rng: random.Random | None = None,
+        state: PollState | None = None,
     ) -> None:
         self._config = config
         self._bus = bus
@@ -165,7 +172,7 @@ class PollReceiver:
         self._client = client if client is not None else SnmpClient()
         self._drain_timeout = drain_timeout
         self._rng = rng if rng is not None else random.Random()  # scheduling, not secrets
-        self._state = SqlitePollState(config.state_path)
+        self._state: PollState = state if state is not None else SqlitePollState(config.state_path)
         self._last: dict[str, DeviceSnapshot] = {}
         self._tracker = FailureTracker(config.failure_threshold, memory=memory)
         self._limit = asyncio.Semaphore(config.concurrency)
@@ -231,7 +238,7 @@ class PollReceiver:
         """Open the state, start the client and one schedule per device. Idempotent.
 
         Raises:
-            StoreError: the state file cannot be opened or read.
+            StoreError: the state cannot be opened or read.
             OSError: the client socket cannot be opened.
             RuntimeError: the receiver was closed (it is not restartable).
         """

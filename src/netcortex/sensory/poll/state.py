@@ -1,4 +1,4 @@
-"""Sensory / poll: ``SqlitePollState`` — the last known ``DeviceSnapshot`` per device, durably.
+"""Sensory / poll: ``PollState`` and ``SqlitePollState``: the last known snapshot per device.
 
 The poller diffs every new snapshot against the last one stored here, so a
 restart neither re-fires a change it already reported (the stored snapshot is
@@ -14,6 +14,11 @@ loop; every ``sqlite3`` and file-system error becomes ``StoreError``. A row
 that cannot be read back (hand-edited, from a newer layout) is skipped with a
 warning: that device is a baseline again, polling goes on.
 
+``PollState`` is the seam ``PollReceiver`` talks to; ``SqlitePollState`` (here)
+and ``PostgresPollState`` (``state_postgres``, picked by ``store.backend``, issue
+6) implement it. It is defined here rather than in ``contracts/`` because only
+this region uses it and its value type, ``DeviceSnapshot``, is the poller's own.
+
 Imports: stdlib, structlog, netcortex.errors, sibling modules.
 """
 
@@ -28,14 +33,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 
 from netcortex.errors import StoreError
 from netcortex.sensory.poll.diff import BgpPeerState, DeviceSnapshot, InterfaceState
 
-__all__ = ["SCHEMA_VERSION", "SqlitePollState", "snapshot_from_json", "snapshot_to_json"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "PollState",
+    "SqlitePollState",
+    "snapshot_from_json",
+    "snapshot_to_json",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -132,16 +143,90 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else _str(value)
 
 
+class PollState(Protocol):
+    """The poller's durable memory: the last known snapshot and the down flag per device.
+
+    ``PollReceiver`` saves a device's snapshot only *after* publishing the
+    events diffed from it, and its down flag only after publishing
+    ``device_down`` / ``device_up``: a crash in between re-reports on restart
+    rather than losing a report. After a restart the first poll is diffed
+    against ``load_all()`` (never taken as a new baseline), so a change made
+    while netcortex was down is reported exactly once.
+
+    One row per device holds two independent columns: ``save`` writes only the
+    snapshot, ``set_down`` only the flag, each as one atomic upsert (no
+    read-modify-write), so neither loses the other's update and writes to
+    different devices never interfere, also from several processes sharing one
+    store (issue 10 shards devices across receivers). Two writers of *one*
+    device: the last write of each column wins. Calls are safe from many tasks
+    of one event loop. A call cancelled while in flight may or may not have
+    been applied (the next ``save`` of that device decides).
+    """
+
+    async def start(self) -> None:
+        """Open (creating or upgrading the layout when needed). Idempotent.
+
+        Raises:
+            StoreError: the store cannot be reached or opened, it holds a newer
+                layout than this code understands, or it was closed.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the store. Idempotent; safe without ``start``; no I/O after it."""
+        ...
+
+    async def load_all(self) -> dict[str, DeviceSnapshot]:
+        """Every stored snapshot, by device (devices with only a flag are absent).
+
+        A row that cannot be read back is skipped with a
+        ``poll_state_row_unreadable`` warning (that device is a baseline again).
+
+        Raises:
+            StoreError: not started, closed, or the read failed.
+        """
+        ...
+
+    async def load_down(self) -> frozenset[str]:
+        """The devices stored as down (for ``FailureTracker(down=...)``).
+
+        Raises:
+            StoreError: not started, closed, or the read failed.
+        """
+        ...
+
+    async def save(self, snapshot: DeviceSnapshot) -> None:
+        """Store ``snapshot`` as its device's last known state; durable on return.
+
+        Leaves the device's down flag as it is.
+
+        Raises:
+            StoreError: not started, closed, or the write failed.
+        """
+        ...
+
+    async def set_down(self, device: str, down: bool) -> None:
+        """Store whether ``device`` is down; durable on return.
+
+        Leaves the device's snapshot as it is (a device never polled successfully
+        has a flag and no snapshot).
+
+        Raises:
+            StoreError: not started, closed, or the write failed.
+        """
+        ...
+
+
 @contextmanager
-def _sqlite_errors(what: str) -> Iterator[None]:
+def _sqlite_errors(what: str, path: Path) -> Iterator[None]:
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"poll state: {what} failed: {exc}") from exc
+        raise StoreError(f"poll state {path}: {what} failed: {exc}") from exc
 
 
 class SqlitePollState:
-    """Durable last-known poll state in one SQLite file.
+    """``PollState`` in one SQLite file (the embedded default, ``poll.state_path``).
 
     Args:
         path: the database file (created with its directory when missing).
@@ -170,10 +255,10 @@ class SqlitePollState:
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
-        log.info("poll_state_opened", path=str(self._path))
+        log.info("poll_state_opened", backend="sqlite", path=str(self._path))
 
     def _open(self) -> None:
-        with _sqlite_errors("open"):
+        with _sqlite_errors("open", self._path):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self._path, isolation_level=None)
             try:
@@ -266,14 +351,14 @@ class SqlitePollState:
 
     def _select(self, sql: str) -> Callable[[], list[tuple[Any, ...]]]:
         def run() -> list[tuple[Any, ...]]:
-            with _sqlite_errors("read"):
+            with _sqlite_errors("read", self._path):
                 return self._connection().execute(sql).fetchall()
 
         return run
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> Callable[[], None]:
         def run() -> None:
-            with _sqlite_errors("write"):
+            with _sqlite_errors("write", self._path):
                 self._connection().execute(sql, params)
 
         return run

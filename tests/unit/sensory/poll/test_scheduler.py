@@ -26,6 +26,7 @@ from netcortex.config import BusConfig, Config, PollConfig, PollTargetConfig, V3
 from netcortex.contracts.bus import Subscription
 from netcortex.contracts.codec import decode_event
 from netcortex.contracts.events import SensoryEvent
+from netcortex.errors import StoreError
 from netcortex.memory.semantic import FileInventory
 from netcortex.metrics import Counter, Histogram, Registry
 from netcortex.sensory.poll.diff import (
@@ -37,6 +38,7 @@ from netcortex.sensory.poll.diff import (
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.sensory.poll.snmp import PollTarget, SnmpClient
 from netcortex.sensory.poll.state import SqlitePollState
+from netcortex.sensory.poll.state_postgres import PostgresPollState
 from netcortex.sensory.trap.ber import VarBind
 from netcortex.thalamus.memory import InMemoryEventBus
 from tests.servers import (
@@ -265,6 +267,61 @@ class TestRestart:
         assert up.payload["poll_device"] == "lab-agent"
         _, down = await stored(config.state_path)
         assert down == frozenset()
+
+
+class TestInjectedState:
+    async def test_postgres_state_reports_a_change_while_down_once(
+        self,
+        tmp_path: Path,
+        snmpd: SnmpdServer,
+        bus: InMemoryEventBus,
+        events: Subscription,
+        postgres_dsn: str,
+        postgres_schema: str,
+    ) -> None:
+        """With a PostgresPollState passed in: the receiver starts and closes it, stores
+        its polls there (no SQLite file), reports a change seeded there once, and a
+        restart on the same schema reports nothing."""
+
+        def pg() -> PostgresPollState:
+            return PostgresPollState(postgres_dsn, postgres_schema)
+
+        config = poll_config(tmp_path, live(snmpd))
+        metrics = Registry()
+        state = pg()
+        with capture_logs() as logs:
+            async with PollReceiver(config, bus, metrics, state=state):
+                await eventually(lambda: polls(metrics) >= 2)
+                await assert_no_event(events, 0.1)  # the first poll is the baseline
+        assert [e["backend"] for e in logs if e["event"] == "poll_state_opened"] == ["postgres"]
+        assert not config.state_path.exists()
+        with pytest.raises(StoreError, match="closed"):
+            await state.load_all()
+
+        seeder = pg()
+        await seeder.start()
+        snap = (await seeder.load_all())["lab-agent"]
+        lo = next(i for i in snap.interfaces.values() if i.name == "lo")
+        seeded = dataclasses.replace(
+            snap,
+            interfaces={
+                **snap.interfaces,
+                lo.if_index: dataclasses.replace(lo, oper_status=IF_STATUS_DOWN),
+            },
+        )
+        await seeder.save(seeded)
+        await seeder.close()
+
+        metrics = Registry()
+        async with PollReceiver(config, bus, metrics, state=pg()):
+            link = await next_event(events)
+            await eventually(lambda: polls(metrics) >= 2)
+            await assert_no_event(events, 0.1)
+        assert (link.event_class, link.target) == ("link_up", f"{snmpd.host}|lo")
+
+        async with PollReceiver(config, bus, Registry(), state=pg()) as again:
+            await eventually(lambda: polls(again.metrics) >= 2)
+            await assert_no_event(events, 0.1)
 
 
 class TestFailures:
@@ -499,6 +556,17 @@ class TestConcurrency:
 
 
 class TestEngine:
+    def test_poll_state_follows_store_backend(self, tmp_path: Path) -> None:
+        """make_poll_state: PostgresPollState with store.backend postgres, else SQLite."""
+        from netcortex.app import make_poll_state
+
+        poll = {"state_path": str(tmp_path / "p.db")}
+        pg = Config.model_validate(
+            {"poll": poll, "store": {"backend": "postgres", "postgres_dsn": "postgresql://h/db"}}
+        )
+        assert isinstance(make_poll_state(pg), PostgresPollState)
+        assert isinstance(make_poll_state(Config.model_validate({"poll": poll})), SqlitePollState)
+
     async def test_engine_runs_the_poller(self, tmp_path: Path, snmpd: SnmpdServer) -> None:
         """poll.enabled: the engine starts a PollReceiver with the receivers, logs it as
         a udp listener, and counts its events; a restored down flag gives device_up,
