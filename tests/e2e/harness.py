@@ -482,7 +482,8 @@ class EngineProcess:
 
     def outcomes(self, query: OutcomeQuery | None = None) -> list[ReflexOutcome]:
         """Outcomes in the engine's store now (read beside the running engine)."""
-        if not self.db_path.exists():
+        on_postgres = self.config_data["store"].get("backend") == "postgres"
+        if not on_postgres and not self.db_path.exists():
             return []
         config = load_config(self.config_path, {})
         return asyncio.run(query_outcomes(config, query or OutcomeQuery(limit=10_000)))

@@ -44,9 +44,10 @@ from netcortex.bridge.views import (
 )
 from netcortex.config import Config, LogConfig, load_config
 from netcortex.contracts.codec import outcome_to_dict
-from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery
+from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery, OutcomeStore
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import ConfigError, NetcortexError, RegistryError, StoreError
+from netcortex.logs import redact_url
 
 if TYPE_CHECKING:
     from netcortex.contracts.memory import MaintenanceWindow
@@ -273,18 +274,28 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def read_store(config: Config) -> OutcomeStore:
+    """A read-only instance of the configured outcome store (not started)."""
+    if config.store.backend == "postgres":
+        from netcortex.memory.episodic.postgres import PostgresOutcomeStore
+
+        return PostgresOutcomeStore(config.store, read_only=True)
+    from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
+
+    return SqliteOutcomeStore(config.store, read_only=True)
+
+
 async def query_outcomes(config: Config, query: OutcomeQuery) -> list[ReflexOutcome]:
     """Open the configured outcome store, run ``query`` and close it again.
 
     Safe while the engine runs (SQLite in WAL mode lets a reader in beside the
-    writer).
+    writer; PostgreSQL readers never block writers). Opens read-only: nothing is
+    created or migrated.
 
     Raises:
         netcortex.errors.StoreError: the store cannot be opened or read.
     """
-    from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
-
-    store = SqliteOutcomeStore(config.store, read_only=True)
+    store = read_store(config)
     await store.start()
     try:
         return await store.query(query)
@@ -311,9 +322,7 @@ async def export_outcomes(
         netcortex.errors.StoreError: the store cannot be opened or read.
         OSError: ``out`` cannot be written.
     """
-    from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
-
-    store = SqliteOutcomeStore(config.store, read_only=True)
+    store = read_store(config)
     await store.start()
     written = 0
     page_query = replace(query, limit=max(1, page_size), before=None)
@@ -344,7 +353,7 @@ def _export(config: Config, query: OutcomeQuery, target: str) -> int:
                 count = _run_async(export_outcomes(config, query, out, page_size=EXPORT_PAGE_SIZE))
             summary = sys.stdout
     except NetcortexError as exc:
-        print(f"netcortex outcomes: cannot read {config.store.sqlite_path}: {exc}", file=sys.stderr)
+        print(f"netcortex outcomes: cannot read {_store_where(config)}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as exc:
         print(f"netcortex outcomes: cannot write {target}: {exc}", file=sys.stderr)
@@ -384,10 +393,9 @@ def _cmd_outcomes(args: argparse.Namespace) -> int:
     config = _load(args.config, sys.stderr)
     if config is None:
         return EXIT_USAGE
-    path = Path(config.store.sqlite_path)
-    if not path.exists():
+    if not _store_exists(config):
         print(
-            f"netcortex outcomes: no outcome store at {path} "
+            f"netcortex outcomes: no outcome store at {config.store.sqlite_path} "
             f"(store.sqlite_path in {config.source}); has the engine run yet?",
             file=sys.stderr,
         )
@@ -397,7 +405,7 @@ def _cmd_outcomes(args: argparse.Namespace) -> int:
     try:
         outcomes = _run_async(query_outcomes(config, query))
     except NetcortexError as exc:
-        print(f"netcortex outcomes: cannot read {path}: {exc}", file=sys.stderr)
+        print(f"netcortex outcomes: cannot read {_store_where(config)}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
         json.dump([outcome_to_dict(o) for o in outcomes], sys.stdout, indent=2, ensure_ascii=False)
@@ -480,15 +488,28 @@ def _maintenance_setup(
     return config, windows
 
 
+def _store_exists(config: Config) -> bool:
+    """Whether the store may hold something (a SQLite file that exists; PostgreSQL: always)."""
+    return config.store.backend == "postgres" or Path(config.store.sqlite_path).exists()
+
+
+def _store_where(config: Config) -> str:
+    """The store's location for messages (never a password)."""
+    store = config.store
+    if store.backend == "postgres":
+        assert store.postgres_dsn is not None  # validated by StoreConfig
+        dsn = redact_url(store.postgres_dsn.get_secret_value())
+        return f"postgres {dsn} schema {store.postgres_schema}"
+    return f"sqlite {store.sqlite_path}"
+
+
 async def _with_calendar(
     config: Config, windows: Sequence[MaintenanceWindow], action: Callable[[Any], Any]
 ) -> Any:
-    """Open the calendar the engine uses (store.sqlite_path + config windows), run ``action``."""
-    from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar
+    """Open the calendar the engine uses (the store's location + config windows), run ``action``."""
+    from netcortex.app import make_calendar
 
-    calendar = SqliteMaintenanceCalendar(
-        config.store.sqlite_path, windows=windows, reload_interval=0
-    )
+    calendar = make_calendar(config, windows, reload_interval=0)
     await calendar.start()
     try:
         return await action(calendar)
@@ -531,7 +552,7 @@ def _cmd_maintenance_add(args: argparse.Namespace) -> int:
     repeat = f", repeating {window.rrule}" if window.rrule else ""
     print(
         f"{verb} maintenance window {window.id}: {window.scope} {window.target}, "
-        f"{span} ({window.timezone}{repeat}) in {config.store.sqlite_path}"
+        f"{span} ({window.timezone}{repeat}) in {_store_where(config)}"
     )
     if window.rrule is None and window.end <= datetime.now(UTC):
         print(
@@ -553,7 +574,7 @@ def _cmd_maintenance_list(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config, config_windows = setup
     windows: list[MaintenanceWindow] = list(config_windows)
-    if Path(config.store.sqlite_path).exists():
+    if _store_exists(config):
 
         async def read(calendar: Any) -> list[MaintenanceWindow]:
             result: list[MaintenanceWindow] = calendar.windows()
@@ -598,7 +619,7 @@ def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     removed = False
-    if Path(config.store.sqlite_path).exists():
+    if _store_exists(config):
 
         async def remove(calendar: Any) -> bool:
             result: bool = await calendar.remove(args.id)
@@ -612,7 +633,7 @@ def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
     if not removed:
         print(
             f"netcortex maintenance remove: no stored window {args.id!r} in "
-            f"{config.store.sqlite_path} (see 'netcortex maintenance list')",
+            f"{_store_where(config)} (see 'netcortex maintenance list')",
             file=sys.stderr,
         )
         return EXIT_FAILURE
@@ -627,12 +648,20 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def upgrade() -> None:
-        from netcortex.app import make_store
+        from netcortex.app import make_calendar, make_poll_state, make_store
         from netcortex.metrics import Registry
 
         store = make_store(config.store, Registry())
         await store.start()  # applies the schema migrations
         await store.close()
+        # The maintenance windows live beside the outcomes (same file or schema).
+        calendar = make_calendar(config, (), reload_interval=0)
+        await calendar.start()
+        await calendar.close()
+        if config.store.backend == "postgres" or config.poll.enabled:
+            state = make_poll_state(config)  # the poller's state (its own migrations)
+            await state.start()
+            await state.close()
 
     if config.store.backend == "postgres":
         from netcortex.logs import redact_url
@@ -650,6 +679,10 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         print(f"netcortex db upgrade: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"outcome store up to date: {where}, schema version {SCHEMA_VERSION}")
+    beside = ["maintenance windows"]
+    if config.store.backend == "postgres" or config.poll.enabled:
+        beside.append("poll state")
+    print(f"also up to date: {', '.join(beside)}")
     return EXIT_OK
 
 
@@ -661,7 +694,8 @@ def _add_maintenance_parser(sub: Any) -> None:
             "Manage maintenance windows. Inside a window, outcomes for the covered "
             "targets are recorded as 'suppressed' (what would have fired stays on "
             "record) and facts still active when it ends get their normal outcome then. "
-            "Windows added here are stored in store.sqlite_path beside the outcomes; a "
+            "Windows added here are stored beside the outcomes (store.sqlite_path, or "
+            "the PostgreSQL schema with store.backend: postgres); a "
             "running engine picks up additions and removals within about a second. "
             "Windows from the config file (maintenance.windows) are listed but can "
             "only be changed there."
@@ -819,7 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
         "outcomes",
         help="list stored reflex outcomes",
         description=(
-            "List reflex outcomes from the store named by store.sqlite_path, newest "
+            "List reflex outcomes from the configured store (store.backend: the SQLite "
+            "file store.sqlite_path or PostgreSQL store.postgres_dsn), newest "
             "first, as a table (default) or a JSON array. Safe while the engine runs."
         ),
         epilog=(

@@ -261,6 +261,7 @@ class PostgresOutcomeStore:
         config: StoreConfig,
         metrics: Registry | None = None,
         *,
+        read_only: bool = False,
         retention_interval: float = _RETENTION_INTERVAL_S,
         retention_batch: int = _RETENTION_BATCH,
     ) -> None:
@@ -270,6 +271,9 @@ class PostgresOutcomeStore:
             config: the ``store`` section (``postgres_dsn``, ``postgres_schema``,
                 ``batch_size``, ``flush_interval``).
             metrics: where to count; a private registry when ``None``.
+            read_only: for readers such as ``netcortex outcomes``: ``start`` only
+                opens an existing schema (creates and migrates nothing, starts no
+                writer and no retention) and ``record`` raises ``StoreError``.
             retention_interval: seconds between background ``prune`` runs.
             retention_batch: rows deleted per statement by ``prune``.
 
@@ -279,6 +283,7 @@ class PostgresOutcomeStore:
         if config.postgres_dsn is None:
             raise StoreError("store.postgres_dsn is required for the postgres outcome store")
         self._dsn = config.postgres_dsn.get_secret_value()
+        self._read_only = read_only
         self._where = redact_url(self._dsn)
         self._schema = config.postgres_schema
         self._table = f'"{self._schema}".outcomes'
@@ -328,21 +333,44 @@ class PostgresOutcomeStore:
                     self._dsn, min_size=1, max_size=4, command_timeout=60
                 )
             try:
-                await self._migrate(pool)
+                if self._read_only:
+                    await self._check_readable(pool)
+                else:
+                    await self._migrate(pool)
             except BaseException:
                 await pool.close()
                 raise
             self._pool = pool
             self._loop = asyncio.get_running_loop()
             self._queue = asyncio.Queue()
-            self._writer = asyncio.create_task(self._write_loop(), name="postgres-outcome-writer")
             self._open = True
             self._closed = False
+            if self._read_only:
+                return
+            self._writer = asyncio.create_task(self._write_loop(), name="postgres-outcome-writer")
             if self._retention_days > 0:
                 self._retention_task = asyncio.create_task(
                     self._retention_loop(), name="postgres-outcome-retention"
                 )
             log.info("store_opened", backend=_BACKEND, dsn=self._where, schema=self._schema)
+
+    async def _check_readable(self, pool: asyncpg.Pool) -> None:
+        """Read-only start: the schema must exist at a version this code reads."""
+        ledger = f'"{self._schema}".schema_migrations'
+        async with _pg_errors("open read-only", self._where), pool.acquire() as conn:
+            if await conn.fetchval("SELECT to_regclass($1)", ledger) is None:
+                raise StoreError(
+                    f"no outcome store in schema {self._schema} on {self._where} "
+                    "(run the engine or 'netcortex db upgrade' first)"
+                )
+            found: int = await conn.fetchval(
+                f"SELECT coalesce(max(version), 0) FROM {ledger}"  # noqa: S608
+            )
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"schema {self._schema} on {self._where} has outcome schema version {found}; "
+                f"this netcortex understands up to {SCHEMA_VERSION} (upgrade netcortex)"
+            )
 
     async def _migrate(self, pool: asyncpg.Pool) -> None:
         async with _pg_errors("migrate", self._where), pool.acquire() as conn:
@@ -367,6 +395,12 @@ class PostgresOutcomeStore:
                 return
             self._open = False  # record() refuses from here on
             self._closed = True
+            if self._read_only:
+                pool, self._pool = self._pool, None
+                if pool is not None:
+                    async with _pg_errors("close", self._where):
+                        await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT_S)
+                return
             await self._stop_retention()
             self._hand_over()
             done: asyncio.Future[None] = self._loop.create_future()
@@ -405,6 +439,8 @@ class PostgresOutcomeStore:
         """
         if not self._open or self._loop is None:
             raise StoreError("outcome store is not open (call start() first, or it was closed)")
+        if self._read_only:
+            raise StoreError("outcome store was opened read-only")
         pending = self._pending
         pending.append(_row(outcome))
         if len(pending) >= self._batch_size:
@@ -430,6 +466,8 @@ class PostgresOutcomeStore:
         """
         if not self._open or self._loop is None:
             raise StoreError("outcome store is not open")
+        if self._read_only:
+            return
         self._hand_over()
         done: asyncio.Future[None] = self._loop.create_future()
         self._queue.put_nowait(_Flush(done))
@@ -525,6 +563,8 @@ class PostgresOutcomeStore:
         pool = self._pool
         if not self._open or pool is None:
             raise StoreError("outcome store is not open (call start() first, or it was closed)")
+        if self._read_only:
+            raise StoreError("outcome store was opened read-only")
         if self._retention_days == 0:
             return 0
         moment = datetime.now(UTC) if now is None else _aware(now, "now")

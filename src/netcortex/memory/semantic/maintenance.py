@@ -1,4 +1,4 @@
-"""Memory, semantic: ``SqliteMaintenanceCalendar`` — maintenance windows, indexed per target.
+"""Memory, semantic: the maintenance calendar — maintenance windows, indexed per target.
 
 Window semantics (issue 3, item 4):
 
@@ -61,25 +61,24 @@ costs one comparison per window per event.
 
 Storage: config windows are given at construction (config-owned: never written,
 never removable through ``remove``); windows added at run time are kept durably
-in a ``maintenance_windows`` table in a SQLite file (the outcome store's file is
-fine: separate table, own connection, WAL, busy timeout). One thread owns the
-only connection; every ``sqlite3`` and file-system error is mapped to
-``StoreError`` in ``_sqlite_errors``.
+by a ``WindowStorage`` (``maintenance_storage.py``): a ``maintenance_windows``
+table in the SQLite file of the outcome store (``SqliteMaintenanceCalendar``) or
+in the PostgreSQL schema of the outcome store (``PostgresMaintenanceCalendar``),
+following ``store.backend``. Every driver error is mapped to ``StoreError``.
 
 Live reload: windows added or removed by another connection (``netcortex
-maintenance add|remove`` while the engine runs, or a second engine on the same
-file) take effect without a restart. After ``start`` a background task asks the
-connection's ``PRAGMA data_version`` every ``reload_interval`` seconds (1 s by
-default) on the calendar's thread: it changes only when *another* connection
-committed to the file, so an idle file costs one pragma per interval and the
-calendar's own writes cost nothing. When it changed, the table is read and
-compared row by row with what the index holds; unchanged windows keep their
-compiled entry (and its memo), and the new index is swapped in at once, so a
-lookup sees either the old or the new set, never a mix. Outcome writes to the
-same file also bump ``data_version``; they cost one read of the (small) window
-table and no index change.
+maintenance add|remove`` or the API while the engine runs, or a second engine on
+the same store) take effect without a restart. After ``start`` a background task
+asks the storage every ``reload_interval`` seconds (1 s by default) whether
+another writer changed the table — one cheap read when nothing changed (SQLite:
+``PRAGMA data_version``; PostgreSQL: a trigger-maintained change counter). When
+it changed, the table is read and compared row by row with what the index holds;
+unchanged windows keep their compiled entry (and its memo), and the new index is
+swapped in at once, so a lookup sees either the old or the new set, never a mix.
+With SQLite, outcome writes to the same file also move ``data_version``; they
+cost one read of the (small) window table and no index change.
 
-May import: ``contracts``, ``errors``, ``config``, ``metrics``.
+May import: ``contracts``, ``errors``, ``config``, ``metrics``, ``pg``.
 """
 
 from __future__ import annotations
@@ -87,12 +86,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -108,13 +104,20 @@ from pydantic import (
 from netcortex.config import MaintenanceConfig, MaintenanceWindowConfig
 from netcortex.contracts.memory import MAINTENANCE_SCOPES, MaintenanceWindow
 from netcortex.errors import ConfigError, StoreError
+from netcortex.memory.semantic.maintenance_storage import (
+    PostgresWindowStorage,
+    SqliteWindowStorage,
+    WindowStorage,
+)
 from netcortex.metrics import Registry
 
 __all__ = [
     "MAX_PAST_REPETITIONS",
     "PROBE_BUDGET",
     "RECURRENCE_HORIZON",
+    "PostgresMaintenanceCalendar",
     "SqliteMaintenanceCalendar",
+    "StoredMaintenanceCalendar",
     "config_windows",
     "recurrence_problems",
     "validate_window",
@@ -133,7 +136,6 @@ _UNTIL_UTC_RE: Final = re.compile(r"UNTIL=(\d{8}T\d{6})Z", re.IGNORECASE)
 _SLACK: Final = timedelta(hours=3)
 #: No boundary of an occurrence before the searched range is later than ``at - _SAFE``.
 _SAFE: Final = timedelta(hours=1)
-_BUSY_TIMEOUT_S: Final = 5.0
 #: Default seconds between two checks for windows changed by another connection.
 _RELOAD_INTERVAL_S: Final = 1.0
 
@@ -165,36 +167,6 @@ _TOO_FAR_BACK: Final = (
     f"more than {MAX_PAST_REPETITIONS} occurrences of the rule lie between start and now; "
     "give a recent occurrence as start"
 )
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS maintenance_windows (
-    id          TEXT PRIMARY KEY,
-    scope       TEXT NOT NULL,
-    target      TEXT NOT NULL,
-    start_s     INTEGER NOT NULL,
-    end_s       INTEGER NOT NULL,
-    rrule       TEXT,
-    timezone    TEXT NOT NULL,
-    reason      TEXT NOT NULL,
-    updated_s   INTEGER NOT NULL
-)
-"""
-_COLUMNS: Final = "id, scope, target, start_s, end_s, rrule, timezone, reason, updated_s"
-_UPSERT: Final = (
-    f"INSERT OR REPLACE INTO maintenance_windows ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-)
-_SELECT: Final = f"SELECT {_COLUMNS} FROM maintenance_windows"  # noqa: S608 - constant columns
-_DELETE: Final = "DELETE FROM maintenance_windows WHERE id = ?"
-
-
-@contextmanager
-def _sqlite_errors(action: str, path: Path) -> Iterator[None]:
-    """Map every ``sqlite3`` and file-system error to ``StoreError`` (the one mapping)."""
-    try:
-        yield
-    except (sqlite3.Error, sqlite3.Warning, OSError) as exc:
-        raise StoreError(f"maintenance calendar: sqlite {action} failed on {path}: {exc}") from exc
-
 
 # ------------------------------------------------------------------ validation
 
@@ -729,21 +701,21 @@ class _Metrics:
         )
 
 
-class SqliteMaintenanceCalendar:
-    """``MaintenanceCalendar`` over config windows plus windows kept in SQLite.
+class StoredMaintenanceCalendar:
+    """``MaintenanceCalendar`` over config windows plus windows kept in a ``WindowStorage``.
 
     ``active`` and ``next_change`` are synchronous and answer from memory; they
     work before ``start`` (config windows only) and after ``close``. ``add`` and
-    ``remove`` write through one connection owned by one thread, then update the
-    index; they are serialised, so concurrent calls from many tasks are safe.
-    Between ``start`` and ``close`` windows stored by other connections are
-    reloaded within ``reload_interval`` seconds (see the module docstring).
-    Supports ``async with``.
+    ``remove`` write through the storage, then update the index; they are
+    serialised, so concurrent calls from many tasks are safe. Between ``start``
+    and ``close`` windows stored by other connections are reloaded within
+    ``reload_interval`` seconds (see the module docstring). Supports ``async with``.
+    Use ``SqliteMaintenanceCalendar`` or ``PostgresMaintenanceCalendar``.
     """
 
     def __init__(
         self,
-        path: Path,
+        storage: WindowStorage,
         *,
         windows: Sequence[MaintenanceWindow] = (),
         metrics: Registry | None = None,
@@ -752,8 +724,7 @@ class SqliteMaintenanceCalendar:
         """Index the config windows (no I/O until ``start``).
 
         Args:
-            path: the SQLite file (created with its parent directory on ``start``;
-                the outcome store's file is fine).
+            storage: where run-time windows are kept (``maintenance_storage``).
             windows: config-owned windows (``maintenance.windows``): indexed, never
                 written, not removable with ``remove``.
             metrics: where to count; a private registry when ``None``.
@@ -762,13 +733,12 @@ class SqliteMaintenanceCalendar:
 
         Raises:
             ValueError: a config window is invalid, or two share an id, or
-                ``reload_interval`` is negative. (A ``:memory:`` path is refused
-                by ``start`` with ``StoreError``, as the outcome store does.)
+                ``reload_interval`` is negative.
         """
         if not reload_interval >= 0:
             raise ValueError(f"reload_interval must be >= 0 seconds, got {reload_interval!r}")
         self._reload_interval = float(reload_interval)
-        self._path = Path(path)
+        self._storage = storage
         self._metrics = _Metrics(metrics if metrics is not None else Registry())
         self._entries: dict[str, _Entry] = {}
         self._index: dict[str, dict[str, list[_Entry]]] = {s: {} for s in MAINTENANCE_SCOPES}
@@ -781,21 +751,23 @@ class SqliteMaintenanceCalendar:
             if window.id in self._entries:
                 raise ValueError(f"duplicate maintenance window id {window.id!r} in config")
             self._insert(_Entry(window, config_owned=True))
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._opened = False
         self._lock = asyncio.Lock()
         # Stored rows as last seen (by id; invalid and shadowed ones too), so a
         # reload rebuilds only what changed and warns once per change.
         self._rows: dict[str, tuple[Any, ...]] = {}
-        # The connection's PRAGMA data_version when the table was last read.
-        self._data_version: int | None = None
         self._reloader: asyncio.Task[None] | None = None
         self._reload_failing = False
         self._count_gauges()
 
+    @property
+    def where(self) -> str:
+        """Where the run-time windows are kept (for messages; never a password)."""
+        return self._storage.where
+
     # ---------------------------------------------------------------- lifecycle
 
-    async def __aenter__(self) -> SqliteMaintenanceCalendar:
+    async def __aenter__(self) -> StoredMaintenanceCalendar:
         await self.start()
         return self
 
@@ -808,7 +780,7 @@ class SqliteMaintenanceCalendar:
         await self.close()
 
     async def start(self) -> None:
-        """Open the file, create the table, load stored windows. Idempotent.
+        """Open the storage, create its table, load stored windows. Idempotent.
 
         A stored window that no longer compiles (say, a time zone removed from the
         tz database) is skipped with a ``maintenance_window_invalid`` warning; a
@@ -816,39 +788,27 @@ class SqliteMaintenanceCalendar:
         (``maintenance_window_shadowed``).
 
         Raises:
-            StoreError: the path is ``:memory:``, or the file cannot be created,
-                opened or read.
+            StoreError: the storage cannot be opened or read (for SQLite also a
+                ``:memory:`` path: windows must outlive the process).
         """
         async with self._lock:
-            if self._executor is not None:
+            if self._opened:
                 return
-            if str(self._path) == ":memory:":
-                # Like the outcome store (StoreError at start, not a crash at construction):
-                # windows must outlive the process and be shared with `netcortex maintenance`.
-                raise StoreError("maintenance calendar path must be a file, not ':memory:'")
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netcortex-maint")
-            try:
-                rows = await self._run(executor, self._open)
-            except BaseException:
-                await self._run(executor, self._close_conn)
-                executor.shutdown(wait=False)
-                raise
-            self._executor = executor
+            rows = await self._storage.open()
+            self._opened = True
             self._apply_rows(rows)
             log.info(
                 "maintenance_calendar_opened",
-                path=str(self._path),
+                where=self._storage.where,
                 config_windows=sum(e.config_owned for e in self._entries.values()),
                 stored_windows=sum(not e.config_owned for e in self._entries.values()),
                 reload_interval=self._reload_interval,
             )
             if self._reload_interval > 0:
-                self._reloader = asyncio.create_task(
-                    self._reload_loop(), name=f"maintenance-reload:{self._path.name}"
-                )
+                self._reloader = asyncio.create_task(self._reload_loop(), name="maintenance-reload")
 
     async def close(self) -> None:
-        """Close the connection and its thread. Idempotent; safe without ``start``.
+        """Close the storage. Idempotent; safe without ``start``.
 
         The in-memory index stays: ``active`` keeps answering; ``add``/``remove``
         raise ``StoreError``. Reloading stops.
@@ -858,14 +818,14 @@ class SqliteMaintenanceCalendar:
             reloader.cancel()
             await asyncio.gather(reloader, return_exceptions=True)
         async with self._lock:
-            executor, self._executor = self._executor, None
-            if executor is None:
+            if not self._opened:
                 return
+            self._opened = False
             try:
-                await self._run(executor, self._close_conn)
-            finally:
-                executor.shutdown(wait=True)
-            log.info("maintenance_calendar_closed", path=str(self._path))
+                await self._storage.close()
+            except StoreError as exc:
+                log.warning("maintenance_calendar_close_failed", error=str(exc))
+            log.info("maintenance_calendar_closed", where=self._storage.where)
 
     # ---------------------------------------------------------------- lookups
 
@@ -990,9 +950,9 @@ class SqliteMaintenanceCalendar:
                     f"maintenance window {window.id!r} comes from the config file "
                     "(maintenance.windows); change it there"
                 )
-            executor = self._require_open()
+            self._require_open()
             row = _row(window, time.time())
-            await self._run(executor, self._write, _UPSERT, row)
+            await self._storage.upsert(row)
             self._rows[window.id] = row
             self._replace(entry)
             self._count_gauges()
@@ -1023,8 +983,8 @@ class SqliteMaintenanceCalendar:
                     "(maintenance.windows) and cannot be removed at run time; "
                     "delete it from the config file"
                 )
-            executor = self._require_open()
-            deleted = await self._run(executor, self._write, _DELETE, (window_id,))
+            self._require_open()
+            deleted = await self._storage.delete(window_id)
             self._rows.pop(window_id, None)
             if existing is not None:
                 self._discard(existing)
@@ -1119,19 +1079,20 @@ class SqliteMaintenanceCalendar:
             except StoreError as exc:
                 # Keep answering from the current index; say so once per failure streak.
                 if not self._reload_failing:
-                    log.warning("maintenance_reload_failed", path=str(self._path), error=str(exc))
+                    log.warning(
+                        "maintenance_reload_failed", where=self._storage.where, error=str(exc)
+                    )
                 self._reload_failing = True
             else:
                 if self._reload_failing:
-                    log.info("maintenance_reload_recovered", path=str(self._path))
+                    log.info("maintenance_reload_recovered", where=self._storage.where)
                 self._reload_failing = False
 
     async def _reload(self) -> None:
         async with self._lock:
-            executor = self._executor
-            if executor is None:
+            if not self._opened:
                 return
-            rows: list[tuple[Any, ...]] | None = await self._run(executor, self._poll)
+            rows = await self._storage.poll()
             if rows is None:
                 return
             added, changed, removed = self._apply_rows(rows)
@@ -1149,63 +1110,57 @@ class SqliteMaintenanceCalendar:
         self._metrics.windows.set(config, source="config")
         self._metrics.windows.set(len(self._entries) - config, source="store")
 
-    # ---------------------------------------------------------------- the thread
+    # ---------------------------------------------------------------- storage
 
-    def _require_open(self) -> ThreadPoolExecutor:
-        if self._executor is None:
+    def _require_open(self) -> None:
+        if not self._opened:
             raise StoreError(
                 "maintenance calendar is not open (call start() first, or it was closed)"
             )
-        return self._executor
 
-    @staticmethod
-    async def _run(executor: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
-    def _open(self) -> list[tuple[Any, ...]]:
-        """On the thread: open (WAL, busy timeout), create the table, read every row."""
-        with _sqlite_errors("open", self._path):
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            self._conn = conn
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
-            self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-            rows: list[tuple[Any, ...]] = conn.execute(f"{_SELECT} ORDER BY id").fetchall()
-            return rows
+class SqliteMaintenanceCalendar(StoredMaintenanceCalendar):
+    """The calendar with run-time windows in a SQLite file (``store.sqlite_path``)."""
 
-    def _poll(self) -> list[tuple[Any, ...]] | None:
-        """On the thread: every stored row if another connection committed since the
-        last read (``PRAGMA data_version`` moved), else ``None``."""
-        conn = self._conn
-        if conn is None:
-            return None
-        with _sqlite_errors("reload", self._path):
-            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-            if version == self._data_version:
-                return None
-            rows: list[tuple[Any, ...]] = conn.execute(f"{_SELECT} ORDER BY id").fetchall()
-            # Read the version first: a commit between the two reads is seen next time.
-            self._data_version = version
-            return rows
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        windows: Sequence[MaintenanceWindow] = (),
+        metrics: Registry | None = None,
+        reload_interval: float = _RELOAD_INTERVAL_S,
+    ) -> None:
+        """See ``StoredMaintenanceCalendar``; ``path`` is created on ``start`` (the
+        outcome store's file is fine; ``:memory:`` is refused by ``start``)."""
+        super().__init__(
+            SqliteWindowStorage(path),
+            windows=windows,
+            metrics=metrics,
+            reload_interval=reload_interval,
+        )
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        """On the thread: one statement in its own transaction; rows changed."""
-        conn = self._conn
-        if conn is None:
-            raise StoreError("maintenance calendar is not open")
-        with _sqlite_errors("write", self._path):
-            with conn:  # BEGIN ... COMMIT, ROLLBACK on error
-                conn.execute("BEGIN IMMEDIATE")
-                changed = conn.execute(sql, params).rowcount
-            return int(changed)
 
-    def _close_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                with _sqlite_errors("close", self._path):
-                    conn.close()
-            except StoreError as exc:
-                log.warning("maintenance_calendar_close_failed", error=str(exc))
+class PostgresMaintenanceCalendar(StoredMaintenanceCalendar):
+    """The calendar with run-time windows in PostgreSQL (``store.postgres_dsn``,
+    table ``maintenance_windows`` in ``store.postgres_schema``)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        windows: Sequence[MaintenanceWindow] = (),
+        metrics: Registry | None = None,
+        reload_interval: float = _RELOAD_INTERVAL_S,
+    ) -> None:
+        """See ``StoredMaintenanceCalendar``.
+
+        Raises:
+            StoreError: ``schema`` is not a lower-case SQL identifier.
+        """
+        super().__init__(
+            PostgresWindowStorage(dsn, schema),
+            windows=windows,
+            metrics=metrics,
+            reload_interval=reload_interval,
+        )
