@@ -23,7 +23,14 @@ import structlog
 
 from netcortex.errors import StoreError
 
-__all__ = ["Migration", "apply_migrations", "pg_errors", "quote_schema"]
+__all__ = [
+    "Migration",
+    "apply_migrations",
+    "ledger_version",
+    "pg_errors",
+    "quote_schema",
+    "refuse_newer",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +60,25 @@ async def pg_errors(action: str, where: str) -> AsyncIterator[None]:
         raise StoreError(
             f"postgres {action} failed on {where}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def refuse_newer(found: int, newest: int, *, schema: str, what: str, where: str) -> None:
+    """Raise ``StoreError`` when the database is at a newer ``what`` version than this code."""
+    if found > newest:
+        raise StoreError(
+            f"schema {schema} on {where} has {what} schema version {found}; "
+            f"this netcortex understands up to {newest} (upgrade netcortex)"
+        )
+
+
+async def ledger_version(conn: Any, *, schema: str, ledger: str) -> int | None:
+    """The version in ``<schema>.<ledger>``, or ``None`` when the ledger does not exist
+    (read-only: creates nothing)."""
+    table = f"{quote_schema(schema)}.{ledger}"
+    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        return None
+    found: int = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}")  # noqa: S608
+    return found
 
 
 async def apply_migrations(
@@ -88,11 +114,7 @@ async def apply_migrations(
         found: int = await conn.fetchval(
             f"SELECT coalesce(max(version), 0) FROM {s}.{ledger}"  # noqa: S608
         )
-        if found > newest:
-            raise StoreError(
-                f"schema {schema} on {where} has {what} schema version {found}; "
-                f"this netcortex understands up to {newest} (upgrade netcortex)"
-            )
+        refuse_newer(found, newest, schema=schema, what=what, where=where)
         for version, statements in migrations:
             if version <= found:
                 continue

@@ -52,7 +52,7 @@ from netcortex.errors import StoreError
 from netcortex.logs import redact_url
 from netcortex.memory.episodic._metrics import StoreMetrics
 from netcortex.metrics import Registry
-from netcortex.pg import Migration, apply_migrations, pg_errors
+from netcortex.pg import Migration, apply_migrations, ledger_version, pg_errors, refuse_newer
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresOutcomeStore"]
 
@@ -356,21 +356,14 @@ class PostgresOutcomeStore:
 
     async def _check_readable(self, pool: asyncpg.Pool) -> None:
         """Read-only start: the schema must exist at a version this code reads."""
-        ledger = f'"{self._schema}".schema_migrations'
         async with _pg_errors("open read-only", self._where), pool.acquire() as conn:
-            if await conn.fetchval("SELECT to_regclass($1)", ledger) is None:
-                raise StoreError(
-                    f"no outcome store in schema {self._schema} on {self._where} "
-                    "(run the engine or 'netcortex db upgrade' first)"
-                )
-            found: int = await conn.fetchval(
-                f"SELECT coalesce(max(version), 0) FROM {ledger}"  # noqa: S608
-            )
-        if found > SCHEMA_VERSION:
+            found = await ledger_version(conn, schema=self._schema, ledger="schema_migrations")
+        if found is None:
             raise StoreError(
-                f"schema {self._schema} on {self._where} has outcome schema version {found}; "
-                f"this netcortex understands up to {SCHEMA_VERSION} (upgrade netcortex)"
+                f"no outcome store in schema {self._schema} on {self._where} "
+                "(run the engine or 'netcortex db upgrade' first)"
             )
+        refuse_newer(found, SCHEMA_VERSION, schema=self._schema, what="outcome", where=self._where)
 
     async def _migrate(self, pool: asyncpg.Pool) -> None:
         async with _pg_errors("migrate", self._where), pool.acquire() as conn:

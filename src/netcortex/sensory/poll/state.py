@@ -28,7 +28,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -46,6 +46,7 @@ __all__ = [
     "SqlitePollState",
     "snapshot_from_json",
     "snapshot_to_json",
+    "snapshots_from_rows",
 ]
 
 log = structlog.get_logger(__name__)
@@ -88,6 +89,20 @@ def snapshot_to_json(snapshot: DeviceSnapshot) -> str:
         "bgp": [[p.remote_addr, p.state] for p in snapshot.bgp.values()],
     }
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def snapshots_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, DeviceSnapshot]:
+    """``(device, snapshot JSON or None)`` rows → snapshots by device; a row that does
+    not decode is skipped with a ``poll_state_row_unreadable`` warning (both backends)."""
+    out: dict[str, DeviceSnapshot] = {}
+    for device, text in rows:
+        if text is None:
+            continue
+        try:
+            out[device] = snapshot_from_json(text)
+        except ValueError as exc:
+            log.warning("poll_state_row_unreadable", device=device, error=str(exc))
+    return out
 
 
 def snapshot_from_json(text: str) -> DeviceSnapshot:
@@ -313,15 +328,7 @@ class SqlitePollState:
             StoreError: not started, closed, or the read failed.
         """
         rows = await self._run(self._select("SELECT device, snapshot FROM poll_state"))
-        out: dict[str, DeviceSnapshot] = {}
-        for device, text in rows:
-            if text is None:
-                continue
-            try:
-                out[device] = snapshot_from_json(text)
-            except ValueError as exc:
-                log.warning("poll_state_row_unreadable", device=device, error=str(exc))
-        return out
+        return snapshots_from_rows(rows)
 
     async def load_down(self) -> frozenset[str]:
         """The devices stored as down (for ``FailureTracker(down=...)``).

@@ -35,7 +35,7 @@ from netcortex.errors import StoreError
 from netcortex.logs import redact_url
 from netcortex.pg import Migration, apply_migrations, pg_errors, quote_schema
 from netcortex.sensory.poll.diff import DeviceSnapshot
-from netcortex.sensory.poll.state import snapshot_from_json, snapshot_to_json
+from netcortex.sensory.poll.state import snapshot_to_json, snapshots_from_rows
 
 __all__ = ["LEDGER", "MIGRATIONS", "PostgresPollState"]
 
@@ -165,14 +165,7 @@ class PostgresPollState:
         Raises:
             StoreError: not started, closed, or the read failed.
         """
-        rows = await self._fetch(self._load_all)
-        out: dict[str, DeviceSnapshot] = {}
-        for device, text in rows:
-            try:
-                out[device] = snapshot_from_json(text)
-            except ValueError as exc:
-                log.warning("poll_state_row_unreadable", device=device, error=str(exc))
-        return out
+        return snapshots_from_rows(await self._fetch(self._load_all))
 
     async def load_down(self) -> frozenset[str]:
         """The devices stored as down.
