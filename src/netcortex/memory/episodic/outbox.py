@@ -1,0 +1,552 @@
+"""Memory, episodic: the durable journal outbox on SQLite and PostgreSQL (issue 7).
+
+The ``Outbox`` contract (``contracts/outbox.py``) on the outcome store's own
+database, so a job can be written **in the same transaction as its outcome**:
+the stores' writers insert job rows beside the outcome rows of each batch
+(``SQLITE_JOBS_INSERT`` / ``PostgresOutbox.insert_sql``); the classes here
+serve the delivery worker (claim, finish) and operators (stats, lists, requeue).
+
+Table ``journal_jobs`` (one row per outcome that should reach NetBox):
+
+==================  =====================================================
+``job_id``          the outcome id (primary key: one job per outcome)
+``outcome``         the outcome as JSON (``contracts.codec``): a job never
+                    depends on the outcome row surviving retention
+``state``           ``pending`` | ``delivered`` | ``dead``
+``attempts``        attempts ended (``retry`` and ``dead`` count)
+``created``         when the job was written (with its outcome)
+``next_attempt``    earliest time it may be claimed again
+``lease_until``     a claim holds the job until then (0/epoch: free)
+``last_error``      why the last attempt failed
+``entry_id``        the NetBox journal entry id once delivered
+``finished``        when it was delivered or dead-lettered
+==================  =====================================================
+
+Claiming is one transaction: SQLite ``BEGIN IMMEDIATE`` (one writer at a time
+across processes on the file), PostgreSQL ``FOR UPDATE SKIP LOCKED`` (workers
+skip each other's rows instead of waiting). A claim sets ``lease_until``; the
+finishing calls release it. A worker that dies lets its leases expire, and the
+jobs are claimed again — the marker check in NetBox keeps that from
+duplicating an entry. Finishing calls only move ``pending`` jobs (``delivered``
+also a dead one that was delivered after all), so a late answer from an expired
+lease never resurrects or overwrites a finished job.
+
+SQLite times are integer microseconds (like the outcome store); PostgreSQL
+times are ``timestamptz``. Every driver error is mapped to ``StoreError``.
+
+May import: ``contracts``, ``errors``, ``logs``, ``pg``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import asyncpg
+
+from netcortex.contracts.codec import decode_outcome, encode_outcome
+from netcortex.contracts.outbox import JobState, JournalJob, OutboxStats
+from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.errors import DecodeError, StoreError
+from netcortex.logs import redact_url
+from netcortex.pg import Migration, apply_migrations, pg_errors, quote_schema
+
+__all__ = [
+    "JOBS_MIGRATIONS",
+    "SQLITE_JOBS_INSERT",
+    "SQLITE_JOBS_SCHEMA",
+    "PostgresOutbox",
+    "SqliteOutbox",
+    "job_row",
+]
+
+_T = TypeVar("_T")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_BUSY_TIMEOUT_S: Final = 5.0
+_MAX_ERROR: Final = 2000
+
+#: The job table on SQLite (created by the outcome store's writer and by the outbox).
+SQLITE_JOBS_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS journal_jobs (
+        job_id          TEXT PRIMARY KEY,
+        outcome         TEXT NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        created_us      INTEGER NOT NULL,
+        next_attempt_us INTEGER NOT NULL,
+        lease_until_us  INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT NOT NULL DEFAULT '',
+        entry_id        INTEGER,
+        finished_us     INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS journal_jobs_due ON journal_jobs (state, next_attempt_us)",
+    "CREATE INDEX IF NOT EXISTS journal_jobs_created ON journal_jobs (state, created_us)",
+)
+#: One job, in the outcome writer's transaction: ``(job_id, outcome, created_us, next_attempt_us)``.
+SQLITE_JOBS_INSERT: Final = (
+    "INSERT OR IGNORE INTO journal_jobs (job_id, outcome, created_us, next_attempt_us) "
+    "VALUES (?, ?, ?, ?)"
+)
+
+#: The job table on PostgreSQL (ledger ``journal_migrations``). Never edit a released
+#: migration: add the next version.
+JOBS_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    (
+        1,
+        (
+            """CREATE TABLE {s}.journal_jobs (
+                job_id          TEXT COLLATE "C" PRIMARY KEY,
+                outcome         TEXT NOT NULL,
+                state           TEXT NOT NULL DEFAULT 'pending',
+                attempts        INTEGER NOT NULL DEFAULT 0,
+                created         TIMESTAMPTZ NOT NULL,
+                next_attempt    TIMESTAMPTZ NOT NULL,
+                lease_until     TIMESTAMPTZ NOT NULL DEFAULT 'epoch',
+                last_error      TEXT NOT NULL DEFAULT '',
+                entry_id        BIGINT,
+                finished        TIMESTAMPTZ
+            )""",
+            "CREATE INDEX journal_jobs_due ON {s}.journal_jobs (state, next_attempt)",
+            "CREATE INDEX journal_jobs_created ON {s}.journal_jobs (state, created)",
+        ),
+    ),
+)
+
+
+def _us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise StoreError(f"outbox times must be timezone-aware (UTC), got {moment!r}")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise StoreError(f"outbox times must be timezone-aware (UTC), got {moment!r}")
+    return moment
+
+
+def job_row(outcome: ReflexOutcome) -> tuple[str, str]:
+    """``(job_id, outcome JSON)`` of the job for ``outcome`` (the writers add the times)."""
+    return outcome.outcome_id, encode_outcome(outcome).decode()
+
+
+def _job(
+    job_id: str,
+    outcome: str,
+    state: str,
+    attempts: int,
+    created: datetime,
+    next_attempt: datetime,
+    last_error: str,
+    entry_id: int | None,
+    finished: datetime | None,
+) -> JournalJob:
+    try:
+        decoded = decode_outcome(outcome)
+    except DecodeError as exc:
+        raise StoreError(f"journal job {job_id}: stored outcome does not decode: {exc}") from exc
+    return JournalJob(
+        job_id=job_id,
+        outcome=decoded,
+        state=JobState(state),
+        attempts=attempts,
+        created_at=created,
+        next_attempt_at=next_attempt,
+        last_error=last_error,
+        entry_id=entry_id,
+        finished_at=finished,
+    )
+
+
+def _clip(error: str) -> str:
+    return error if len(error) <= _MAX_ERROR else error[: _MAX_ERROR - 1] + "…"
+
+
+# ------------------------------------------------------------------ SQLite
+
+
+@contextmanager
+def _sqlite_errors(action: str, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.Error, sqlite3.Warning, OSError) as exc:
+        raise StoreError(f"journal outbox: sqlite {action} failed on {path}: {exc}") from exc
+
+
+_SQLITE_JOB_COLUMNS: Final = (
+    "job_id, outcome, state, attempts, created_us, next_attempt_us, last_error, entry_id, "
+    "finished_us"
+)
+
+
+class SqliteOutbox:
+    """The ``Outbox`` on the outcome store's SQLite file (its own connection and thread)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = Path(path)
+        self.where = f"sqlite {self._path}"
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def start(self) -> None:
+        """Open the file (created if missing) and the job table. Idempotent.
+
+        Raises:
+            StoreError: ``:memory:``, or the file cannot be opened.
+        """
+        if self._executor is not None:
+            return
+        if str(self._path) == ":memory:":
+            raise StoreError("journal outbox path must be a file, not ':memory:'")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netcortex-outbox")
+        try:
+            await self._run(self._open)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and its thread. Idempotent."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_conn)
+        finally:
+            executor.shutdown(wait=True)
+
+    async def claim(self, limit: int, now: datetime, lease_seconds: float) -> list[JournalJob]:
+        now_us = _us(now)
+        until_us = now_us + int(lease_seconds * 1_000_000)
+
+        def run(conn: sqlite3.Connection) -> list[JournalJob]:
+            rows = conn.execute(
+                f"SELECT {_SQLITE_JOB_COLUMNS} FROM journal_jobs "  # noqa: S608
+                "WHERE state = 'pending' AND next_attempt_us <= ? AND lease_until_us <= ? "
+                "ORDER BY next_attempt_us, job_id LIMIT ?",
+                (now_us, now_us, max(0, limit)),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE journal_jobs SET lease_until_us = ? WHERE job_id = ?",
+                [(until_us, r[0]) for r in rows],
+            )
+            return [self._job(r) for r in rows]
+
+        return await self._tx("claim", run)
+
+    async def delivered(self, job_id: str, entry_id: int | None, now: datetime) -> None:
+        now_us = _us(now)
+        await self._tx(
+            "deliver",
+            lambda c: c.execute(
+                "UPDATE journal_jobs SET state = 'delivered', entry_id = ?, finished_us = ?, "
+                "lease_until_us = 0, last_error = '' WHERE job_id = ? AND state != 'delivered'",
+                (entry_id, now_us, job_id),
+            ),
+        )
+
+    async def retry(self, job_id: str, next_attempt_at: datetime, error: str) -> None:
+        next_us = _us(next_attempt_at)
+        await self._tx(
+            "retry",
+            lambda c: c.execute(
+                "UPDATE journal_jobs SET attempts = attempts + 1, next_attempt_us = ?, "
+                "last_error = ?, lease_until_us = 0 WHERE job_id = ? AND state = 'pending'",
+                (next_us, _clip(error), job_id),
+            ),
+        )
+
+    async def dead(self, job_id: str, reason: str, now: datetime) -> None:
+        now_us = _us(now)
+        await self._tx(
+            "dead-letter",
+            lambda c: c.execute(
+                "UPDATE journal_jobs SET state = 'dead', attempts = attempts + 1, "
+                "last_error = ?, finished_us = ?, lease_until_us = 0 "
+                "WHERE job_id = ? AND state = 'pending'",
+                (_clip(reason), now_us, job_id),
+            ),
+        )
+
+    async def jobs(self, state: JobState, limit: int = 100) -> list[JournalJob]:
+        def run(conn: sqlite3.Connection) -> list[JournalJob]:
+            rows = conn.execute(
+                f"SELECT {_SQLITE_JOB_COLUMNS} FROM journal_jobs WHERE state = ? "  # noqa: S608
+                "ORDER BY created_us, job_id LIMIT ?",
+                (JobState(state).value, max(0, limit)),
+            ).fetchall()
+            return [self._job(r) for r in rows]
+
+        return await self._call("read", run)
+
+    async def stats(self) -> OutboxStats:
+        def run(conn: sqlite3.Connection) -> OutboxStats:
+            counts = dict(
+                conn.execute("SELECT state, count(*) FROM journal_jobs GROUP BY state").fetchall()
+            )
+            oldest = conn.execute(
+                "SELECT min(created_us) FROM journal_jobs WHERE state = 'pending'"
+            ).fetchone()[0]
+            return OutboxStats(
+                pending=int(counts.get("pending", 0)),
+                delivered=int(counts.get("delivered", 0)),
+                dead=int(counts.get("dead", 0)),
+                oldest_pending_at=_from_us(oldest),
+            )
+
+        return await self._call("read", run)
+
+    async def retry_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        now_us = _us(datetime.now(UTC))
+
+        def run(conn: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE journal_jobs SET state = 'pending', next_attempt_us = ?, "
+                "lease_until_us = 0, finished_us = NULL WHERE state = 'dead'"
+            )
+            if job_ids is None:
+                return int(conn.execute(sql, (now_us,)).rowcount)
+            return sum(
+                int(conn.execute(sql + " AND job_id = ?", (now_us, j)).rowcount) for j in job_ids
+            )
+
+        return await self._tx("requeue", run)
+
+    # ---------------------------------------------------------------- the thread
+
+    @staticmethod
+    def _job(row: Sequence[Any]) -> JournalJob:
+        created = _from_us(row[4])
+        next_attempt = _from_us(row[5])
+        assert created is not None
+        assert next_attempt is not None
+        return _job(
+            row[0], row[1], row[2], row[3], created, next_attempt, row[6], row[7], _from_us(row[8])
+        )
+
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        executor = self._executor
+        if executor is None:
+            raise StoreError("journal outbox is not open (call start() first, or it was closed)")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)
+
+    async def _call(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        def run() -> _T:
+            with _sqlite_errors(action, self._path):
+                return fn(self._connection())
+
+        return await self._run(run)
+
+    async def _tx(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        def run() -> _T:
+            conn = self._connection()
+            with _sqlite_errors(action, self._path), conn:
+                conn.execute("BEGIN IMMEDIATE")
+                return fn(conn)
+
+        return await self._run(run)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("journal outbox is not open")
+        return self._conn
+
+    def _open(self) -> None:
+        with _sqlite_errors("open", self._path):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            self._conn = conn
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in SQLITE_JOBS_SCHEMA:
+                conn.execute(statement)
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with _sqlite_errors("close", self._path):
+                conn.close()
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+_PG_JOB_COLUMNS: Final = (
+    "job_id, outcome, state, attempts, created, next_attempt, last_error, entry_id, finished"
+)
+
+
+class PostgresOutbox:
+    """The ``Outbox`` in ``<schema>.journal_jobs`` on PostgreSQL (asyncpg pool)."""
+
+    def __init__(self, dsn: str, schema: str, *, max_connections: int = 2) -> None:
+        """Prepare (no I/O until ``start``).
+
+        Raises:
+            StoreError: ``schema`` is not a lower-case SQL identifier.
+        """
+        self._dsn = dsn
+        self._schema = schema
+        self._t = f"{quote_schema(schema)}.journal_jobs"
+        self._max = max(1, max_connections)
+        self.where = f"postgres {redact_url(dsn)} schema {schema}"
+        self._pool: asyncpg.Pool | None = None
+
+    @staticmethod
+    def insert_sql(schema: str) -> str:
+        """The writer's statement: ``$1`` job ids, ``$2`` outcome JSON, ``$3`` created."""
+        table = f"{quote_schema(schema)}.journal_jobs"
+        return (
+            f"INSERT INTO {table} (job_id, outcome, created, next_attempt) "  # noqa: S608
+            "SELECT j, o, c, c FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
+            "AS u(j, o, c) "
+            "ON CONFLICT (job_id) DO NOTHING"
+        )
+
+    @staticmethod
+    async def migrate(conn: Any, schema: str, where: str) -> None:
+        """Create or upgrade the job table on ``conn`` (the outcome store calls this at start)."""
+        await apply_migrations(
+            conn, schema=schema, ledger="journal_migrations", migrations=JOBS_MIGRATIONS,
+            what="journal outbox", where=where,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        """Connect and create the job table when missing. Idempotent.
+
+        Raises:
+            StoreError: the server cannot be reached or a migration failed.
+        """
+        if self._pool is not None:
+            return
+        async with pg_errors("connect", self.where):
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._max, timeout=10, command_timeout=30
+            )
+        try:
+            async with pg_errors("open", self.where), pool.acquire() as conn:
+                await self.migrate(conn, self._schema, self.where)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool. Idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            async with pg_errors("close", self.where):
+                await asyncio.wait_for(pool.close(), timeout=10)
+
+    async def claim(self, limit: int, now: datetime, lease_seconds: float) -> list[JournalJob]:
+        now = _aware(now)
+        until = now + timedelta(seconds=lease_seconds)
+        sql = (
+            f"UPDATE {self._t} SET lease_until = $2 WHERE job_id IN ("  # noqa: S608
+            f"SELECT job_id FROM {self._t} WHERE state = 'pending' AND next_attempt <= $1 "
+            "AND lease_until <= $1 ORDER BY next_attempt, job_id LIMIT $3 "
+            f"FOR UPDATE SKIP LOCKED) RETURNING {_PG_JOB_COLUMNS}"
+        )
+        rows = await self._fetch("claim", sql, now, until, max(0, limit))
+        jobs = [self._job(r) for r in rows]
+        jobs.sort(key=lambda j: (j.next_attempt_at, j.job_id))
+        return jobs
+
+    async def delivered(self, job_id: str, entry_id: int | None, now: datetime) -> None:
+        await self._execute(
+            "deliver",
+            f"UPDATE {self._t} SET state = 'delivered', entry_id = $2, finished = $3, "  # noqa: S608
+            "lease_until = 'epoch', last_error = '' WHERE job_id = $1 AND state != 'delivered'",
+            job_id,
+            entry_id,
+            _aware(now),
+        )
+
+    async def retry(self, job_id: str, next_attempt_at: datetime, error: str) -> None:
+        await self._execute(
+            "retry",
+            f"UPDATE {self._t} SET attempts = attempts + 1, next_attempt = $2, "  # noqa: S608
+            "last_error = $3, lease_until = 'epoch' WHERE job_id = $1 AND state = 'pending'",
+            job_id,
+            _aware(next_attempt_at),
+            _clip(error),
+        )
+
+    async def dead(self, job_id: str, reason: str, now: datetime) -> None:
+        await self._execute(
+            "dead-letter",
+            f"UPDATE {self._t} SET state = 'dead', attempts = attempts + 1, "  # noqa: S608
+            "last_error = $2, finished = $3, lease_until = 'epoch' "
+            "WHERE job_id = $1 AND state = 'pending'",
+            job_id,
+            _clip(reason),
+            _aware(now),
+        )
+
+    async def jobs(self, state: JobState, limit: int = 100) -> list[JournalJob]:
+        rows = await self._fetch(
+            "read",
+            f"SELECT {_PG_JOB_COLUMNS} FROM {self._t} WHERE state = $1 "  # noqa: S608
+            "ORDER BY created, job_id LIMIT $2",
+            JobState(state).value,
+            max(0, limit),
+        )
+        return [self._job(r) for r in rows]
+
+    async def stats(self) -> OutboxStats:
+        rows = await self._fetch(
+            "read",
+            f"SELECT state, count(*), min(created) FROM {self._t} GROUP BY state",  # noqa: S608
+        )
+        by_state = {r[0]: (int(r[1]), r[2]) for r in rows}
+        return OutboxStats(
+            pending=by_state.get("pending", (0, None))[0],
+            delivered=by_state.get("delivered", (0, None))[0],
+            dead=by_state.get("dead", (0, None))[0],
+            oldest_pending_at=by_state.get("pending", (0, None))[1],
+        )
+
+    async def retry_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        sql = (
+            f"UPDATE {self._t} SET state = 'pending', next_attempt = now(), "  # noqa: S608
+            "lease_until = 'epoch', finished = NULL WHERE state = 'dead'"
+        )
+        if job_ids is None:
+            tag = await self._execute("requeue", sql)
+        else:
+            tag = await self._execute(
+                "requeue", sql + " AND job_id = ANY($1::text[])", list(job_ids)
+            )
+        return int(tag.rsplit(" ", 1)[-1])
+
+    # ---------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _job(row: Any) -> JournalJob:
+        return _job(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+
+    def _require(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("journal outbox is not open (call start() first, or it was closed)")
+        return self._pool
+
+    async def _fetch(self, action: str, sql: str, *args: Any) -> list[Any]:
+        pool = self._require()
+        async with pg_errors(action, self.where):
+            return list(await pool.fetch(sql, *args))
+
+    async def _execute(self, action: str, sql: str, *args: Any) -> str:
+        pool = self._require()
+        async with pg_errors(action, self.where):
+            tag: str = await pool.execute(sql, *args)
+        return tag

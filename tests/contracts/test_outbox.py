@@ -1,0 +1,253 @@
+"""Contract suite for the journal ``Outbox``: SQLite and PostgreSQL pass the same tests.
+
+Each backend gives a factory of outbox instances on one shared location and an
+``enqueue`` that writes job rows the way the outcome store's writer does (the
+same SQL, in one transaction). The tests contain no backend branches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from netcortex.contracts.events import Severity
+from netcortex.contracts.outbox import JobState, Outbox
+from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.errors import StoreError
+from netcortex.memory.episodic.outbox import (
+    SQLITE_JOBS_INSERT,
+    SQLITE_JOBS_SCHEMA,
+    PostgresOutbox,
+    SqliteOutbox,
+    job_row,
+)
+from netcortex.testing import make_event
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+LEASE = 30.0
+
+
+@dataclass
+class Backend:
+    new: Callable[[], Any]
+    enqueue: Callable[[Sequence[ReflexOutcome], datetime], Awaitable[None]]
+
+
+def _us(moment: datetime) -> int:
+    return int((moment - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+
+
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    path = tmp_path / "nc.db"
+
+    async def enqueue(outcomes: Sequence[ReflexOutcome], created: datetime) -> None:
+        def run() -> None:
+            with sqlite3.connect(path) as conn:
+                for statement in SQLITE_JOBS_SCHEMA:
+                    conn.execute(statement)
+                conn.executemany(
+                    SQLITE_JOBS_INSERT,
+                    [(*job_row(o), _us(created), _us(created)) for o in outcomes],
+                )
+
+        await asyncio.to_thread(run)
+
+    return Backend(new=lambda: SqliteOutbox(path), enqueue=enqueue)
+
+
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    schema: str = request.getfixturevalue("postgres_schema")
+
+    async def enqueue(outcomes: Sequence[ReflexOutcome], created: datetime) -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            async with conn.transaction():
+                await PostgresOutbox.migrate(conn, schema, "test")
+                rows = [job_row(o) for o in outcomes]
+                await conn.execute(
+                    PostgresOutbox.insert_sql(schema),
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    [created] * len(rows),
+                )
+        finally:
+            await conn.close()
+
+    return Backend(new=lambda: PostgresOutbox(dsn, schema), enqueue=enqueue)
+
+
+@pytest.fixture(params=[pytest.param(_sqlite, id="sqlite"), pytest.param(_postgres, id="postgres")])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    factory: Callable[[pytest.FixtureRequest, Path], Backend] = request.param
+    return factory(request, tmp_path)
+
+
+@pytest.fixture
+async def outbox(backend: Backend) -> Any:
+    box = backend.new()
+    await box.start()
+    yield box
+    await box.close()
+
+
+def _outcomes(n: int, prefix: str = "sw") -> list[ReflexOutcome]:
+    made = []
+    for i in range(n):
+        event = make_event("link_down", device=f"{prefix}{i}", interface="Gi1/0/1")
+        outcome = ReflexOutcome.for_event(
+            "link_down", event, severity=Severity.HIGH, summary=f"Gi1/0/1 on {prefix}{i} down"
+        )
+        made.append(replace(outcome, recorded_at=T0))
+    return made
+
+
+def test_both_outboxes_satisfy_the_protocol(backend: Backend) -> None:
+    """Type-checked by mypy; at run time: every Protocol method is present."""
+    box: Outbox = backend.new()
+    for name in ("claim", "delivered", "retry", "dead", "jobs", "stats", "retry_dead"):
+        assert callable(getattr(box, name))
+
+
+async def test_claim_leases_due_jobs_once_until_the_lease_ends(
+    backend: Backend, outbox: Any
+) -> None:
+    """Claimed jobs are not claimed again while leased; after the lease they are."""
+    made = _outcomes(3)
+    await backend.enqueue(made, T0)
+    first = await outbox.claim(10, T0, LEASE)
+    assert sorted(j.job_id for j in first) == sorted(o.outcome_id for o in made)
+    assert all(j.state is JobState.PENDING and j.attempts == 0 for j in first)
+    assert {j.job_id: j.outcome for j in first} == {o.outcome_id: o for o in made}
+    assert await outbox.claim(10, T0 + timedelta(seconds=LEASE - 1), LEASE) == []
+    again = await outbox.claim(10, T0 + timedelta(seconds=LEASE), LEASE)
+    assert len(again) == 3
+
+
+async def test_claim_honours_limit_and_next_attempt(backend: Backend, outbox: Any) -> None:
+    """``limit`` caps a claim; a retried job waits for its ``next_attempt_at``."""
+    made = _outcomes(5)
+    await backend.enqueue(made, T0)
+    two = await outbox.claim(2, T0, LEASE)
+    assert len(two) == 2
+    later = T0 + timedelta(minutes=5)
+    await outbox.retry(two[0].job_id, later, "HTTP 503 from NetBox")
+    rest = await outbox.claim(10, T0, LEASE)
+    assert {j.job_id for j in rest} == {o.outcome_id for o in made} - {j.job_id for j in two}
+    for job in [two[1], *rest]:
+        await outbox.delivered(job.job_id, None, T0)
+    assert await outbox.claim(10, later - timedelta(seconds=1), LEASE) == []
+    (retried,) = await outbox.claim(10, later, LEASE)
+    assert retried.job_id == two[0].job_id
+    assert retried.attempts == 1
+    assert retried.last_error == "HTTP 503 from NetBox"
+    assert retried.next_attempt_at == later
+
+
+async def test_enqueueing_a_job_twice_keeps_one(backend: Backend, outbox: Any) -> None:
+    """The job id is the outcome id: a re-recorded outcome makes no second job."""
+    made = _outcomes(2)
+    await backend.enqueue(made, T0)
+    await backend.enqueue(made, T0 + timedelta(seconds=1))
+    assert (await outbox.stats()).pending == 2
+
+
+async def test_delivered_and_dead_are_final_and_counted(backend: Backend, outbox: Any) -> None:
+    """Delivered keeps the entry id; dead keeps the reason; late retries change nothing."""
+    a, b, c = _outcomes(3)
+    await backend.enqueue([a, b, c], T0)
+    await outbox.claim(10, T0, LEASE)
+    done = T0 + timedelta(seconds=2)
+    await outbox.delivered(a.outcome_id, 4711, done)
+    await outbox.delivered(a.outcome_id, 4711, done)  # idempotent
+    await outbox.dead(b.outcome_id, "HTTP 400: device sw1 not in NetBox", done)
+    await outbox.retry(a.outcome_id, done, "late answer of an expired lease")
+    await outbox.retry(b.outcome_id, done, "late answer of an expired lease")
+    stats = await outbox.stats()
+    assert (stats.pending, stats.delivered, stats.dead) == (1, 1, 1)
+    assert stats.oldest_pending_at == T0
+    (delivered,) = await outbox.jobs(JobState.DELIVERED)
+    assert (delivered.job_id, delivered.entry_id, delivered.finished_at) == (
+        a.outcome_id,
+        4711,
+        done,
+    )
+    (dead,) = await outbox.jobs(JobState.DEAD)
+    assert dead.job_id == b.outcome_id
+    assert dead.last_error == "HTTP 400: device sw1 not in NetBox"
+    assert dead.attempts == 1
+    (left,) = await outbox.claim(10, done + timedelta(hours=1), LEASE)
+    assert left.job_id == c.outcome_id
+
+
+async def test_retry_dead_requeues_all_or_the_named(backend: Backend, outbox: Any) -> None:
+    """``retry_dead`` moves dead jobs back to pending, due now."""
+    made = _outcomes(3)
+    await backend.enqueue(made, T0)
+    for o in made:
+        await outbox.dead(o.outcome_id, "HTTP 404", T0)
+    assert await outbox.retry_dead([made[0].outcome_id, "no-such-job"]) == 1
+    assert (await outbox.stats()).dead == 2
+    assert await outbox.retry_dead() == 2
+    stats = await outbox.stats()
+    assert (stats.pending, stats.dead) == (3, 0)
+    claimed = await outbox.claim(10, datetime.now(UTC) + timedelta(seconds=1), LEASE)
+    assert len(claimed) == 3
+
+
+async def test_no_pending_means_no_oldest(outbox: Any) -> None:
+    """An empty outbox has zero counts and no oldest pending job."""
+    stats = await outbox.stats()
+    assert (stats.pending, stats.delivered, stats.dead, stats.oldest_pending_at) == (0, 0, 0, None)
+
+
+async def test_two_workers_never_claim_the_same_job(backend: Backend, outbox: Any) -> None:
+    """Two outbox instances claiming concurrently split the jobs with no overlap."""
+    made = _outcomes(120)
+    await backend.enqueue(made, T0)
+    other = backend.new()
+    await other.start()
+    try:
+        seen: list[list[str]] = [[], []]
+
+        async def drain(box: Any, into: list[str]) -> None:
+            while batch := await box.claim(7, T0, LEASE):
+                into.extend(j.job_id for j in batch)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(drain(outbox, seen[0]), drain(other, seen[1]))
+    finally:
+        await other.close()
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(o.outcome_id for o in made)
+
+
+async def test_long_errors_are_clipped(backend: Backend, outbox: Any) -> None:
+    """A huge error text (a whole HTML error page) is stored clipped."""
+    (o,) = _outcomes(1)
+    await backend.enqueue([o], T0)
+    await outbox.retry(o.outcome_id, T0, "x" * 100_000)
+    (job,) = await outbox.jobs(JobState.PENDING)
+    assert 0 < len(job.last_error) <= 2000
+
+
+async def test_naive_times_and_closed_outbox_are_store_errors(backend: Backend) -> None:
+    """Naive datetimes and calls before start / after close raise ``StoreError``."""
+    box = backend.new()
+    with pytest.raises(StoreError, match="not open"):
+        await box.stats()
+    await box.start()
+    with pytest.raises(StoreError, match="timezone-aware"):
+        await box.claim(1, datetime(2026, 5, 1, 12, 0), LEASE)
+    await box.close()
+    await box.close()
+    with pytest.raises(StoreError, match="not open"):
+        await box.claim(1, T0, LEASE)
