@@ -16,19 +16,23 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
+from urllib.parse import unquote_plus
 
 import asyncpg
 import structlog
 
 from netcortex.errors import StoreError
+from netcortex.logs import REDACTED
 
 __all__ = [
     "Migration",
     "apply_migrations",
+    "create_pool",
     "ledger_version",
     "pg_errors",
     "quote_schema",
+    "redact_dsn",
     "refuse_newer",
 ]
 
@@ -38,6 +42,14 @@ log = structlog.get_logger(__name__)
 Migration = tuple[int, tuple[str, ...]]
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: DSN parameters whose value is a secret (libpq names; asyncpg reads ``password``).
+_SECRET_PARAMS: Final = frozenset({"password", "sslpassword"})
+#: ``password=...`` in a libpq key/value DSN (quoted or not).
+_KEYWORD_SECRET: Final = re.compile(
+    r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE
+)
+#: What asyncpg's DSN parsing raises besides its own errors (a bad port, say).
+_DSN_ERRORS: Final = (ValueError, TypeError, OverflowError)
 
 
 def quote_schema(schema: str) -> str:
@@ -47,16 +59,68 @@ def quote_schema(schema: str) -> str:
     return f'"{schema}"'
 
 
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` for messages and logs, never with a password.
+
+    Redacts the user-info of a URL DSN (everything up to its last ``@``, so a
+    password with an unencoded ``/``, ``?`` or ``#`` goes too), the values of
+    ``password``/``sslpassword`` query parameters, and ``password=`` in a libpq
+    key/value DSN (which asyncpg refuses, but which still reaches messages).
+    """
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return _KEYWORD_SECRET.sub(lambda m: m.group(1) + REDACTED, dsn)
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = REDACTED + rest[at:]
+    head, q, query = rest.partition("?")
+    if q:
+        pairs = []
+        for pair in query.split("&"):
+            key, eq, _value = pair.partition("=")
+            secret = eq and unquote_plus(key).strip().lower() in _SECRET_PARAMS
+            pairs.append(f"{key}={REDACTED}" if secret else pair)
+        rest = head + q + "&".join(pairs)
+    return f"{scheme}{sep}{rest}"
+
+
+async def create_pool(dsn: str, *, where: str, **kwargs: Any) -> asyncpg.Pool:
+    """``asyncpg.create_pool(dsn, **kwargs)`` with every failure a ``StoreError``.
+
+    A DSN asyncpg cannot parse (a port that is not a number, say) is named by
+    ``where`` only: the parser's message may quote part of the password.
+
+    Raises:
+        StoreError: the DSN does not parse, or the server cannot be reached or refuses.
+    """
+    try:
+        async with pg_errors("connect", where):
+            pool: asyncpg.Pool = await asyncpg.create_pool(dsn, **kwargs)
+    except _DSN_ERRORS as exc:
+        raise StoreError(
+            f"postgres connect failed on {where}: the DSN does not parse "
+            f"({type(exc).__name__}; expected postgresql://user:password@host:port/database)"
+        ) from exc
+    return pool
+
+
 @asynccontextmanager
 async def pg_errors(action: str, where: str) -> AsyncIterator[None]:
     """Map every asyncpg, socket and timeout error to ``StoreError`` (the one mapping).
 
     ``where`` names the server for the message and must already be redacted
-    (``logs.redact_url``): messages never carry a password.
+    (``redact_dsn``): messages never carry a password.
     """
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        # ProtocolError, OutdatedSchemaCacheError (a column type edited by hand) ...
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         raise StoreError(
             f"postgres {action} failed on {where}: {type(exc).__name__}: {exc}"
         ) from exc
@@ -94,7 +158,8 @@ async def apply_migrations(
 
     Runs in one transaction on ``conn`` (an asyncpg connection), under
     ``pg_advisory_xact_lock`` on the schema name. Creates the schema and the
-    ledger table ``<schema>.<ledger>`` when missing.
+    ledger table ``<schema>.<ledger>`` when missing; runs no DDL when the ledger
+    is already at the newest version (only reads it).
 
     Raises:
         StoreError: the database holds a newer version than ``migrations`` knows
@@ -106,6 +171,12 @@ async def apply_migrations(
     newest = migrations[-1][0] if migrations else 0
     async with pg_errors("migrate", where), conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", schema)
+        # Up to date: no DDL at all, so a role that may only use the tables (no CREATE
+        # on the database or the schema; `netcortex db upgrade` run by the owner) starts.
+        current = await ledger_version(conn, schema=schema, ledger=ledger)
+        if current is not None and current >= newest:
+            refuse_newer(current, newest, schema=schema, what=what, where=where)
+            return current, newest
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {s}.{ledger} ("

@@ -332,3 +332,66 @@ async def test_close_stops_reloading(backend: Backend) -> None:
         await a.start()
         assert _active_id(a) is None
         await a.close()
+
+
+# ------------------------------------------------------------------ review findings
+
+_T0_S = int(T0.timestamp())
+
+
+def _insert(table: str, window_id: str, start_s: int, end_s: int, timezone: str = "UTC") -> str:
+    """A hand-written INSERT of one row (the columns both storages share)."""
+    return (
+        f"INSERT INTO {table} (id, scope, target, start_s, end_s, rrule, timezone, reason, "
+        f"updated_s) VALUES ('{window_id}', 'device', 'sw1', {start_s}, {end_s}, NULL, "
+        f"'{timezone}', 'by hand', 0)"
+    )
+
+
+async def test_rows_with_out_of_range_times_are_skipped_not_fatal(backend: Backend) -> None:
+    """A hand-edited row whose times no clock can show (an epoch in microseconds, a
+    year past 9999) is skipped with one warning: it neither stops the running
+    calendar's reloading nor makes the next ``start`` fail."""
+    with capture_logs() as logs:
+        async with backend.new(reload_interval=FAST) as a, backend.new(reload_interval=0) as b:
+            await b.add(_window("ok1", target="sw1"))
+            await _eventually(lambda: _active_id(a, "sw1") == "ok1", "A sees ok1")
+            await backend.raw(_insert("maintenance_windows", "huge", 10**17, 10**17 + 7200))
+            await backend.raw(_insert("maintenance_windows", "past", -(10**12), 0))
+            await asyncio.sleep(10 * FAST)
+            await b.add(_window("ok2", target="sw2"))
+            await _eventually(lambda: _active_id(a, "sw2") == "ok2", "A keeps reloading")
+        async with backend.new(reload_interval=0) as c:
+            assert sorted(w.id for w in c.windows()) == ["ok1", "ok2"]
+    warned = sorted(e["window_id"] for e in logs if e["event"] == "maintenance_window_invalid")
+    assert warned == ["huge", "huge", "past", "past"]  # once by A, once by C's start
+
+
+async def test_window_ending_at_the_end_of_time_survives_reopen(backend: Backend) -> None:
+    """A window ending at 9999-12-31T23:59:59Z in a zone east of UTC (its local end
+    is past the last representable date) is stored, and a calendar opened later
+    loads it instead of failing ``start``."""
+    end = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    async with backend.new(reload_interval=0) as cal:
+        await cal.add(_window("forever", end=end, timezone="Asia/Tokyo"))
+    async with backend.new(reload_interval=0) as cal:
+        (stored,) = cal.windows()
+        assert (stored.id, stored.end, stored.timezone) == ("forever", end, "Asia/Tokyo")
+        assert _active_id(cal) == "forever"
+
+
+async def test_a_change_whose_reload_failed_is_reloaded_later(backend: Backend) -> None:
+    """A change committed while the table cannot be read (a reload fails after the
+    change counter was read) is picked up once the table is readable again, even
+    when nothing else changes in between."""
+    with capture_logs() as logs:
+        async with backend.new(reload_interval=FAST) as a:
+            await backend.raw("ALTER TABLE maintenance_windows RENAME TO maintenance_hidden")
+            await backend.raw(_insert("maintenance_hidden", "w1", _T0_S, _T0_S + 7200))
+            await _eventually(
+                lambda: any(e["event"] == "maintenance_reload_failed" for e in logs),
+                "A's reload fails",
+            )
+            await asyncio.sleep(10 * FAST)  # more polls fail after the insert
+            await backend.raw("ALTER TABLE maintenance_hidden RENAME TO maintenance_windows")
+            await _eventually(lambda: _active_id(a) == "w1", "A sees w1 after the failure")

@@ -189,3 +189,92 @@ def test_db_upgrade_creates_every_table(
         "poll_state", "poll_migrations",
     } <= found  # fmt: skip
     assert main(["outcomes", "--config", str(pg_config)]) == 0
+
+
+def _config_with_dsn(tmp_path: Path, dsn: str) -> Path:
+    path = tmp_path / "bad-dsn.yaml"
+    path.write_text(
+        "store:\n"
+        "  backend: postgres\n"
+        f"  postgres_dsn: '{dsn}'\n"
+        "  postgres_schema: t_never_created\n"
+        f"  sqlite_path: {tmp_path / 'must-not-exist.db'}\n"
+        "trap: {enabled: false}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://alice:hunter2@127.0.0.1:notaport/test",
+        "postgresql://alice:hun/ter2@127.0.0.1:5432/test",
+        "postgresql://alice:hunter2@127.0.0.1:99999/test",
+        "host=127.0.0.1 password=hunter2",
+    ],
+    ids=["port-not-a-number", "unencoded-slash", "port-out-of-range", "key-value"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [["outcomes"], ["maintenance", "list"], ["maintenance", "remove", "w1"], ["db", "upgrade"]],
+    ids=" ".join,
+)
+def test_a_dsn_that_does_not_work_exits_1_with_a_message(
+    tmp_path: Path, dsn: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every PostgreSQL command exits 1 with a one-line reason on stderr (no traceback)
+    when the DSN does not parse or is refused, and never prints the password."""
+    config = _config_with_dsn(tmp_path, dsn)
+    assert main([*command, "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"netcortex {command[0]}")
+    assert "hun" not in captured.err + captured.out
+
+
+def test_a_password_in_the_dsn_query_is_never_printed(
+    tmp_path: Path, postgres_dsn: str, postgres_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password given as ``?password=`` (libpq style, which asyncpg honours) is
+    redacted in what ``db upgrade`` and ``maintenance remove`` print."""
+    dsn = postgres_dsn + ("&" if "?" in postgres_dsn else "?") + "password=hunter2"
+    path = tmp_path / "netcortex.yaml"
+    path.write_text(
+        "store:\n"
+        "  backend: postgres\n"
+        f"  postgres_dsn: '{dsn}'\n"
+        f"  postgres_schema: {postgres_schema}\n"
+        "trap: {enabled: false}\n",
+        encoding="utf-8",
+    )
+    assert main(["db", "upgrade", "--config", str(path)]) == 0
+    assert main(["maintenance", "remove", "nope", "--config", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "password=**redacted**" in captured.out
+    assert "hunter2" not in captured.out + captured.err
+
+
+def test_maintenance_list_and_remove_create_no_schema(
+    pg_config: Path, postgres_dsn: str, postgres_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Like on SQLite (no file is created), ``maintenance list`` and ``remove`` on a
+    schema nobody created (a typo in ``store.postgres_schema``) read nothing and
+    create nothing: list shows the config windows, remove finds no window."""
+    assert main(["maintenance", "list", "--config", str(pg_config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["maintenance", "remove", "w1", "--config", str(pg_config)]) == 1
+    assert "no stored window 'w1'" in capsys.readouterr().err
+
+    async def schema_exists() -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            found = await conn.fetchval(
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1", postgres_schema
+            )
+        finally:
+            await conn.close()
+        return found is not None
+
+    assert asyncio.run(schema_exists()) is False

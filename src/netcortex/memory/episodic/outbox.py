@@ -54,8 +54,14 @@ from netcortex.contracts.codec import decode_outcome, encode_outcome
 from netcortex.contracts.outbox import JobState, JournalJob, OutboxStats
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import DecodeError, StoreError
-from netcortex.logs import redact_url
-from netcortex.pg import Migration, apply_migrations, pg_errors, quote_schema
+from netcortex.pg import (
+    Migration,
+    apply_migrations,
+    create_pool,
+    pg_errors,
+    quote_schema,
+    redact_dsn,
+)
 
 __all__ = [
     "JOBS_MIGRATIONS",
@@ -399,7 +405,7 @@ class PostgresOutbox:
         self._schema = schema
         self._t = f"{quote_schema(schema)}.journal_jobs"
         self._max = max(1, max_connections)
-        self.where = f"postgres {redact_url(dsn)} schema {schema}"
+        self.where = f"postgres {redact_dsn(dsn)} schema {schema}"
         self._pool: asyncpg.Pool | None = None
 
     @staticmethod
@@ -429,15 +435,15 @@ class PostgresOutbox:
         """
         if self._pool is not None:
             return
-        async with pg_errors("connect", self.where):
-            pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._max, timeout=10, command_timeout=30
-            )
+        pool = await create_pool(
+            self._dsn, where=self.where, min_size=1, max_size=self._max, timeout=10,
+            command_timeout=30,
+        )  # fmt: skip
         try:
             async with pg_errors("open", self.where), pool.acquire() as conn:
                 await self.migrate(conn, self._schema, self.where)
         except BaseException:
-            await pool.close()
+            pool.terminate()  # not close(): it waits on a server that stopped answering
             raise
         self._pool = pool
 

@@ -667,14 +667,44 @@ def _row(window: MaintenanceWindow, now: float) -> tuple[Any, ...]:
     )
 
 
+def _instant(value: Any, zone: ZoneInfo) -> datetime:
+    """Whole UTC seconds → an aware datetime in ``zone`` (in UTC when the local time
+    would lie past year 9999, as the end of a "forever" window east of UTC does).
+
+    Raises:
+        ValueError: not an integer, or no datetime can hold it.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"expected whole seconds, got {value!r}")  # noqa: TRY004 - a bad value
+    try:
+        instant = datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"{value} s is out of range: {exc}") from exc
+    try:
+        return instant.astimezone(zone)
+    except OverflowError:
+        return instant
+
+
 def _window(row: Sequence[Any]) -> MaintenanceWindow:
+    """The window a stored row holds.
+
+    Raises:
+        ValueError: the row cannot be one (hand-edited: wrong types, times out of range,
+            unknown zone); the caller skips it.
+    """
+    for i, name in ((0, "id"), (1, "scope"), (2, "target"), (6, "timezone"), (7, "reason")):
+        if not isinstance(row[i], str):
+            raise ValueError(f"{name} must be text, got {row[i]!r}")  # noqa: TRY004 - a bad value
+    if row[5] is not None and not isinstance(row[5], str):
+        raise ValueError(f"rrule must be text or NULL, got {row[5]!r}")
     zone = _zone(row[6])
     return MaintenanceWindow(
         id=row[0],
         scope=row[1],
         target=row[2],
-        start=datetime.fromtimestamp(row[3], UTC).astimezone(zone),
-        end=datetime.fromtimestamp(row[4], UTC).astimezone(zone),
+        start=_instant(row[3], zone),
+        end=_instant(row[4], zone),
         rrule=row[5],
         timezone=row[6],
         reason=row[7],
@@ -795,8 +825,12 @@ class StoredMaintenanceCalendar:
             if self._opened:
                 return
             rows = await self._storage.open()
+            try:
+                self._apply_rows(rows)
+            except BaseException:
+                await self._storage.close()
+                raise
             self._opened = True
-            self._apply_rows(rows)
             log.info(
                 "maintenance_calendar_opened",
                 where=self._storage.where,
@@ -1076,11 +1110,14 @@ class StoredMaintenanceCalendar:
             await asyncio.sleep(self._reload_interval)
             try:
                 await self._reload()
-            except StoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - the reloader must outlive any one poll
                 # Keep answering from the current index; say so once per failure streak.
                 if not self._reload_failing:
                     log.warning(
-                        "maintenance_reload_failed", where=self._storage.where, error=str(exc)
+                        "maintenance_reload_failed",
+                        where=self._storage.where,
+                        error=str(exc),
+                        error_type=type(exc).__name__,
                     )
                 self._reload_failing = True
             else:

@@ -40,8 +40,14 @@ from typing import Any, Final, Protocol, TypeVar
 import asyncpg
 
 from netcortex.errors import StoreError
-from netcortex.logs import redact_url
-from netcortex.pg import Migration, apply_migrations, pg_errors, quote_schema
+from netcortex.pg import (
+    Migration,
+    apply_migrations,
+    create_pool,
+    pg_errors,
+    quote_schema,
+    redact_dsn,
+)
 
 __all__ = ["PostgresWindowStorage", "Row", "SqliteWindowStorage", "WindowStorage"]
 
@@ -51,6 +57,7 @@ _T = TypeVar("_T")
 
 _COLUMNS: Final = "id, scope, target, start_s, end_s, rrule, timezone, reason, updated_s"
 _BUSY_TIMEOUT_S: Final = 5.0
+_CLOSE_TIMEOUT_S: Final = 10.0
 
 
 class WindowStorage(Protocol):
@@ -250,8 +257,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 class PostgresWindowStorage:
     """Windows in ``<schema>.maintenance_windows`` on PostgreSQL (asyncpg)."""
 
-    def __init__(self, dsn: str, schema: str, *, connect_timeout: float = 10.0) -> None:
-        """Prepare (no I/O until ``open``).
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        connect_timeout: float = 10.0,
+        close_timeout: float = _CLOSE_TIMEOUT_S,
+    ) -> None:
+        """Prepare (no I/O until ``open``); ``close`` waits ``close_timeout`` s at most.
 
         Raises:
             StoreError: ``schema`` is not a lower-case SQL identifier.
@@ -260,7 +274,8 @@ class PostgresWindowStorage:
         self._schema = schema
         self._s = quote_schema(schema)
         self._timeout = connect_timeout
-        self.where = f"postgres {redact_url(dsn)} schema {schema}"
+        self._close_timeout = close_timeout
+        self.where = f"postgres {redact_dsn(dsn)} schema {schema}"
         self._pool: asyncpg.Pool | None = None
         self._version: int | None = None
         self._upsert = (
@@ -274,10 +289,14 @@ class PostgresWindowStorage:
     async def open(self) -> list[Row]:
         if self._pool is not None:
             raise StoreError(f"maintenance storage {self.where} is already open")
-        async with pg_errors("connect", self.where):
-            pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=2, timeout=self._timeout, command_timeout=30
-            )
+        pool = await create_pool(
+            self._dsn,
+            where=self.where,
+            min_size=1,
+            max_size=2,
+            timeout=self._timeout,
+            command_timeout=30,
+        )
         try:
             async with pg_errors("open", self.where), pool.acquire() as conn:
                 await apply_migrations(
@@ -286,7 +305,8 @@ class PostgresWindowStorage:
                 )  # fmt: skip
                 rows = await self._read(conn)
         except BaseException:
-            await pool.close()
+            # Not pool.close(): it would wait forever for a server that stopped answering.
+            pool.terminate()
             raise
         self._pool = pool
         return rows
@@ -297,14 +317,20 @@ class PostgresWindowStorage:
             return None
         async with pg_errors("reload", self.where), pool.acquire() as conn:
             version = await conn.fetchval(self._changes)
-            if version == self._version:
+            # None: the counter row was deleted by hand and no longer moves; read the
+            # table every time rather than never again.
+            if version is not None and version == self._version:
                 return None
             return await self._read(conn)
 
     async def _read(self, conn: Any) -> list[Row]:
-        # Version first: a commit between the two reads is seen by the next poll.
-        self._version = await conn.fetchval(self._changes)
-        return [tuple(r) for r in await conn.fetch(self._select)]
+        # Version first: a commit between the two reads is seen by the next poll. It is
+        # remembered only once the rows are in hand: a failed read is retried by the
+        # next poll, never taken for "seen".
+        version = await conn.fetchval(self._changes)
+        rows = [tuple(r) for r in await conn.fetch(self._select)]
+        self._version = version
+        return rows
 
     async def upsert(self, row: Row) -> None:
         pool = self._require()
@@ -322,9 +348,15 @@ class PostgresWindowStorage:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is None:
+            return
+        try:
             async with pg_errors("close", self.where):
-                await asyncio.wait_for(pool.close(), timeout=10)
+                await asyncio.wait_for(pool.close(), timeout=self._close_timeout)
+        except StoreError:
+            # A server that stopped answering: drop the connections rather than leak them.
+            pool.terminate()
+            raise
 
     def _require(self) -> asyncpg.Pool:
         if self._pool is None:

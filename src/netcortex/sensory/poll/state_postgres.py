@@ -17,7 +17,7 @@ holds both to it):
   through ``netcortex.pg.apply_migrations`` (one transaction under an advisory
   lock; a newer ledger than this code knows is refused);
 * every asyncpg, socket and timeout error becomes ``StoreError`` through
-  ``netcortex.pg.pg_errors``; messages name the server by ``redact_url`` (never
+  ``netcortex.pg.pg_errors``; messages name the server by ``pg.redact_dsn`` (never
   the password).
 
 May import: stdlib, asyncpg, structlog, netcortex.errors/logs/pg, sibling modules.
@@ -32,8 +32,14 @@ import asyncpg
 import structlog
 
 from netcortex.errors import StoreError
-from netcortex.logs import redact_url
-from netcortex.pg import Migration, apply_migrations, pg_errors, quote_schema
+from netcortex.pg import (
+    Migration,
+    apply_migrations,
+    create_pool,
+    pg_errors,
+    quote_schema,
+    redact_dsn,
+)
 from netcortex.sensory.poll.diff import DeviceSnapshot
 from netcortex.sensory.poll.state import snapshot_to_json, snapshots_from_rows
 
@@ -88,7 +94,7 @@ class PostgresPollState:
         command_timeout: float = 30.0,
     ) -> None:
         self._dsn = dsn
-        self._where = redact_url(dsn)
+        self._where = redact_dsn(dsn)
         self._schema = schema
         table = f"{quote_schema(schema)}.poll_state"
         self._load_all = f"SELECT device, snapshot FROM {table} WHERE snapshot IS NOT NULL"  # noqa: S608
@@ -120,14 +126,14 @@ class PostgresPollState:
                 return
             if self._closed:
                 raise StoreError("poll state: closed")
-            async with pg_errors("connect", self._where):
-                pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    timeout=self._connect_timeout,
-                    command_timeout=self._command_timeout,
-                )
+            pool = await create_pool(
+                self._dsn,
+                where=self._where,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+            )
             try:
                 async with pg_errors("migrate", self._where), pool.acquire() as conn:
                     await apply_migrations(

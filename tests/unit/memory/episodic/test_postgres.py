@@ -41,6 +41,7 @@ _INDEXES = {
     "outcomes_kind",
     "outcomes_device",
     "outcomes_site",
+    "outcomes_site_severity",  # migration 2 (issue 6)
 }
 
 
