@@ -61,6 +61,7 @@ bench: venv tools  ## print benchmark figures (see docs/PERFORMANCE.md)
 	$(PY) benchmarks/bench_dedup.py
 	$(PY) benchmarks/bench_webhook.py
 	$(PY) benchmarks/bench_poll.py
+	$(PY) benchmarks/bench_store.py
 
 clean:  ## remove the environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -44,7 +44,8 @@ batches and ``record`` is never held up.
 Schema versions (``PRAGMA user_version``): 1 (issue 2), 2 (issue 3: ``role``
 and ``trace``, the decision trace as JSON), 3 (issue 4: indexes
 ``(recorded_us, outcome_id)`` replacing ``(recorded_us)``, and
-``(site, recorded_us)``). The writer brings an older file up to date with
+``(site, recorded_us)``), 4 (issue 6: index ``(site, severity, recorded_us)``).
+The writer brings an older file up to date with
 ``ALTER TABLE`` / ``CREATE INDEX`` in one transaction at ``start``; rows written
 before read back with ``role=None`` and an empty ``trace``. A read-only opener
 never migrates and reads an old file as it is (correctly, with the old indexes).
@@ -86,8 +87,9 @@ log = structlog.get_logger(__name__)
 #: ``PRAGMA user_version`` of the file layout this module writes.
 #: 1: issue 2. 2: issue 3 added ``role`` and ``trace`` (the decision trace, JSON).
 #: 3: issue 4 added the paging index ``(recorded_us, outcome_id)`` (replacing
-#: ``(recorded_us)``) and ``(site, recorded_us)``.
-SCHEMA_VERSION: Final = 3
+#: ``(recorded_us)``) and ``(site, recorded_us)``. 4: issue 6 added
+#: ``(site, severity, recorded_us)`` (the "site at one severity" query).
+SCHEMA_VERSION: Final = 4
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -127,6 +129,10 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS outcomes_kind ON outcomes (kind, recorded_us)",
     "CREATE INDEX IF NOT EXISTS outcomes_device ON outcomes (device, recorded_us)",
     "CREATE INDEX IF NOT EXISTS outcomes_site ON outcomes (site, recorded_us)",
+    # version 4 (issue 6, item 4; benchmarks/bench_store.py): "the last day of one site
+    # at one severity" fetched every row of the site for the day to keep the few that
+    # match; with both columns in the index it reads only the rows it returns
+    "CREATE INDEX IF NOT EXISTS outcomes_site_severity ON outcomes (site, severity, recorded_us)",
 )
 #: Indexes of older versions that a newer one covers (dropped by the migration:
 #: every index costs each insert).

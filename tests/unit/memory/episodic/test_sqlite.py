@@ -60,6 +60,8 @@ _INDEXES_V3 = {
     "outcomes_device",
     "outcomes_site",
 }
+#: The current layout (version 4, issue 6): plus ``(site, severity, recorded_us)``.
+_INDEXES = _INDEXES_V3 | {"outcomes_site_severity"}
 
 
 def _index_names(conn: sqlite3.Connection) -> set[str]:
@@ -95,8 +97,9 @@ class TestFile:
                 conn.close()
 
     async def test_indexes_exist(self, tmp_path: Path) -> None:
-        """Indexes cover the page order (recorded_at, outcome_id), and handler, severity,
-        kind, device and site each with recorded_at; nothing else costs inserts."""
+        """Indexes cover the page order (recorded_at, outcome_id), handler, severity,
+        kind, device and site each with recorded_at, and site + severity with
+        recorded_at; nothing else costs inserts."""
         path = tmp_path / "o.db"
         async with SqliteOutcomeStore(_config(path)):
             conn = sqlite3.connect(path)
@@ -107,7 +110,7 @@ class TestFile:
             finally:
                 conn.close()
         names = {r[0] for r in rows if not r[0].startswith("sqlite_autoindex")}
-        assert names == _INDEXES_V3
+        assert names == _INDEXES
 
     async def test_memory_path_is_refused(self) -> None:
         """':memory:' is refused because the reader and the writer would see different databases."""
@@ -381,8 +384,8 @@ class TestMigration:
             assert len(await store.query(OutcomeQuery())) == 2
         conn = sqlite3.connect(path)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-            assert _index_names(conn) == _INDEXES_V3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+            assert _index_names(conn) == _INDEXES
         finally:
             conn.close()
 
@@ -437,9 +440,10 @@ PRAGMA user_version=2;
 
 class TestMigrationToV3:
     async def test_version_2_file_gains_the_paging_and_site_indexes(self, tmp_path: Path) -> None:
-        """A store written by issue 3 opens as version 3: the (recorded_us, outcome_id) and
-        (site, recorded_us) indexes are added, the superseded (recorded_us) one dropped,
-        and its rows read back and page by site."""
+        """A store written by issue 3 opens at the current version: the (recorded_us,
+        outcome_id), (site, recorded_us) and (site, severity, recorded_us) indexes are
+        added, the superseded (recorded_us) one dropped, and its rows read back and page
+        by site."""
         path = tmp_path / "o.db"
         conn = sqlite3.connect(path)
         try:
@@ -458,8 +462,8 @@ class TestMigrationToV3:
             assert await store.query(OutcomeQuery(site="dc-north", before=cursor)) == []
         conn = sqlite3.connect(path)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
-            assert _index_names(conn) == _INDEXES_V3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            assert _index_names(conn) == _INDEXES
         finally:
             conn.close()
 
@@ -522,6 +526,18 @@ class TestQueryPlans:
                 "outcomes_site",
                 "site=? AND recorded_us>?",
                 id="site-severities-time",
+            ),
+            pytest.param(
+                OutcomeQuery(site="s", severity=[Severity.HIGH], since=_T),
+                "outcomes_site_severity",
+                "site=? AND severity=? AND recorded_us>?",
+                id="site-one-severity-time",
+            ),
+            pytest.param(
+                OutcomeQuery(site="s", severity=[Severity.HIGH], since=_T, before=_CURSOR),
+                "outcomes_site_severity",
+                "site=? AND severity=? AND recorded_us>?",
+                id="site-one-severity-time-next-page",
             ),
             pytest.param(
                 OutcomeQuery(site="s", severity=_TWO_SEVERITIES, since=_T, before=_CURSOR),
