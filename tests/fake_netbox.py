@@ -18,7 +18,20 @@ their real transport:
   teardown, so an invalid request fails the test;
 * the netbox-bgp plugin path (``/api/plugins/…``) is not in the schema and is
   served unvalidated, or answers 404 with ``bgp_plugin=False``;
-* a schema-valid POST/PUT/PATCH is recorded in ``FakeNetbox.writes`` and echoed.
+* a schema-valid POST/PUT/PATCH is recorded in ``FakeNetbox.writes`` and echoed;
+* journal entries (issue 7): a valid ``POST /api/extras/journal-entries/`` (one
+  or a list) is **stored** and answered with the full entry;
+  ``GET /api/extras/journal-entries/`` filters them by ``q`` (case-insensitive
+  substring of ``comments``), ``assigned_object_type``, ``assigned_object_id``
+  and ``kind``; ``journal_count(marker)`` counts entries carrying a marker (to
+  assert exactly-once);
+* ``name`` / ``device`` / ``device_id`` filter the device and interface lists,
+  as NetBox does;
+* faults for the next N requests or for a period (``inject``): an error status
+  (429 or 503 with ``Retry-After`` …), a delay (a slow or hanging NetBox;
+  ``stop`` releases it), a connection closed without an answer, or a POST that
+  is stored but whose answer is lost; ``stop()`` then ``start()`` refuses
+  connections in between and keeps the port and the stored entries.
 
 The 4 MB schema is parsed, converted and indexed once per process
 (``openapi_validator()``). Schema quirks handled (see the fixture README):
@@ -39,9 +52,10 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -68,6 +82,8 @@ __all__ = [
 DEFAULT_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 _SCHEMA_URI = "urn:netbox-openapi"
 _BGP_PATH = "/api/plugins/bgp/bgpsession/"
+JOURNAL_PATH = "/api/extras/journal-entries/"
+_KIND_LABELS = {"info": "Info", "success": "Success", "warning": "Warning", "danger": "Danger"}
 
 
 # ------------------------------------------------------------------- schema handling
@@ -304,14 +320,28 @@ def scenario_inventory() -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle plus the
+    # client's delayed ACK stall every keep-alive answer ~40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the fake records what matters in ``requests`` / ``errors``."""
 
-    def _send(self, status: int, body: Any) -> None:
+    def _hang_up(self) -> None:
+        """Close the connection without an answer (the client sees it dropped)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        if getattr(self, "_lose_response", False):
+            self._hang_up()
+            return
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -324,7 +354,21 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         auth = self.headers.get("Authorization")
         with fake.lock:
-            fake.requests.append(_Request(self.command, path, query, auth))
+            fake.requests.append(_Request(self.command, path, query, auth, time.monotonic()))
+        self._lose_response = False
+        fault = fake.take_fault(self.command, path)
+        if fault is not None:
+            if fault.delay > 0 and fake.release.wait(fault.delay):
+                self._hang_up()  # stopped while hanging: the connection goes away
+                return
+            if fault.drop:
+                self._hang_up()
+                return
+            if fault.status is not None:
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after else None
+                self._send(fault.status, {"detail": f"injected HTTP {fault.status}"}, extra)
+                return
+            self._lose_response = fault.lose_response
         if auth != fake.expected_authorization:
             self._send(403, {"detail": "Invalid v1 token"})
             return
@@ -348,6 +392,14 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.record_error(p)
             self._send(400, {"detail": problems})
             return
+        if path == JOURNAL_PATH and self.command in ("GET", "POST"):
+            if self.command == "GET":
+                self._send(200, fake.journal_page(query))
+            else:
+                with fake.lock:
+                    fake.writes.append((self.command, path, body))
+                self._send(201, fake.store_journal(body))
+            return
         if self.command == "GET":
             detail = re.fullmatch(r"(/api/.+/)(\d+)/", path)
             if detail is not None:
@@ -368,6 +420,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a client opening more
+    # connections at once; the kernel then retries them a second later.
+    request_queue_size = 128
     fake: FakeNetbox
 
     def __init__(self, address: tuple[str, int]) -> None:
@@ -400,6 +455,23 @@ class _Request:
     path: str
     query: list[tuple[str, str]]
     authorization: str | None
+    at: float = 0.0  #: ``time.monotonic()`` when it arrived
+
+
+@dataclass
+class _Fault:
+    """One injected fault: for ``remaining`` more requests, or until ``until``."""
+
+    remaining: int | None
+    until: float | None
+    status: int | None = None
+    retry_after: str | None = None
+    delay: float = 0.0
+    drop: bool = False
+    lose_response: bool = False
+    method: str | None = None
+    path: str | None = None
+    hits: int = field(default=0)
 
 
 class FakeNetbox:
@@ -410,6 +482,8 @@ class FakeNetbox:
         errors: every invalid request seen (fixtures assert it stays empty).
         requests: every request (method, path, query pairs, Authorization).
         writes: schema-valid POST/PUT/PATCH bodies ``(method, path, body)``.
+        journal: the stored journal entries (full NetBox bodies), oldest first.
+        release: set by ``stop`` so requests held by a ``delay`` fault let go.
     """
 
     def __init__(
@@ -430,6 +504,10 @@ class FakeNetbox:
         self.errors: list[str] = []
         self.requests: list[_Request] = []
         self.writes: list[tuple[str, str, Any]] = []
+        self.journal: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        self._faults: list[_Fault] = []
+        self._port = 0
         self.lock = threading.Lock()
         self.url = ""
         self._server: _Server | None = None
@@ -447,8 +525,14 @@ class FakeNetbox:
             self.errors.append(problem)
 
     def start(self) -> FakeNetbox:
-        """Bind 127.0.0.1 on a free port and serve from a daemon thread."""
-        server = _Server(("127.0.0.1", 0))
+        """Bind 127.0.0.1 on a free port and serve from a daemon thread.
+
+        After a ``stop``, ``start`` binds the same port again (and keeps the
+        stored journal entries): clients see NetBox go away and come back.
+        """
+        self.release.clear()
+        server = _Server(("127.0.0.1", self._port))
+        self._port = server.server_address[1]
         server.fake = self
         scheme = "http"
         if self.tls is not None:
@@ -456,7 +540,10 @@ class FakeNetbox:
             scheme = "https"
         self._server = server
         self.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-netbox")
+        # A short poll interval: `stop` (shutdown) returns in ~50 ms instead of 0.5 s.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-netbox"
+        )
         self._thread.daemon = True
         self._thread.start()
         return self
@@ -464,6 +551,7 @@ class FakeNetbox:
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent); the port then refuses."""
         server, self._server = self._server, None
+        self.release.set()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -471,6 +559,139 @@ class FakeNetbox:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+    # ------------------------------------------------------------ faults (issue 7)
+
+    def inject(
+        self,
+        *,
+        count: int | None = 1,
+        seconds: float | None = None,
+        status: int | None = None,
+        retry_after: str | float | None = None,
+        delay: float = 0.0,
+        drop: bool = False,
+        lose_response: bool = False,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` matching requests (or all for ``seconds``) badly.
+
+        Args:
+            count: requests the fault applies to (``None`` with ``seconds``: all).
+            seconds: apply for this long instead of (or as well as) ``count``.
+            status: answer with this status (``429``, ``503`` ...) instead.
+            retry_after: the ``Retry-After`` header sent with ``status``
+                (seconds, or an HTTP date as text).
+            delay: hold the request this long first (``stop`` releases it).
+            drop: close the connection without any answer.
+            lose_response: handle the request (a POST is stored) but close the
+                connection instead of answering: the write happened, the client
+                cannot know.
+            method, path: only requests with this method / path match.
+        """
+        until = time.monotonic() + seconds if seconds is not None else None
+        fault = _Fault(
+            remaining=count if seconds is None else None,
+            until=until,
+            status=status,
+            retry_after=None if retry_after is None else str(retry_after),
+            delay=delay,
+            drop=drop,
+            lose_response=lose_response,
+            method=method,
+            path=path,
+        )
+        with self.lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        """Forget every injected fault."""
+        with self.lock:
+            self._faults.clear()
+
+    def take_fault(self, method: str, path: str) -> _Fault | None:
+        """The first live fault matching this request (its count is used up by one)."""
+        now = time.monotonic()
+        with self.lock:
+            for fault in list(self._faults):
+                if (fault.until is not None and now >= fault.until) or fault.remaining == 0:
+                    self._faults.remove(fault)
+                    continue
+                if fault.method is not None and fault.method != method:
+                    continue
+                if fault.path is not None and fault.path != path:
+                    continue
+                fault.hits += 1
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                return fault
+        return None
+
+    # ----------------------------------------------------- journal entries (issue 7)
+
+    def store_journal(self, body: Any) -> Any:
+        """Store one (or a list of) schema-valid journal entry request(s); the full entries."""
+        if isinstance(body, list):
+            return [self.store_journal(item) for item in body]
+        with self.lock:
+            entry_id = len(self.journal) + 1
+            stamp = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+            kind = body.get("kind", "info")
+            entry = {
+                "id": entry_id,
+                "url": f"{self.url}/api/extras/journal-entries/{entry_id}/",
+                "display_url": f"{self.url}/extras/journal-entries/{entry_id}/",
+                "display": stamp,
+                "assigned_object_type": body["assigned_object_type"],
+                "assigned_object_id": body["assigned_object_id"],
+                "assigned_object": None,
+                "created": stamp,
+                "created_by": None,
+                "kind": {"value": kind, "label": _KIND_LABELS.get(kind, kind)},
+                "comments": body["comments"],
+                "tags": [],
+                "custom_fields": {},
+                "last_updated": stamp,
+            }
+            self.journal.append(entry)
+            return copy.deepcopy(entry)
+
+    def journal_page(self, query: list[tuple[str, str]]) -> dict[str, Any]:
+        """The journal-entries list body: filtered like NetBox, then paginated."""
+        params = dict(query)
+        q = params.get("q", "").lower()
+        types = {v for k, v in query if k == "assigned_object_type"}
+        ids = {int(v) for k, v in query if k == "assigned_object_id"}
+        kinds = {v for k, v in query if k == "kind"}
+        with self.lock:
+            found = [
+                copy.deepcopy(e)
+                for e in self.journal
+                if q in e["comments"].lower()
+                and (not types or e["assigned_object_type"] in types)
+                and (not ids or e["assigned_object_id"] in ids)
+                and (not kinds or e["kind"]["value"] in kinds)
+            ]
+        limit = int(params.get("limit", 50))
+        if limit <= 0 or limit > self.max_page_size:
+            limit = self.max_page_size
+        offset = max(0, int(params.get("offset", 0)))
+        return {
+            "count": len(found),
+            "next": None,
+            "previous": None,
+            "results": found[offset : offset + limit],
+        }
+
+    def journal_count(self, marker: str) -> int:
+        """How many stored journal entries have ``marker`` as one of their lines."""
+        with self.lock:
+            return sum(
+                1
+                for e in self.journal
+                if any(line.strip() == marker for line in e["comments"].splitlines())
+            )
 
     def _results(self, path: str) -> list[Any]:
         body = self.inventory.get(path)
@@ -483,7 +704,7 @@ class FakeNetbox:
     def page(self, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
         """The list body for ``path`` honouring ``limit``/``offset`` like NetBox."""
         params = dict(query)
-        results = self._results(path)
+        results = _filtered(self._results(path), query)
         limit = int(params.get("limit", 50))
         if limit <= 0 or limit > self.max_page_size:
             limit = self.max_page_size
@@ -499,6 +720,26 @@ class FakeNetbox:
             "previous": link(max(0, offset - limit)) if offset > 0 else None,
             "results": results[offset : offset + limit],
         }
+
+
+def _filtered(results: list[Any], query: list[tuple[str, str]]) -> list[Any]:
+    """``results`` narrowed by NetBox's ``name`` / ``device`` / ``device_id`` filters."""
+    wanted: dict[str, set[str]] = {}
+    for key, value in query:
+        if key in ("name", "device", "device_id"):
+            wanted.setdefault(key, set()).add(value)
+    if not wanted:
+        return results
+
+    def keep(item: Any) -> bool:
+        device = item.get("device") if isinstance(item.get("device"), dict) else {}
+        return (
+            ("name" not in wanted or item.get("name") in wanted["name"])
+            and ("device" not in wanted or device.get("name") in wanted["device"])
+            and ("device_id" not in wanted or str(device.get("id")) in wanted["device_id"])
+        )
+
+    return [r for r in results if isinstance(r, dict) and keep(r)]
 
 
 @contextmanager

@@ -44,6 +44,7 @@ __all__ = [
     "GraphConfig",
     "HttpConfig",
     "InventoryConfig",
+    "JournalConfig",
     "LogConfig",
     "MaintenanceConfig",
     "MaintenanceWindowConfig",
@@ -171,7 +172,7 @@ class GraphConfig(_Section):
     password: Secret | None = None
     #: the database (graph) name; ``None``: the server's default database
     database: Annotated[str, Field(min_length=1, max_length=63)] | None = None
-    #: outcomes per write transaction at most (kept small: some Bolt servers refuse large parameters)
+    #: outcomes per write transaction at most (small: some Bolt servers refuse large parameters)
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
     #: outcomes waiting for the graph at most; beyond it the oldest are dropped (counted, logged)
     queue_size: Annotated[int, Field(ge=1)] = 100_000
@@ -188,7 +189,9 @@ class GraphConfig(_Section):
         schemes = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
         scheme, sep, rest = v.partition("://")
         if not sep or scheme not in schemes or not rest:
-            raise ValueError(f"must be a Bolt URI ({', '.join(s + '://' for s in schemes)}host:port)")
+            raise ValueError(
+                f"must be a Bolt URI ({', '.join(s + '://' for s in schemes)}host:port)"
+            )
         return v
 
 
@@ -478,6 +481,87 @@ class PollConfig(_Section):
         return v
 
 
+class JournalConfig(_Section):
+    """``journal``: mirror outcomes that matter into NetBox journal entries (issue 7).
+
+    Delivery goes through a durable outbox kept by the outcome store: the job is
+    written with its outcome, and a worker drains it towards NetBox with retries,
+    a rate limit and an idempotency marker, so each outcome appears once.
+    """
+
+    enabled: bool = False
+    #: NetBox base URL, e.g. https://netbox.example.com (required when enabled)
+    netbox_url: str | None = None
+    #: API token (v1 ``Token``, or v2 ``nbt_…`` sent as ``Bearer``); never logged
+    netbox_token: Secret | None = None
+    #: verify the server's TLS certificate
+    verify_tls: bool = True
+    #: lowest severity of a ``logged`` outcome that is written (recoveries aside)
+    min_severity: Literal["info", "warn", "high", "critical"] = "high"
+    #: handler ids whose outcomes are written; empty = every handler
+    handlers: list[str] = Field(default_factory=list)
+    #: jobs not delivered this many seconds after their outcome are dead-lettered
+    max_age_seconds: Annotated[float, Field(gt=0)] = 86_400.0
+    #: requests per second towards NetBox at most (lookups, searches and writes together)
+    rate_per_second: Annotated[float, Field(gt=0)] = 5.0
+    #: per HTTP request (seconds)
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    #: longest wait between two attempts of one job (seconds; backoff doubles up to it)
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 300.0
+    #: how long a claimed job is held by one worker before another may take it (seconds)
+    lease_seconds: Annotated[float, Field(gt=0)] = 60.0
+    #: jobs delivered at once, at most
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    #: jobs claimed per round
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    #: longest idle wait before the outbox is looked at again without a wake-up (seconds)
+    poll_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
+    #: this netcortex's API base URL (``https://netcortex.example.com``): each entry
+    #: links back to ``<api_base_url>/api/v1/outcomes/<id>``; unset = no link
+    api_base_url: str | None = None
+    #: also write the recoveries (``link_up``, ``bgp_established``, ``device_up``) as ``success``
+    include_recoveries: bool = True
+
+    @field_validator("handlers")
+    @classmethod
+    def _handler_tokens(cls, v: list[str]) -> list[str]:
+        bad = [h for h in v if not re.fullmatch(r"[a-z0-9_-]+", h)]
+        if bad:
+            raise ValueError(
+                f"handler ids are single tokens ([a-z0-9_-]+): {', '.join(map(repr, bad))}"
+            )
+        return v
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not re.match(r"^https?://[^/\s@]+", v, re.IGNORECASE):
+            raise ValueError("must be an http:// or https:// URL without credentials")
+        return v.rstrip("/")
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.netbox_url is not None and not re.match(
+            r"^https?://[^/\s]+", self.netbox_url, re.IGNORECASE
+        ):
+            # Never echo the value: a URL may carry credentials (user:pass@host).
+            raise ValueError("journal.netbox_url must be an http:// or https:// URL")
+        if self.enabled:
+            token = self.netbox_token.get_secret_value().strip() if self.netbox_token else ""
+            missing = [
+                k for k, ok in (("netbox_url", self.netbox_url), ("netbox_token", token)) if not ok
+            ]
+            if missing:
+                raise ValueError(
+                    f"journal.enabled needs {' and '.join('journal.' + k for k in missing)}"
+                )
+        if self.lease_seconds < 4 * self.timeout_seconds:
+            # A lease must outlast a job's requests (look-ups, search, write): the
+            # worker never starts a write with less than timeout_seconds of it left.
+            raise ValueError("journal.lease_seconds must be at least 4 x journal.timeout_seconds")
+
+
 class ReflexConfig(_Section):
     """``reflex``: which built-in handlers run."""
 
@@ -601,6 +685,7 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     meraki: MerakiConfig = Field(default_factory=MerakiConfig)
     poll: PollConfig = Field(default_factory=PollConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
 
     #: where the file was read from (for messages), not a setting

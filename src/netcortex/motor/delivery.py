@@ -1,0 +1,498 @@
+"""Motor: ``JournalDelivery`` — drains the journal outbox into NetBox, exactly once (issue 7).
+
+One background task per engine. A round:
+
+1. ``outbox.claim(limit, now, lease_seconds)`` leases due jobs (``batch_size``,
+   or fewer when the rate limit could not get through that many within one
+   lease);
+2. each job (``concurrency`` at a time; every request through the client's
+   one token bucket, so ``rate_per_second`` holds for the whole worker) is
+   attempted, and the attempt ends with exactly one outbox call:
+
+   * older than ``max_age_seconds`` → ``dead("too old …")``;
+   * NetBox already has an entry carrying the job's marker → ``delivered``
+     (the previous attempt's answer was lost, or a worker died after its POST);
+   * else the entry is created → ``delivered``;
+   * a transient failure (5xx, 429, timeout, refused, TLS, dropped connection,
+     401/403) → ``retry`` at ``now + backoff``: ``initial_backoff * 2**attempts``
+     with jitter (a random 50 to 100 % of it, so jobs failed together do not
+     return together), capped at ``max_backoff_seconds``; a ``Retry-After``
+     replaces it (capped the same way);
+   * a permanent failure (4xx, device unknown to NetBox) → ``dead(reason)``;
+   * anything unforeseen (a bug) → ``retry`` with the error recorded and
+     counted (``reason="internal"``): one bad job never stops the worker.
+
+   A job whose lease runs short before its write is left untouched (no POST,
+   no outbox call): another worker may hold it by then, and the lease's
+   expiry hands it back. The marker check is what makes the rest safe — a
+   write NetBox received but whose answer was lost is found by the next
+   attempt, wherever it runs.
+3. With nothing due, the worker waits for ``notify()`` (the store calls it
+   after committing new jobs), for the next retry it scheduled itself, or for
+   ``poll_interval_seconds`` (jobs other workers released, leases that ran
+   out) — whichever is first. No busy loop.
+
+``stop()`` is bounded: jobs not yet started are released (``retry`` due now,
+so a restart picks them up at once), in-flight requests get ``stop_grace``
+seconds, then are cancelled (their jobs stay leased until the lease runs out;
+the marker check covers a write that reached NetBox).
+
+Metrics (``docs/OPERATIONS.md``): ``netcortex_journal_jobs{state}``,
+``netcortex_journal_oldest_pending_seconds`` (from ``outbox.stats()``),
+``netcortex_journal_delivered_total{via}``,
+``netcortex_journal_failures_total{reason}``,
+``netcortex_journal_dead_total{reason}``,
+``netcortex_journal_delivery_seconds`` (outcome recorded → entry exists) and,
+in the client, ``netcortex_journal_request_seconds{op,result}``. Log events:
+``journal_delivered``, ``journal_retry`` (debug), ``journal_dead``,
+``journal_unavailable`` (a warning at most every ``warn_interval`` seconds
+while attempts fail), ``journal_recovered``, ``journal_job_failed`` (a bug),
+``journal_outbox_failed``.
+
+May import: ``contracts``, ``config``, ``errors``, ``metrics``, ``logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import httpx
+import structlog
+
+from netcortex.config import JournalConfig
+from netcortex.contracts.outbox import JournalJob, Outbox
+from netcortex.metrics import Registry
+from netcortex.motor.format import journal_kind, marker, placement, render_comment
+from netcortex.motor.netbox import DeadlinePassed, JournalRequestError, NetboxJournalClient
+
+__all__ = ["DELIVERY_BUCKETS", "JournalDelivery"]
+
+log = structlog.get_logger(__name__)
+
+#: Outcome recorded → entry in NetBox, seconds: 50 ms .. a day (outages are long).
+DELIVERY_BUCKETS: Final[tuple[float, ...]] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+    86400.0,
+)  # fmt: skip
+#: Longest error text handed to the outbox.
+_MAX_ERROR: Final = 500
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _cut(text: str, limit: int = _MAX_ERROR) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class JournalDelivery:
+    """The outbox → NetBox delivery worker.
+
+    Owns ``client``'s lifecycle (``start`` opens it, ``stop`` closes it).
+
+    Args:
+        outbox: the durable jobs (the outcome store's outbox).
+        client: the NetBox client (its token bucket is the rate limit).
+        config: the ``journal`` section (batch, concurrency, lease, ages, backoff).
+        metrics: registry for ``netcortex_journal_*``.
+        initial_backoff: seconds before the first retry of a job (doubled per attempt;
+            never more than ``max_backoff_seconds``).
+        stop_grace: seconds ``stop`` lets in-flight requests finish before cancelling.
+        stats_interval: least seconds between two ``outbox.stats()`` reads.
+        warn_interval: least seconds between two ``journal_unavailable`` warnings.
+        clock: wall clock (UTC) for job times (tests).
+        rng: jitter source (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: NetboxJournalClient,
+        config: JournalConfig,
+        metrics: Registry | None = None,
+        *,
+        initial_backoff: float = 1.0,
+        stop_grace: float = 2.0,
+        stats_interval: float = 5.0,
+        warn_interval: float = 30.0,
+        clock: Callable[[], datetime] = _utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not initial_backoff > 0:
+            raise ValueError("initial_backoff must be > 0")
+        if stop_grace < 0 or stats_interval < 0 or warn_interval < 0:
+            raise ValueError("stop_grace, stats_interval and warn_interval must be >= 0")
+        self._outbox = outbox
+        self._client = client
+        self._config = config
+        self._initial_backoff = min(initial_backoff, config.max_backoff_seconds)
+        self._stop_grace = stop_grace
+        self._stats_interval = stats_interval
+        self._warn_interval = warn_interval
+        self._clock = clock
+        self._rng = rng or random.Random()
+        # Claim no more than the rate limit lets this worker attempt within one lease
+        # (about three requests a job), so claimed jobs do not sit out their lease.
+        per_lease = int(config.lease_seconds * config.rate_per_second / 3)
+        self._claim_limit = max(1, min(config.batch_size, per_lease))
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_due: datetime | None = None  # earliest retry this worker scheduled
+        self._stats_at = -float("inf")
+        self._oldest_pending_at: datetime | None = None
+        # Outage bookkeeping for the rate-limited warning and ``journal_recovered``.
+        self._failing_since: float | None = None
+        self._failures_since_warn = 0
+        self._failures_in_outage = 0
+        self._warned_at = -float("inf")
+
+        reg = metrics or Registry()
+        self._jobs = reg.gauge(
+            "netcortex_journal_jobs", "Journal outbox jobs by state (from the outbox).", ("state",)
+        )
+        self._oldest = reg.gauge(
+            "netcortex_journal_oldest_pending_seconds",
+            "Age of the oldest pending journal job (0 when none is pending).",
+        )
+        self._delivered_total = reg.counter(
+            "netcortex_journal_delivered_total",
+            "Journal jobs delivered, by how (created: a new entry; existing: the marker "
+            "was found, an earlier attempt had written it).",
+            ("via",),
+        )
+        self._failures = reg.counter(
+            "netcortex_journal_failures_total",
+            "Journal delivery attempts that failed and will be retried, by reason.",
+            ("reason",),
+        )
+        self._dead_total = reg.counter(
+            "netcortex_journal_dead_total", "Journal jobs dead-lettered, by reason.", ("reason",)
+        )
+        self._latency = reg.histogram(
+            "netcortex_journal_delivery_seconds",
+            "Outcome recorded to its journal entry existing in NetBox (seconds).",
+            buckets=DELIVERY_BUCKETS,
+        )
+        reg.add_collector(self._collect)
+
+    @classmethod
+    def from_config(
+        cls,
+        outbox: Outbox,
+        config: JournalConfig,
+        metrics: Registry | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> JournalDelivery:
+        """The worker (and its NetBox client) the ``journal`` section describes."""
+        client = NetboxJournalClient.from_config(config, metrics=metrics, transport=transport)
+        return cls(outbox, client, config, metrics)
+
+    # ------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Open the client and start the delivery task. Idempotent."""
+        if self._task is not None:
+            return
+        self._stopping = False
+        await self._client.start()
+        self._task = asyncio.create_task(self._run(), name="journal-delivery")
+
+    async def stop(self) -> None:
+        """Stop delivering and close the client; returns within about ``stop_grace``.
+
+        Idempotent; safe without ``start``. Jobs not yet attempted are released
+        for the next start; an in-flight attempt still running after the grace
+        period is cancelled (its lease runs out; its marker prevents a duplicate).
+        """
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=self._stop_grace)
+            if not done:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._client.close()
+
+    def notify(self) -> None:
+        """New jobs were committed: look at the outbox now (cheap; call from the loop)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the delivery task is alive."""
+        return self._task is not None and not self._task.done()
+
+    # ----------------------------------------------------------------------- loop
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                claimed = await self.run_once()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the outbox failed; the worker lives on
+                failures += 1
+                claimed = 0
+                log.warning(
+                    "journal_outbox_failed",
+                    op="claim",
+                    error=_cut(str(exc)),
+                    error_type=type(exc).__name__,
+                )
+                self._failures.inc(reason="outbox")
+                wait = min(
+                    self._config.max_backoff_seconds,
+                    self._initial_backoff * 2 ** min(failures, 30),
+                )
+                await self._sleep(wait)
+                continue
+            if claimed >= self._claim_limit:
+                continue  # a full batch: more are likely due
+            await self._sleep(self._idle_seconds())
+
+    def _idle_seconds(self) -> float:
+        wait = self._config.poll_interval_seconds
+        if self._next_due is not None:
+            wait = min(wait, max(0.0, (self._next_due - self._clock()).total_seconds()))
+        return wait
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` or until ``notify``/``stop``, whichever is first."""
+        if self._wake.is_set() or seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def run_once(self) -> int:
+        """One round: claim due jobs and attempt each; how many were claimed.
+
+        The worker's task calls this in its loop; tests may call it directly
+        (without ``start``, after opening the client).
+
+        Raises:
+            Whatever ``outbox.claim`` raises (the loop logs it and backs off);
+            failures of single jobs never propagate.
+        """
+        self._wake.clear()
+        now = self._clock()
+        if self._next_due is not None and self._next_due <= now:
+            self._next_due = None
+        lease_end = time.monotonic() + self._config.lease_seconds  # the lease starts at `now`
+        jobs = await self._outbox.claim(self._claim_limit, now, self._config.lease_seconds)
+        if jobs:
+            gate = asyncio.Semaphore(self._config.concurrency)
+
+            async def one(job: JournalJob) -> None:
+                async with gate:
+                    await self._attempt(job, lease_end)
+
+            await asyncio.gather(*(one(job) for job in jobs))
+        await self._refresh_stats()
+        return len(jobs)
+
+    # -------------------------------------------------------------------- one job
+
+    async def _attempt(self, job: JournalJob, lease_end: float) -> None:
+        """Attempt one job; every outcome of it is handled here (never raises)."""
+        if self._stopping:
+            await self._finish("retry", job, self._clock(), "released: the worker stopped")
+            return
+        if time.monotonic() + self._config.timeout_seconds > lease_end:
+            log.debug("journal_lease_short", job_id=job.job_id)
+            return  # leave it: the lease runs out and the job is claimed again
+        now = self._clock()
+        age = (now - job.created_at).total_seconds()
+        if age > self._config.max_age_seconds:
+            await self._dead(
+                job,
+                f"too old: not delivered within {self._config.max_age_seconds:g} s "
+                f"(age {age:.0f} s, {job.attempts} attempt(s); last error: "
+                f"{job.last_error or 'none'})",
+                "too_old",
+            )
+            return
+        try:
+            entry_id, via = await self._deliver(job, lease_end)
+        except DeadlinePassed:
+            log.debug("journal_lease_short", job_id=job.job_id)
+        except JournalRequestError as exc:
+            if exc.retryable:
+                await self._retry(job, str(exc), exc.label, exc.retry_after)
+            else:
+                await self._dead(job, str(exc), exc.label)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not stop the worker (logged with its traceback)
+            log.exception("journal_job_failed", job_id=job.job_id, attempts=job.attempts)
+            await self._retry(job, f"internal error: {type(exc).__name__}: {exc}", "internal")
+        else:
+            await self._delivered(job, entry_id, via)
+
+    async def _deliver(self, job: JournalJob, lease_end: float) -> tuple[int, str]:
+        outcome = job.outcome
+        device, interface = placement(outcome)
+        assignment = await self._client.resolve(device, interface, outcome.site)
+        mark = marker(job.job_id)
+        existing = await self._client.find_entry(mark, assignment)
+        if existing is not None:
+            return existing, "existing"
+        entry_id = await self._client.create_entry(
+            assignment,
+            journal_kind(outcome),
+            render_comment(outcome, api_base_url=self._config.api_base_url),
+            deadline=lease_end,
+        )
+        return entry_id, "created"
+
+    async def _delivered(self, job: JournalJob, entry_id: int, via: str) -> None:
+        now = self._clock()
+        if not await self._finish("delivered", job, now, entry_id=entry_id):
+            return
+        latency = max(0.0, (now - job.outcome.recorded_at).total_seconds())
+        self._delivered_total.inc(via=via)
+        self._latency.observe(latency)
+        log.info(
+            "journal_delivered",
+            job_id=job.job_id,
+            entry_id=entry_id,
+            via=via,
+            handler_id=job.outcome.handler_id,
+            device=job.outcome.device,
+            attempts=job.attempts + 1,
+            latency_s=round(latency, 3),
+        )
+        if self._failing_since is not None:
+            log.info(
+                "journal_recovered",
+                down_s=round(time.monotonic() - self._failing_since, 3),
+                failures=self._failures_in_outage,
+            )
+            self._failing_since = None
+            self._failures_in_outage = 0
+            self._failures_since_warn = 0
+
+    async def _retry(
+        self, job: JournalJob, error: str, reason: str, retry_after: float | None = None
+    ) -> None:
+        now = self._clock()
+        cap = self._config.max_backoff_seconds
+        if retry_after is not None:
+            delay = min(retry_after, cap)
+        else:
+            base = min(cap, self._initial_backoff * 2 ** min(job.attempts, 62))
+            delay = base * self._rng.uniform(0.5, 1.0)
+        next_at = now + timedelta(seconds=delay)
+        if not await self._finish("retry", job, now, _cut(error), next_at=next_at):
+            return
+        self._failures.inc(reason=reason)
+        if self._next_due is None or next_at < self._next_due:
+            self._next_due = next_at
+        log.debug(
+            "journal_retry",
+            job_id=job.job_id,
+            reason=reason,
+            error=_cut(error, 200),
+            attempts=job.attempts + 1,
+            retry_in_s=round(delay, 3),
+        )
+        mono = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = mono
+        self._failures_in_outage += 1
+        self._failures_since_warn += 1
+        if mono - self._warned_at >= self._warn_interval:
+            log.warning(
+                "journal_unavailable",
+                reason=reason,
+                error=_cut(error, 200),
+                failures=self._failures_since_warn,
+                failing_s=round(mono - self._failing_since, 3),
+            )
+            self._warned_at = mono
+            self._failures_since_warn = 0
+
+    async def _dead(self, job: JournalJob, reason_text: str, reason: str) -> None:
+        now = self._clock()
+        if not await self._finish("dead", job, now, _cut(reason_text)):
+            return
+        self._dead_total.inc(reason=reason)
+        log.warning(
+            "journal_dead",
+            job_id=job.job_id,
+            reason=reason,
+            error=_cut(reason_text, 300),
+            handler_id=job.outcome.handler_id,
+            device=job.outcome.device,
+            attempts=job.attempts + 1,
+        )
+
+    async def _finish(
+        self,
+        how: str,
+        job: JournalJob,
+        now: datetime,
+        text: str = "",
+        *,
+        entry_id: int | None = None,
+        next_at: datetime | None = None,
+    ) -> bool:
+        """End the attempt in the outbox; ``False`` (logged, counted) when that failed.
+
+        A failed outbox call leaves the job leased: it is claimed again when the
+        lease runs out, and the marker check makes the repeat harmless.
+        """
+        try:
+            if how == "delivered":
+                await self._outbox.delivered(job.job_id, entry_id, now)
+            elif how == "retry":
+                await self._outbox.retry(job.job_id, next_at or now, text)
+            else:
+                await self._outbox.dead(job.job_id, text, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failed bookkeeping call is one job's problem
+            self._failures.inc(reason="outbox")
+            log.warning(
+                "journal_outbox_failed",
+                op=how,
+                job_id=job.job_id,
+                error=_cut(str(exc), 300),
+                error_type=type(exc).__name__,
+            )
+            return False
+        return True
+
+    # -------------------------------------------------------------------- metrics
+
+    async def _refresh_stats(self) -> None:
+        mono = time.monotonic()
+        if mono - self._stats_at < self._stats_interval:
+            return
+        self._stats_at = mono
+        try:
+            stats = await self._outbox.stats()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - gauges go stale; delivery goes on
+            log.debug("journal_stats_failed", error=_cut(str(exc), 200))
+            return
+        self._jobs.set(stats.pending, state="pending")
+        self._jobs.set(stats.delivered, state="delivered")
+        self._jobs.set(stats.dead, state="dead")
+        self._oldest_pending_at = stats.oldest_pending_at
+
+    def _collect(self) -> None:
+        oldest = self._oldest_pending_at
+        age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
+        self._oldest.set(age)
