@@ -56,6 +56,7 @@ from netcortex.errors import ConfigError
 from netcortex.memory.episodic.dedup_jetstream import JetStreamDedupStore
 from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
 from netcortex.memory.episodic.graph import GraphMirror
+from netcortex.memory.episodic.outbox import JournalHook, PostgresOutbox, SqliteOutbox
 from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic import FileInventory, NetboxInventory
@@ -66,6 +67,8 @@ from netcortex.memory.semantic.maintenance import (
     config_windows,
 )
 from netcortex.metrics import Counter, Registry
+from netcortex.motor.delivery import JournalDelivery
+from netcortex.motor.policy import JournalPolicy
 from netcortex.reflex.pipeline import Pipeline, build_pipeline
 from netcortex.reflex.protocol import Sink
 from netcortex.reflex.registry import builtin_handlers, builtin_registry
@@ -121,11 +124,25 @@ def _make_bus(config: BusConfig, metrics: Registry) -> EventBus:
     return InMemoryEventBus(config, metrics)
 
 
-def make_store(config: StoreConfig, metrics: Registry) -> OutcomeStore:
-    """The outcome store ``store.backend`` names (not started). Used by the CLI too."""
+def make_store(
+    config: StoreConfig, metrics: Registry, *, journal: JournalHook | None = None
+) -> OutcomeStore:
+    """The outcome store ``store.backend`` names (not started). Used by the CLI too.
+
+    With ``journal`` the store writes a journal job with every outcome the policy
+    wants, in the same transaction (issue 7)."""
     if config.backend == "postgres":
-        return PostgresOutcomeStore(config, metrics)
-    return SqliteOutcomeStore(config, metrics)
+        return PostgresOutcomeStore(config, metrics, journal=journal)
+    return SqliteOutcomeStore(config, metrics, journal=journal)
+
+
+def make_outbox(config: StoreConfig) -> SqliteOutbox | PostgresOutbox:
+    """The journal outbox beside the outcomes (not started): the same SQLite file or
+    PostgreSQL schema as ``store.backend``. Used by the CLI and the API too."""
+    if config.backend == "postgres":
+        assert config.postgres_dsn is not None  # validated by StoreConfig
+        return PostgresOutbox(config.postgres_dsn.get_secret_value(), config.postgres_schema)
+    return SqliteOutbox(config.sqlite_path)
 
 
 def make_calendar(
@@ -212,6 +229,25 @@ def _check_dedup_windows(config: DedupConfig, source: str) -> None:
         )
 
 
+def _check_journal_handlers(config: Config) -> None:
+    """``journal.handlers`` must name built-in handlers (a typo would write nothing).
+
+    Raises:
+        ConfigError: naming ``journal.handlers``, the unknown ids and the known ones.
+    """
+    known = [h.id for h in builtin_handlers()]
+    unknown = sorted(set(config.journal.handlers).difference(known))
+    if unknown:
+        msg = (
+            f"unknown handler id(s) {', '.join(map(repr, unknown))}; "
+            f"built-in handlers are {', '.join(known)}"
+        )
+        raise ConfigError(
+            f"1 configuration problem(s):\n  {config.source}: journal.handlers: {msg}",
+            [(config.source, "journal.handlers", msg)],
+        )
+
+
 def _maintenance_windows(config: MaintenanceConfig, source: str) -> list[MaintenanceWindow]:
     """The config file's windows as contract values; every problem in one ConfigError.
 
@@ -265,7 +301,18 @@ class Engine:
         # Regions in flow order: metrics → bus → store → reflex → receivers.
         self.metrics = Registry()
         self.bus: EventBus = _make_bus(config.bus, self.metrics)
-        self.store: OutcomeStore = make_store(config.store, self.metrics)
+        # journal.enabled: the store writes a journal job with each outcome the
+        # policy wants (one transaction); the delivery worker drains them to NetBox.
+        self.outbox: SqliteOutbox | PostgresOutbox | None = None
+        self.journal: JournalDelivery | None = None
+        hook: JournalHook | None = None
+        if config.journal.enabled:
+            _check_journal_handlers(config)
+            self.outbox = make_outbox(config.store)
+            self.journal = JournalDelivery.from_config(self.outbox, config.journal, self.metrics)
+            policy = JournalPolicy.from_config(config.journal)
+            hook = JournalHook(wants=policy.wants, committed=self._journal_committed)
+        self.store: OutcomeStore = make_store(config.store, self.metrics, journal=hook)
         # Semantic memory, the maintenance calendar (kept beside the outcomes) and
         # dedup state feed the gates: enrich → maintenance → dedup.
         self.memory: SemanticMemory | None = _make_memory(config.inventory, self.metrics)
@@ -369,6 +416,9 @@ class Engine:
             try:
                 await self.bus.start()
                 await self.store.start()
+                if self.outbox is not None and self.journal is not None:
+                    await self.outbox.start()
+                    await self.journal.start()
                 if self.graph is not None:
                     await self.graph.start()  # returns at once; a down graph is retried
                 if self.memory is not None:
@@ -462,12 +512,22 @@ class Engine:
         # The runner has drained: the mirror writes what it can (bounded), then the store.
         if self.graph is not None:
             await self._step("close_graph", self.graph.close())
+        # Jobs committed after this stay pending in the outbox for the next start.
+        if self.journal is not None:
+            await self._step("stop_journal", self.journal.stop())
+        if self.outbox is not None:
+            await self._step("close_outbox", self.outbox.close())
         await self._step("close_dedup", self.dedup.close())
         await self._step("close_calendar", self.calendar.close())
         if self.memory is not None:
             await self._step("close_inventory", self.memory.close())
         await self._step("close_store", self.store.close())
         await self._step("close_bus", self.bus.close())
+
+    def _journal_committed(self, jobs: int) -> None:
+        """The store committed ``jobs`` journal jobs: wake the delivery worker."""
+        if self.journal is not None:
+            self.journal.notify()
 
     @staticmethod
     async def _step(name: str, aw: Awaitable[object]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from netcortex.config import StoreConfig
 from netcortex.contracts.events import Severity
 from netcortex.contracts.outbox import JobState, Outbox
 from netcortex.contracts.reflex import ReflexOutcome
@@ -25,10 +26,13 @@ from netcortex.errors import StoreError
 from netcortex.memory.episodic.outbox import (
     SQLITE_JOBS_INSERT,
     SQLITE_JOBS_SCHEMA,
+    JournalHook,
     PostgresOutbox,
     SqliteOutbox,
     job_row,
 )
+from netcortex.memory.episodic.postgres import PostgresOutcomeStore
+from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.testing import make_event
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -37,8 +41,14 @@ LEASE = 30.0
 
 @dataclass
 class Backend:
+    """One database under test: outboxes and outcome stores on one location."""
+
     new: Callable[[], Any]
     enqueue: Callable[[Sequence[ReflexOutcome], datetime], Awaitable[None]]
+    #: ``new_store(journal)``: an unstarted outcome store on the same location
+    new_store: Callable[[JournalHook | None], Any]
+    #: ``await raw(sql)``: one statement on the location, behind everyone's back
+    raw: Callable[[str], Awaitable[None]]
 
 
 def _us(moment: datetime) -> int:
@@ -60,7 +70,20 @@ def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
         await asyncio.to_thread(run)
 
-    return Backend(new=lambda: SqliteOutbox(path), enqueue=enqueue)
+    async def raw(sql: str) -> None:
+        def run() -> None:
+            with sqlite3.connect(path) as conn:
+                conn.execute(sql)
+
+        await asyncio.to_thread(run)
+
+    config = StoreConfig(sqlite_path=path, flush_interval=0.005)
+    return Backend(
+        new=lambda: SqliteOutbox(path),
+        enqueue=enqueue,
+        new_store=lambda journal: SqliteOutcomeStore(config, journal=journal),
+        raw=raw,
+    )
 
 
 def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
@@ -82,7 +105,22 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         finally:
             await conn.close()
 
-    return Backend(new=lambda: PostgresOutbox(dsn, schema), enqueue=enqueue)
+    async def raw(sql: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(f'SET search_path TO "{schema}"; {sql}')
+        finally:
+            await conn.close()
+
+    config = StoreConfig(
+        backend="postgres", postgres_dsn=dsn, postgres_schema=schema, flush_interval=0.005
+    )
+    return Backend(
+        new=lambda: PostgresOutbox(dsn, schema),
+        enqueue=enqueue,
+        new_store=lambda journal: PostgresOutcomeStore(config, journal=journal),
+        raw=raw,
+    )
 
 
 @pytest.fixture(params=[pytest.param(_sqlite, id="sqlite"), pytest.param(_postgres, id="postgres")])
@@ -251,3 +289,71 @@ async def test_naive_times_and_closed_outbox_are_store_errors(backend: Backend) 
     await box.close()
     with pytest.raises(StoreError, match="not open"):
         await box.claim(1, T0, LEASE)
+
+
+# ------------------------------------------------------------------ with the store
+
+
+def _wants_even(outcome: ReflexOutcome) -> bool:
+    return outcome.target.startswith(("sw0", "sw2", "sw4", "sw6", "sw8"))
+
+
+async def test_the_store_writes_jobs_with_their_outcomes(backend: Backend, outbox: Any) -> None:
+    """Outcomes the policy wants get a job (the outcome itself, exactly); the others
+    none; re-recording makes no second job; ``committed`` hears each committed job."""
+    heard: list[int] = []
+    store = backend.new_store(JournalHook(wants=_wants_even, committed=heard.append))
+    made = _outcomes(6)
+    await store.start()
+    try:
+        for outcome in made:
+            await store.record(outcome)
+        await store.flush()
+        for outcome in made:  # redelivery
+            await store.record(outcome)
+        await store.flush()
+        assert await store.get(made[1].outcome_id) == made[1]
+    finally:
+        await store.close()
+    wanted = {o.outcome_id: o for o in made if _wants_even(o)}
+    assert len(wanted) == 3
+    jobs = await outbox.claim(10, datetime.now(UTC) + timedelta(seconds=1), LEASE)
+    assert {j.job_id: j.outcome for j in jobs} == wanted
+    assert sum(heard) >= 3
+    assert (await outbox.stats()).pending == 3
+
+
+async def test_a_failing_policy_costs_the_job_never_the_outcome(
+    backend: Backend, outbox: Any
+) -> None:
+    """A policy that raises: the outcome is stored without a job."""
+
+    def broken(outcome: ReflexOutcome) -> bool:
+        raise RuntimeError("policy bug")
+
+    store = backend.new_store(JournalHook(wants=broken))
+    (outcome,) = _outcomes(1)
+    await store.start()
+    try:
+        await store.record(outcome)
+        await store.flush()
+        assert await store.get(outcome.outcome_id) == outcome
+    finally:
+        await store.close()
+    assert (await outbox.stats()).pending == 0
+
+
+async def test_outcome_and_job_commit_together_or_not_at_all(backend: Backend, outbox: Any) -> None:
+    """When the job cannot be written, its outcome is not written either (one
+    transaction): the batch fails as a whole and ``flush`` says so."""
+    store = backend.new_store(JournalHook(wants=lambda o: True))
+    (outcome,) = _outcomes(1)
+    await store.start()
+    try:
+        await backend.raw("DROP TABLE journal_jobs")
+        await store.record(outcome)
+        with pytest.raises(StoreError):
+            await store.flush()
+        assert await store.get(outcome.outcome_id) is None
+    finally:
+        await store.close()

@@ -95,7 +95,7 @@ def test_check_config_ok(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         f"OK: {example} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
-        "http=127.0.0.1:8162, meraki=POST /webhooks/meraki, poll=off, graph=off)"
+        "http=127.0.0.1:8162, meraki=POST /webhooks/meraki, poll=off, graph=off, journal=off)"
     )
 
 

@@ -152,6 +152,9 @@ def _load(path: str | None, err: TextIO, *, check_handlers: bool = False) -> Con
             _check_handlers(config)
             _check_windows(config)
             _check_dedup(config)
+            from netcortex.app import _check_journal_handlers
+
+            _check_journal_handlers(config)
     except ConfigError as exc:
         print(f"netcortex: configuration error\n{exc}", file=err)
         return None
@@ -277,9 +280,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         graph = redact_url(config.graph.uri)
         if config.graph.database:
             graph += f" database {config.graph.database}"
+    journal = "off"
+    if config.journal.enabled and config.journal.netbox_url:
+        from netcortex.logs import redact_url
+
+        journal = f"{redact_url(config.journal.netbox_url)} (min {config.journal.min_severity})"
     print(
         f"OK: {args.file} (bus={bus}, store={config.store.backend}, trap={trap}, "
-        f"http={http}, meraki={meraki}, poll={poll}, graph={graph})"
+        f"http={http}, meraki={meraki}, poll={poll}, graph={graph}, journal={journal})"
     )
     return EXIT_OK
 

@@ -108,7 +108,7 @@ class TestCheckConfig:
         assert main(["check-config", str(EXAMPLE)]) == 0
         assert capsys.readouterr().out.strip() == (
             f"OK: {EXAMPLE} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
-            "http=127.0.0.1:8162, meraki=POST /webhooks/meraki, poll=off, graph=off)"
+            "http=127.0.0.1:8162, meraki=POST /webhooks/meraki, poll=off, graph=off, journal=off)"
         )
 
     def test_summary_says_when_http_endpoints_fail_closed(
@@ -136,12 +136,16 @@ class TestCheckConfig:
         plain = tmp_path / "poll.yaml"
         plain.write_text(polled, encoding="utf-8")
         assert main(["check-config", str(plain)]) == 0
-        assert capsys.readouterr().out.strip().endswith(", poll=2 targets every 30s, graph=off)")
+        assert (
+            capsys.readouterr()
+            .out.strip()
+            .endswith(", poll=2 targets every 30s, graph=off, journal=off)")
+        )
         with_inv = tmp_path / "poll-inv.yaml"
         with_inv.write_text(polled + f"inventory:\n  backend: file\n  path: {inv}\n", "utf-8")
         assert main(["check-config", str(with_inv)]) == 0
         out = capsys.readouterr().out.strip()
-        assert out.endswith(", poll=2 targets every 30s +inventory, graph=off)")
+        assert out.endswith(", poll=2 targets every 30s +inventory, graph=off, journal=off)")
 
     def test_problems_listed_exit_2(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

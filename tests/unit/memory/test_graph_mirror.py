@@ -707,11 +707,11 @@ class TestCli:
         """The one-line summary ends with ``graph=<uri>`` (``graph=off`` when disabled)."""
         assert main(["check-config", str(self.write_config(tmp_path, bolt_server))]) == 0
         out = capsys.readouterr().out
-        assert out.rstrip().endswith(f"graph={bolt_server.uri})")
+        assert out.rstrip().endswith(f"graph={bolt_server.uri}, journal=off)")
         assert bolt_server.password not in out
         path = self.write_config(tmp_path, bolt_server, enabled=False)
         assert main(["check-config", str(path)]) == 0
-        assert capsys.readouterr().out.rstrip().endswith("graph=off)")
+        assert capsys.readouterr().out.rstrip().endswith("graph=off, journal=off)")
 
     def test_backfill_mirrors_the_store_idempotently(
         self,

@@ -41,14 +41,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import asyncpg
+import structlog
 
 from netcortex.contracts.codec import decode_outcome, encode_outcome
 from netcortex.contracts.outbox import JobState, JournalJob, OutboxStats
@@ -67,10 +70,13 @@ __all__ = [
     "JOBS_MIGRATIONS",
     "SQLITE_JOBS_INSERT",
     "SQLITE_JOBS_SCHEMA",
+    "JournalHook",
     "PostgresOutbox",
     "SqliteOutbox",
     "job_row",
 ]
+
+log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -123,6 +129,37 @@ JOBS_MIGRATIONS: Final[tuple[Migration, ...]] = (
         ),
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHook:
+    """What an outcome store needs to write journal jobs with its outcomes.
+
+    Attributes:
+        wants: the journal policy (``motor.policy.JournalPolicy.wants``): whether
+            an outcome gets a job. Called by ``record`` on the event loop; must be
+            fast and should not raise (if it does, the outcome is still stored,
+            without a job, and ``journal_policy_failed`` is logged).
+        committed: called on the event loop with the number of jobs a batch
+            committed (the delivery worker's ``notify``), or ``None``.
+    """
+
+    wants: Callable[[ReflexOutcome], bool]
+    committed: Callable[[int], None] | None = None
+
+    def job(self, outcome: ReflexOutcome) -> tuple[str, str, datetime] | None:
+        """``(job_id, outcome JSON, created)`` when ``outcome`` gets a job, else ``None``."""
+        try:
+            if not self.wants(outcome):
+                return None
+        except Exception as exc:  # noqa: BLE001 - a policy bug never costs the outcome
+            log.error(
+                "journal_policy_failed", outcome_id=outcome.outcome_id,
+                error=str(exc), error_type=type(exc).__name__,
+            )  # fmt: skip
+            return None
+        job_id, text = job_row(outcome)
+        return job_id, text, datetime.fromtimestamp(time.time(), UTC)
 
 
 def _us(moment: datetime) -> int:

@@ -50,6 +50,7 @@ from netcortex.contracts.memory import OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.memory.episodic._metrics import StoreMetrics
+from netcortex.memory.episodic.outbox import JournalHook, PostgresOutbox
 from netcortex.metrics import Registry
 from netcortex.pg import (
     Migration,
@@ -268,7 +269,10 @@ class _Flush:
 
 @dataclass(slots=True)
 class _Batch:
+    """Outcome rows and the journal jobs ``(job_id, outcome JSON, created)`` of some."""
+
     rows: list[_Row] = field(default_factory=list)
+    jobs: list[tuple[str, str, datetime]] = field(default_factory=list)
 
 
 class PostgresOutcomeStore:
@@ -285,6 +289,7 @@ class PostgresOutcomeStore:
         metrics: Registry | None = None,
         *,
         read_only: bool = False,
+        journal: JournalHook | None = None,
         retention_interval: float = _RETENTION_INTERVAL_S,
         retention_batch: int = _RETENTION_BATCH,
     ) -> None:
@@ -297,6 +302,9 @@ class PostgresOutcomeStore:
             read_only: for readers such as ``netcortex outcomes``: ``start`` only
                 opens an existing schema (creates and migrates nothing, starts no
                 writer and no retention) and ``record`` raises ``StoreError``.
+            journal: with it, an outcome the journal policy wants gets a job in
+                ``journal_jobs`` written in the same transaction as the outcome
+                (``memory/episodic/outbox.py``); without it no job is written.
             retention_interval: seconds between background ``prune`` runs.
             retention_batch: rows deleted per statement by ``prune``.
 
@@ -325,6 +333,9 @@ class PostgresOutcomeStore:
         self._pool: asyncpg.Pool | None = None
         self._queue: asyncio.Queue[_Batch | _Flush] = asyncio.Queue()
         self._pending: list[_Row] = []
+        self._journal = journal
+        self._pending_jobs: list[tuple[str, str, datetime]] = []
+        self._insert_jobs = PostgresOutbox.insert_sql(self._schema)
         self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -394,6 +405,8 @@ class PostgresOutcomeStore:
                 conn, schema=self._schema, ledger="schema_migrations", migrations=MIGRATIONS,
                 what="outcome", where=self._where,
             )  # fmt: skip
+            # The journal outbox lives beside the outcomes (written in one transaction).
+            await PostgresOutbox.migrate(conn, self._schema, self._where)
         if found < newest:
             log.info(
                 "store_migrated", backend=_BACKEND, schema=self._schema,
@@ -464,6 +477,10 @@ class PostgresOutcomeStore:
             raise StoreError("outcome store was opened read-only")
         pending = self._pending
         pending.append(_row(outcome))
+        if self._journal is not None:
+            job = self._journal.job(outcome)
+            if job is not None:
+                self._pending_jobs.append(job)
         if len(pending) >= self._batch_size:
             self._hand_over()
         elif self._timer is None:
@@ -475,8 +492,9 @@ class PostgresOutcomeStore:
             self._timer.cancel()
             self._timer = None
         if self._pending:
-            rows, self._pending = self._pending, []
-            self._queue.put_nowait(_Batch(rows))
+            batch = _Batch(self._pending, self._pending_jobs)
+            self._pending, self._pending_jobs = [], []
+            self._queue.put_nowait(batch)
 
     async def flush(self) -> None:
         """Return when every outcome recorded before the call is committed.
@@ -521,16 +539,28 @@ class PostgresOutcomeStore:
                 if item.stop:
                     return
             else:
-                failed = await self._write(item.rows) or failed
+                error = await self._write(item)
+                failed = error or failed
+                hook = self._journal
+                if error is None and item.jobs and hook is not None and hook.committed:
+                    hook.committed(len(item.jobs))
 
-    async def _write(self, rows: list[_Row]) -> StoreError | None:
-        """Write one batch in one statement; return the error instead of raising."""
+    async def _write(self, batch: _Batch) -> StoreError | None:
+        """Write one batch in one statement (plus one for its journal jobs, in the same
+        transaction); return the error instead of raising."""
         assert self._pool is not None
+        rows = batch.rows
         started = time.perf_counter()
         columns = [list(column) for column in zip(*rows, strict=True)]
         try:
             async with _pg_errors("write", self._where), self._pool.acquire() as conn:
-                status: str = await conn.execute(self._insert, *columns)
+                if batch.jobs:
+                    jobs = [list(column) for column in zip(*batch.jobs, strict=True)]
+                    async with conn.transaction():
+                        status: str = await conn.execute(self._insert, *columns)
+                        await conn.execute(self._insert_jobs, *jobs)
+                else:
+                    status = await conn.execute(self._insert, *columns)
             written = int(status.rsplit(" ", 1)[-1])
         except Exception as exc:  # noqa: BLE001 - the writer task must outlive any batch
             error = (

@@ -78,6 +78,7 @@ from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.memory.episodic._metrics import StoreMetrics
+from netcortex.memory.episodic.outbox import SQLITE_JOBS_INSERT, SQLITE_JOBS_SCHEMA, JournalHook
 from netcortex.metrics import Registry
 
 __all__ = ["SCHEMA_VERSION", "SqliteOutcomeStore"]
@@ -360,6 +361,18 @@ def _build_query(select: str, query: OutcomeQuery) -> tuple[str, tuple[Any, ...]
     return " UNION ALL ".join(parts) + _ORDER, (*all_params, query.limit)
 
 
+#: ``(job_id, outcome JSON, created_us, next_attempt_us)`` (``SQLITE_JOBS_INSERT``)
+_JobRow = tuple[str, str, int, int]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Outcome rows and the journal jobs of some of them: one transaction."""
+
+    rows: list[_Row]
+    jobs: list[_JobRow]
+
+
 @dataclass(slots=True)
 class _Flush:
     """A marker on the write queue: answered once everything before it is committed."""
@@ -399,6 +412,7 @@ class SqliteOutcomeStore:
         metrics: Registry | None = None,
         *,
         read_only: bool = False,
+        journal: JournalHook | None = None,
         retention_interval: float = _RETENTION_INTERVAL_S,
         retention_batch: int = _RETENTION_BATCH,
     ) -> None:
@@ -411,6 +425,9 @@ class SqliteOutcomeStore:
             read_only: for readers such as ``netcortex outcomes``: ``start`` only
                 opens an existing store (never creates a file, directory or
                 schema, starts no writer) and ``record`` raises ``StoreError``.
+            journal: with it, an outcome the journal policy wants gets a job in
+                ``journal_jobs`` written in the same transaction as the outcome
+                (``memory/episodic/outbox.py``); without it no job is written.
             retention_interval: seconds between background ``prune`` runs.
             retention_batch: rows deleted per statement by ``prune``.
         """
@@ -423,8 +440,10 @@ class SqliteOutcomeStore:
         self._retention_batch = max(1, retention_batch)
         self._retention_task: asyncio.Task[None] | None = None
         self._metrics = StoreMetrics(metrics if metrics is not None else Registry(), "sqlite")
-        self._queue: queue.SimpleQueue[list[_Row] | _Flush] = queue.SimpleQueue()
+        self._journal = journal
+        self._queue: queue.SimpleQueue[_Batch | _Flush] = queue.SimpleQueue()
         self._pending: list[_Row] = []
+        self._pending_jobs: list[_JobRow] = []
         self._handed = 0  # rows handed to the writer and not yet written (or failed)
         self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
@@ -555,6 +574,11 @@ class SqliteOutcomeStore:
             raise StoreError("outcome store was opened read-only")
         pending = self._pending
         pending.append(_row(outcome))
+        if self._journal is not None:
+            job = self._journal.job(outcome)
+            if job is not None:
+                created = _to_us(job[2], "job created")
+                self._pending_jobs.append((job[0], job[1], created, created))
         if len(pending) >= self._batch_size:
             self._hand_over()
         elif self._timer is None:
@@ -566,17 +590,21 @@ class SqliteOutcomeStore:
             self._timer.cancel()
             self._timer = None
         if self._pending:
-            batch, self._pending = self._pending, []
-            self._handed += len(batch)
+            batch = _Batch(self._pending, self._pending_jobs)
+            self._pending, self._pending_jobs = [], []
+            self._handed += len(batch.rows)
             self._queue.put(batch)
 
     def pending_rows(self) -> int:
         """Rows recorded and not yet committed (or failed): ``queue="store_pending"``."""
         return len(self._pending) + self._handed
 
-    def _batch_done(self, rows: int) -> None:
-        """On the loop: the writer finished a batch of ``rows`` (committed or failed)."""
+    def _batch_done(self, rows: int, jobs: int) -> None:
+        """On the loop: the writer finished a batch of ``rows`` (committed or failed)
+        holding ``jobs`` committed journal jobs."""
         self._handed = max(0, self._handed - rows)
+        if jobs and self._journal is not None and self._journal.committed is not None:
+            self._journal.committed(jobs)
 
     async def flush(self) -> None:
         """Return when every outcome recorded before the call is committed.
@@ -766,6 +794,9 @@ class SqliteOutcomeStore:
             conn = self._connect(read_only=False)
             try:
                 version = _migrate(conn)
+                # The journal outbox lives beside the outcomes (written in one transaction).
+                for statement in SQLITE_JOBS_SCHEMA:
+                    conn.execute(statement)
             except BaseException:
                 conn.close()
                 raise
@@ -801,8 +832,10 @@ class SqliteOutcomeStore:
                     if item.stop:
                         return
                 else:
-                    failed = self._write(conn, item) or failed
-                    self._from_thread(self._batch_done, len(item))
+                    error = self._write(conn, item)
+                    failed = error or failed
+                    jobs = len(item.jobs) if error is None else 0
+                    self._from_thread(self._batch_done, len(item.rows), jobs)
         finally:
             try:
                 with _sqlite_errors("close", self._path):
@@ -810,8 +843,10 @@ class SqliteOutcomeStore:
             except StoreError as exc:
                 log.warning("store_close_failed", backend="sqlite", error=str(exc))
 
-    def _write(self, conn: sqlite3.Connection, rows: list[_Row]) -> StoreError | None:
-        """Write one batch in one transaction; return the error instead of raising."""
+    def _write(self, conn: sqlite3.Connection, batch: _Batch) -> StoreError | None:
+        """Write one batch (outcomes and their journal jobs) in one transaction;
+        return the error instead of raising."""
+        rows = batch.rows
         started = time.perf_counter()
         try:
             with _sqlite_errors("write", self._path):
@@ -820,6 +855,8 @@ class SqliteOutcomeStore:
                     before = conn.total_changes
                     conn.executemany(_INSERT, rows)
                     written = conn.total_changes - before
+                    if batch.jobs:
+                        conn.executemany(SQLITE_JOBS_INSERT, batch.jobs)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
