@@ -237,6 +237,9 @@ async def test_retry_dead_requeues_all_or_the_named(backend: Backend, outbox: An
     assert await outbox.retry_dead() == 2
     stats = await outbox.stats()
     assert (stats.pending, stats.dead) == (3, 0)
+    # The age restarts: a requeued job is not "too old" at once.
+    assert stats.oldest_pending_at is not None
+    assert stats.oldest_pending_at > datetime.now(UTC) - timedelta(minutes=1)
     claimed = await outbox.claim(10, datetime.now(UTC) + timedelta(seconds=1), LEASE)
     assert len(claimed) == 3
 

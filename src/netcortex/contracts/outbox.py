@@ -48,7 +48,8 @@ class JournalJob:
         outcome: the outcome to write about.
         state: ``JobState``.
         attempts: delivery attempts ended so far (``retry`` and ``dead`` count).
-        created_at: when the job was written (with its outcome).
+        created_at: when the job was written (with its outcome) or last requeued by
+            ``retry_dead`` (the age ``journal.max_age_seconds`` is measured from).
         next_attempt_at: earliest time the job may be claimed again.
         last_error: why the last attempt failed (``""`` if none).
         entry_id: the NetBox journal entry id once delivered.
@@ -109,5 +110,6 @@ class Outbox(Protocol):
         ...
 
     async def retry_dead(self, job_ids: Sequence[str] | None = None) -> int:
-        """Requeue dead jobs (all, or the given ones) as pending, due now; how many."""
+        """Requeue dead jobs (all, or the given ones) as pending, due now, their age
+        restarting now (``created_at``); how many."""
         ...

@@ -135,7 +135,11 @@ class MemoryOutbox:
         for job_id, job in list(self._jobs.items()):
             if job.state is JobState.DEAD and (wanted is None or job_id in wanted):
                 self._jobs[job_id] = replace(
-                    job, state=JobState.PENDING, next_attempt_at=now, finished_at=None
+                    job,
+                    state=JobState.PENDING,
+                    next_attempt_at=now,
+                    created_at=now,
+                    finished_at=None,
                 )
                 self._leases.pop(job_id, None)
                 n += 1

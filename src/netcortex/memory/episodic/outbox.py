@@ -356,12 +356,13 @@ class SqliteOutbox:
         def run(conn: sqlite3.Connection) -> int:
             sql = (
                 "UPDATE journal_jobs SET state = 'pending', next_attempt_us = ?, "
-                "lease_until_us = 0, finished_us = NULL WHERE state = 'dead'"
+                "created_us = ?, lease_until_us = 0, finished_us = NULL WHERE state = 'dead'"
             )
             if job_ids is None:
-                return int(conn.execute(sql, (now_us,)).rowcount)
+                return int(conn.execute(sql, (now_us, now_us)).rowcount)
             return sum(
-                int(conn.execute(sql + " AND job_id = ?", (now_us, j)).rowcount) for j in job_ids
+                int(conn.execute(sql + " AND job_id = ?", (now_us, now_us, j)).rowcount)
+                for j in job_ids
             )
 
         return await self._tx("requeue", run)
@@ -562,7 +563,7 @@ class PostgresOutbox:
     async def retry_dead(self, job_ids: Sequence[str] | None = None) -> int:
         sql = (
             f"UPDATE {self._t} SET state = 'pending', next_attempt = now(), "  # noqa: S608
-            "lease_until = 'epoch', finished = NULL WHERE state = 'dead'"
+            "created = now(), lease_until = 'epoch', finished = NULL WHERE state = 'dead'"
         )
         if job_ids is None:
             tag = await self._execute("requeue", sql)
