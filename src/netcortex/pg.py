@@ -38,6 +38,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+#: Longest one migration statement may run (seconds).
+MIGRATION_TIMEOUT_S = 3600.0
+
 #: ``(version, statements)``; ``{s}`` in a statement is the quoted schema name.
 Migration = tuple[int, tuple[str, ...]]
 
@@ -190,7 +193,10 @@ async def apply_migrations(
             if version <= found:
                 continue
             for statement in statements:
-                await conn.execute(statement.format(s=s))
+                # Not the pool's command_timeout: an index build on a big table (28 s
+                # on 10M outcomes) may take longer, and a timeout would roll the
+                # migration back on every start.
+                await conn.execute(statement.format(s=s), timeout=MIGRATION_TIMEOUT_S)
             await conn.execute(
                 f"INSERT INTO {s}.{ledger} (version) VALUES ($1)",  # noqa: S608
                 version,
