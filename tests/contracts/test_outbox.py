@@ -45,8 +45,9 @@ class Backend:
 
     new: Callable[[], Any]
     enqueue: Callable[[Sequence[ReflexOutcome], datetime], Awaitable[None]]
-    #: ``new_store(journal)``: an unstarted outcome store on the same location
-    new_store: Callable[[JournalHook | None], Any]
+    #: ``new_store(journal, retention_days=0)``: an unstarted outcome store on the
+    #: same location
+    new_store: Callable[..., Any]
     #: ``await raw(sql)``: one statement on the location, behind everyone's back
     raw: Callable[[str], Awaitable[None]]
 
@@ -81,7 +82,9 @@ def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend(
         new=lambda: SqliteOutbox(path),
         enqueue=enqueue,
-        new_store=lambda journal: SqliteOutcomeStore(config, journal=journal),
+        new_store=lambda journal, retention_days=0: SqliteOutcomeStore(
+            config.model_copy(update={"retention_days": retention_days}), journal=journal
+        ),
         raw=raw,
     )
 
@@ -118,7 +121,9 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend(
         new=lambda: PostgresOutbox(dsn, schema),
         enqueue=enqueue,
-        new_store=lambda journal: PostgresOutcomeStore(config, journal=journal),
+        new_store=lambda journal, retention_days=0: PostgresOutcomeStore(
+            config.model_copy(update={"retention_days": retention_days}), journal=journal
+        ),
         raw=raw,
     )
 
@@ -360,3 +365,50 @@ async def test_outcome_and_job_commit_together_or_not_at_all(backend: Backend, o
         assert await store.get(outcome.outcome_id) is None
     finally:
         await store.close()
+
+
+async def test_store_retention_prunes_finished_jobs_and_keeps_pending_ones(
+    backend: Backend, outbox: Any
+) -> None:
+    """The store's ``prune`` also deletes delivered and dead jobs finished before its
+    cutoff (the outbox does not grow forever); pending and newer ones stay."""
+    made = _outcomes(5)
+    await backend.enqueue(made, T0)
+    early = T0 + timedelta(seconds=1)
+    assert len(await outbox.claim(10, early, LEASE)) == 5
+    await outbox.delivered(made[0].outcome_id, 1, early)
+    await outbox.dead(made[1].outcome_id, "HTTP 404", early)
+    await outbox.delivered(made[2].outcome_id, 3, T0 + timedelta(days=9))
+    await outbox.dead(made[3].outcome_id, "too old", T0 + timedelta(days=9))
+    store = backend.new_store(None, retention_days=7)
+    await store.start()
+    try:
+        await store.prune(now=T0 + timedelta(days=10))
+    finally:
+        await store.close()
+    stats = await outbox.stats()
+    assert (stats.pending, stats.delivered, stats.dead) == (1, 1, 1)
+    assert [j.job_id for j in await outbox.jobs(JobState.DELIVERED)] == [made[2].outcome_id]
+
+
+async def test_an_undecodable_job_is_dead_lettered_and_blocks_nothing(
+    backend: Backend, outbox: Any
+) -> None:
+    """A job whose stored outcome no longer decodes (another schema version, a hand
+    edit) is dead-lettered with the reason by ``claim``; the other jobs are claimed,
+    and listings skip it instead of failing."""
+    made = _outcomes(3)
+    await backend.enqueue(made, T0)
+    bad = made[1].outcome_id
+    await backend.raw(
+        "UPDATE journal_jobs SET outcome = replace(outcome, '\"schema_version\":1', "
+        f"'\"schema_version\":999') WHERE job_id = '{bad}'"
+    )
+    jobs = await outbox.claim(10, T0 + timedelta(seconds=1), LEASE)
+    assert sorted(j.job_id for j in jobs) == sorted(
+        o.outcome_id for o in made if o.outcome_id != bad
+    )
+    stats = await outbox.stats()
+    assert (stats.pending, stats.dead) == (2, 1)
+    assert await outbox.jobs(JobState.DEAD) == []
+    assert len(await outbox.jobs(JobState.PENDING)) == 2

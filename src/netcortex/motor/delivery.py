@@ -17,16 +17,21 @@ One background task per engine. A round:
      401/403) → ``retry`` at ``now + backoff``: ``initial_backoff * 2**attempts``
      with jitter (a random 50 to 100 % of it, so jobs failed together do not
      return together), capped at ``max_backoff_seconds``; a ``Retry-After``
-     replaces it (capped the same way);
+     replaces it (capped the same way); a write whose answer timed out (or a
+     502/504 from a proxy in front of NetBox) is retried no sooner than
+     ``lease_seconds`` later, whatever the backoff: a slow NetBox may still
+     store it, and the retry's marker search must see that entry;
    * a permanent failure (4xx, device unknown to NetBox) → ``dead(reason)``;
    * anything unforeseen (a bug) → ``retry`` with the error recorded and
      counted (``reason="internal"``): one bad job never stops the worker.
 
    A job whose lease runs short before its write is left untouched (no POST,
    no outbox call): another worker may hold it by then, and the lease's
-   expiry hands it back. The marker check is what makes the rest safe — a
-   write NetBox received but whose answer was lost is found by the next
-   attempt, wherever it runs.
+   expiry hands it back. Likewise a failure that ends after the lease ran
+   out is not recorded (``retry``/``dead`` would undo another worker's
+   claim). The marker check is what makes the rest safe — a write NetBox
+   received but whose answer was lost is found by the next attempt,
+   wherever it runs.
 3. With nothing due, the worker waits for ``notify()`` (the store calls it
    after committing new jobs), for the next retry it scheduled itself, or for
    ``poll_interval_seconds`` (jobs other workers released, leases that ran
@@ -90,6 +95,22 @@ def _utcnow() -> datetime:
 
 def _cut(text: str, limit: int = _MAX_ERROR) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: Failures of the POST after which NetBox may still be storing the entry: it is
+#: processing a request whose answer we stopped waiting for. (A connection cut off
+#: after the request was handled — a lost answer — is retried at the usual pace:
+#: the entry exists by then and the marker search finds it.)
+_UNCERTAIN_LABELS: Final = frozenset({"timeout"})
+_UNCERTAIN_STATUSES: Final = frozenset({502, 504})  # a proxy gave up; NetBox may not have
+
+
+class _UncertainWrite(Exception):
+    """The POST failed in a way that leaves open whether NetBox stores the entry."""
+
+    def __init__(self, error: JournalRequestError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class JournalDelivery:
@@ -326,7 +347,14 @@ class JournalDelivery:
             entry_id, via = await self._deliver(job, lease_end)
         except DeadlinePassed:
             log.debug("journal_lease_short", job_id=job.job_id)
+        except _UncertainWrite as uncertain:
+            if self._lease_lost(job, lease_end):
+                return
+            exc = uncertain.error
+            await self._retry(job, str(exc), exc.label, exc.retry_after, settle=True)
         except JournalRequestError as exc:
+            if self._lease_lost(job, lease_end):
+                return
             if exc.retryable:
                 await self._retry(job, str(exc), exc.label, exc.retry_after)
             else:
@@ -335,24 +363,51 @@ class JournalDelivery:
             raise
         except Exception as exc:  # a bug must not stop the worker (logged with its traceback)
             log.exception("journal_job_failed", job_id=job.job_id, attempts=job.attempts)
+            if self._lease_lost(job, lease_end):
+                return
             await self._retry(job, f"internal error: {type(exc).__name__}: {exc}", "internal")
         else:
             await self._delivered(job, entry_id, via)
 
+    @staticmethod
+    def _lease_lost(job: JournalJob, lease_end: float) -> bool:
+        """Whether the lease ran out during the attempt: then a failure is not recorded.
+
+        Another worker may have claimed the job since; a ``retry`` or ``dead`` from
+        here would release its lease (a third worker could then take the job while
+        the second is still writing) or dead-letter a job it may be delivering.
+        Left alone, the job is simply attempted again. (``delivered`` is always
+        recorded: the entry exists, whoever holds the job.)
+        """
+        if time.monotonic() < lease_end:
+            return False
+        log.debug("journal_lease_expired", job_id=job.job_id)
+        return True
+
     async def _deliver(self, job: JournalJob, lease_end: float) -> tuple[int, str]:
         outcome = job.outcome
         device, interface = placement(outcome)
-        assignment = await self._client.resolve(device, interface, outcome.site)
+        # Every request carries the lease as its deadline: none is sent with less
+        # than ``timeout_seconds`` of the lease left, and each is bounded by that,
+        # so an attempt's failure is recorded while the lease still holds.
+        assignment = await self._client.resolve(device, interface, outcome.site, deadline=lease_end)
         mark = marker(job.job_id)
-        existing = await self._client.find_entry(mark, assignment)
+        existing = await self._client.find_entry(mark, assignment, deadline=lease_end)
         if existing is not None:
             return existing, "existing"
-        entry_id = await self._client.create_entry(
-            assignment,
-            journal_kind(outcome),
-            render_comment(outcome, api_base_url=self._config.api_base_url),
-            deadline=lease_end,
-        )
+        try:
+            entry_id = await self._client.create_entry(
+                assignment,
+                journal_kind(outcome),
+                render_comment(outcome, api_base_url=self._config.api_base_url),
+                deadline=lease_end,
+            )
+        except JournalRequestError as exc:
+            if exc.retryable and (
+                exc.label in _UNCERTAIN_LABELS or exc.status in _UNCERTAIN_STATUSES
+            ):
+                raise _UncertainWrite(exc) from exc
+            raise
         return entry_id, "created"
 
     async def _delivered(self, job: JournalJob, entry_id: int, via: str) -> None:
@@ -383,7 +438,13 @@ class JournalDelivery:
             self._failures_since_warn = 0
 
     async def _retry(
-        self, job: JournalJob, error: str, reason: str, retry_after: float | None = None
+        self,
+        job: JournalJob,
+        error: str,
+        reason: str,
+        retry_after: float | None = None,
+        *,
+        settle: bool = False,
     ) -> None:
         now = self._clock()
         cap = self._config.max_backoff_seconds
@@ -392,6 +453,10 @@ class JournalDelivery:
         else:
             base = min(cap, self._initial_backoff * 2 ** min(job.attempts, 62))
             delay = base * self._rng.uniform(0.5, 1.0)
+        if settle:
+            # The write may still land (a slow NetBox finishing it after our timeout):
+            # search for its marker only once it has had a lease's time to.
+            delay = max(delay, self._config.lease_seconds)
         next_at = now + timedelta(seconds=delay)
         if not await self._finish("retry", job, now, _cut(error), next_at=next_at):
             return

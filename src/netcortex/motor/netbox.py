@@ -257,7 +257,7 @@ def map_transport_errors(what: str) -> Iterator[None]:
     """
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except (httpx.TimeoutException, TimeoutError) as exc:  # TimeoutError: the total bound
         raise _transient(
             f"{what}: timed out ({type(exc).__name__})", "timeout", MotorErrorReason.TIMEOUT
         ) from exc
@@ -304,6 +304,8 @@ class NetboxJournalClient:
         rate_per_second: requests per second at most (all operations together).
         cache_seconds: how long a device / interface look-up is reused.
         metrics: registry for ``netcortex_journal_request_seconds{op,result}``.
+        max_pause: longest a 429's ``Retry-After`` holds every request back
+            (seconds; a server asking for a year must not stop delivery for one).
         transport: an httpx transport (tests, proxies); default httpx's own.
         clock: monotonic clock for the cache and the bucket (tests).
     """
@@ -318,15 +320,17 @@ class NetboxJournalClient:
         rate_per_second: float = 5.0,
         cache_seconds: float = 60.0,
         metrics: Registry | None = None,
+        max_pause: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if timeout <= 0 or cache_seconds < 0:
-            raise ValueError("timeout must be > 0 and cache_seconds >= 0")
+        if timeout <= 0 or cache_seconds < 0 or max_pause < 0:
+            raise ValueError("timeout must be > 0, cache_seconds and max_pause >= 0")
         self.url = url.rstrip("/")
         self.verify_tls = verify_tls
         self.timeout = timeout
         self.cache_seconds = cache_seconds
+        self.max_pause = max_pause
         self.bucket = TokenBucket(rate_per_second, clock=clock)
         self._token = token
         self._transport = transport
@@ -359,6 +363,7 @@ class NetboxJournalClient:
             timeout=config.timeout_seconds,
             rate_per_second=config.rate_per_second,
             metrics=metrics,
+            max_pause=config.max_backoff_seconds,
             transport=transport,
         )
 
@@ -401,45 +406,64 @@ class NetboxJournalClient:
     # ------------------------------------------------------------------ operations
 
     async def resolve(
-        self, device: str | None, interface: str | None = None, site: str | None = None
+        self,
+        device: str | None,
+        interface: str | None = None,
+        site: str | None = None,
+        *,
+        deadline: float | None = None,
     ) -> Assignment:
         """The object an entry about ``device`` (and ``interface``) is attached to.
 
         Device names are unique per site in NetBox, not globally: when several
         devices share the name, the one in ``site`` (a slug) is taken, else the
-        first NetBox lists.
+        first NetBox lists. ``deadline`` as in ``create_entry``.
 
         Raises:
             JournalRequestError: ``no_device`` / ``unknown_device`` (permanent), or
                 any request failure.
+            DeadlinePassed: a look-up was not sent because of ``deadline``.
         """
         if not device:
             raise _permanent("the outcome names no device", "no_device")
         dev = await self._cached(
-            ("device", device, site or ""), lambda: self._find_device(device, site)
+            ("device", device, site or ""), lambda: self._find_device(device, site, deadline)
         )
         if dev is None:
             raise _permanent(f"device {device!r} not in NetBox", "unknown_device")
         if not interface:
             return Assignment(dev, dev)
         iface = await self._cached(
-            ("interface", str(dev.id), interface), lambda: self._find_interface(dev, interface)
+            ("interface", str(dev.id), interface),
+            lambda: self._find_interface(dev, interface, deadline),
         )
         # An interface NetBox does not know (renamed, a virtual one) is no reason to
         # lose the entry: it goes on the device.
         return Assignment(iface or dev, dev)
 
-    async def find_entry(self, marker: str, assignment: Assignment) -> int | None:
-        """The id of an entry on ``assignment``'s objects whose comments hold ``marker``."""
+    async def find_entry(
+        self, marker: str, assignment: Assignment, *, deadline: float | None = None
+    ) -> int | None:
+        """The id of an entry on ``assignment``'s objects whose comments hold ``marker``.
+
+        ``deadline`` as in ``create_entry`` (``DeadlinePassed``: nothing was sent).
+        """
         objects = assignment.objects
+        # By id only: ``assigned_object_type`` keeps only its last value on NetBox
+        # up to 4.2 (a single-valued filter), which would hide an entry an earlier
+        # attempt put on the device while this one resolved the interface. The ids
+        # are a multi-valued filter everywhere; the type is checked here instead.
         params: _Params = [("q", marker), ("limit", 50)]
-        params += [("assigned_object_type", t) for t in sorted({o.type for o in objects})]
         params += [("assigned_object_id", o.id) for o in objects]
-        body = await self._json("find", "GET", JOURNAL_PATH, params=params)
+        wanted = {(o.type, o.id) for o in objects}
+        body = await self._json("find", "GET", JOURNAL_PATH, params=params, deadline=deadline)
         for entry in _results(body, JOURNAL_PATH):
             comments = entry.get("comments")
-            if isinstance(comments, str) and any(
-                line.strip() == marker for line in comments.splitlines()
+            placed = (entry.get("assigned_object_type"), entry.get("assigned_object_id"))
+            if (
+                placed in wanted
+                and isinstance(comments, str)
+                and any(line.strip() == marker for line in comments.splitlines())
             ):
                 entry_id = entry.get("id")
                 if isinstance(entry_id, int):
@@ -500,10 +524,13 @@ class NetboxJournalClient:
         self._cache[key] = (now + self.cache_seconds, value)
         return value
 
-    async def _find_device(self, name: str, site: str | None) -> AssignedObject | None:
+    async def _find_device(
+        self, name: str, site: str | None, deadline: float | None = None
+    ) -> AssignedObject | None:
         body = await self._json(
-            "device", "GET", DEVICES_PATH, params=[("name", name), ("limit", 50)]
-        )
+            "device", "GET", DEVICES_PATH, params=[("name", name), ("limit", 50)],
+            deadline=deadline,
+        )  # fmt: skip
         found = [
             item
             for item in _results(body, DEVICES_PATH)
@@ -517,12 +544,15 @@ class NetboxJournalClient:
         best = (in_site or found)[0]
         return AssignedObject(DEVICE_TYPE, best["id"], name)
 
-    async def _find_interface(self, dev: AssignedObject, name: str) -> AssignedObject | None:
+    async def _find_interface(
+        self, dev: AssignedObject, name: str, deadline: float | None = None
+    ) -> AssignedObject | None:
         body = await self._json(
             "interface",
             "GET",
             INTERFACES_PATH,
             params=[("device_id", dev.id), ("name", name), ("limit", 2)],
+            deadline=deadline,
         )
         for item in _results(body, INTERFACES_PATH):
             if item.get("name") == name and isinstance(item.get("id"), int):
@@ -552,8 +582,12 @@ class NetboxJournalClient:
         started = time.perf_counter()
         result = "error"
         try:
+            # httpx's timeouts are per phase (a read timeout restarts with every
+            # chunk): the whole request is bounded too, so an answer trickling in
+            # can neither hold a job past its lease nor stall the worker's round.
             with map_transport_errors(f"NetBox {self._safe_url} {what}"):
-                resp = await client.request(method, path, params=params, json=json)
+                async with asyncio.timeout(self.timeout):
+                    resp = await client.request(method, path, params=params, json=json)
             result = str(resp.status_code)
             return self._body(resp, what)
         finally:
@@ -575,7 +609,7 @@ class NetboxJournalClient:
         retry_after = parse_retry_after(resp.headers.get("retry-after"))
         if status == 429:
             if retry_after is not None:
-                self.bucket.pause(retry_after)
+                self.bucket.pause(min(retry_after, self.max_pause))
             raise _transient(
                 f"{where}: HTTP 429 (rate limited)",
                 "rate_limited",

@@ -20,6 +20,7 @@ from netcortex.motor.netbox import (
     INTERFACE_TYPE,
     AssignedObject,
     Assignment,
+    DeadlinePassed,
     JournalRequestError,
     NetboxJournalClient,
     TokenBucket,
@@ -321,3 +322,94 @@ class TestTokenBucket:
         """A zero rate is refused."""
         with pytest.raises(ValueError, match="rate"):
             TokenBucket(0.0)
+
+
+class TestReviewFindings:
+    """Issue 7 review: bounds and NetBox behaviours the first version missed."""
+
+    @pytest.mark.parametrize("form", ["seconds", "http-date"])
+    async def test_huge_retry_after_pauses_no_longer_than_max_pause(
+        self, netbox: FakeNetbox, form: str
+    ) -> None:
+        """A 429 asking for a year (seconds or an HTTP date) holds requests back
+        ``max_pause`` seconds at most."""
+        year = timedelta(days=365)
+        retry_after = (
+            str(int(year.total_seconds()))
+            if form == "seconds"
+            else format_datetime(datetime.now(UTC) + year, usegmt=True)
+        )
+        netbox.inject(status=429, retry_after=retry_after)
+        async with client_for(netbox, max_pause=0.3) as c:
+            err = await failure(c.resolve("sw1-north"))
+            assert err.retry_after is not None
+            assert err.retry_after > 86_400
+            started = time.monotonic()
+            await asyncio.wait_for(c.resolve("r1-north"), timeout=5)
+            assert time.monotonic() - started < 2.0
+
+    async def test_a_request_is_bounded_in_total_by_timeout(self) -> None:
+        """An answer that never completes ends as a ``timeout`` within ``timeout`` seconds.
+
+        httpx's timeouts are per phase (a read timeout restarts with every chunk),
+        so a NetBox trickling its answer could hold a job past its lease.
+        """
+
+        async def hang(request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+        c = NetboxJournalClient(
+            "http://netbox.invalid", SecretStr("t0ken"), timeout=0.2,
+            rate_per_second=1000.0, transport=httpx.MockTransport(hang),
+        )  # fmt: skip
+        async with c:
+            started = time.monotonic()
+            err = await failure(asyncio.wait_for(c.resolve("sw1-north"), timeout=5))
+        assert (err.label, err.retryable) == ("timeout", True)
+        assert time.monotonic() - started < 1.5
+
+    async def test_marker_search_finds_a_device_entry_on_netbox_with_single_type_filter(
+        self,
+    ) -> None:
+        """The marker is found on the interface's device too on NetBox versions whose
+        ``assigned_object_type`` filter keeps only the last value given (≤ 4.2)."""
+        entry = {
+            "id": 41, "assigned_object_type": DEVICE_TYPE, "assigned_object_id": SW1.id,
+            "comments": "Link down\n\nnetcortex-outcome: 0123abcd",
+        }  # fmt: skip
+
+        def old_netbox(request: httpx.Request) -> httpx.Response:
+            params = request.url.params
+            types = params.get_list("assigned_object_type")
+            ids = {int(v) for v in params.get_list("assigned_object_id")}
+            q = params.get("q", "").lower()
+            hits = [
+                e
+                for e in [entry]
+                if q in str(e["comments"]).lower()
+                and (not types or e["assigned_object_type"] == types[-1])
+                and (not ids or e["assigned_object_id"] in ids)
+            ]
+            return httpx.Response(200, json={"count": len(hits), "results": hits})
+
+        c = NetboxJournalClient(
+            "http://netbox.invalid", SecretStr("t0ken"), rate_per_second=1000.0,
+            transport=httpx.MockTransport(old_netbox),
+        )  # fmt: skip
+        async with c:
+            found = await c.find_entry("netcortex-outcome: 0123abcd", Assignment(GI3, SW1))
+        assert found == 41
+
+    async def test_lookups_and_the_search_respect_the_deadline(self, netbox: FakeNetbox) -> None:
+        """With less than ``timeout`` left before the deadline (the job's lease), no
+        look-up and no marker search is sent either (so a failure ends within the lease)."""
+        async with client_for(netbox, timeout=1.0) as c:
+            soon = time.monotonic() + 0.5
+            with pytest.raises(DeadlinePassed):
+                await c.resolve("sw1-north", "GigabitEthernet1/0/3", deadline=soon)
+            with pytest.raises(DeadlinePassed):
+                await c.find_entry("netcortex-outcome: 0123", Assignment(SW1, SW1), deadline=soon)
+            later = time.monotonic() + 30
+            assert (await c.resolve("sw1-north", deadline=later)).target == SW1
+        assert len(netbox.requests) == 1

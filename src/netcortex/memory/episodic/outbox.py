@@ -29,7 +29,12 @@ finishing calls release it. A worker that dies lets its leases expire, and the
 jobs are claimed again — the marker check in NetBox keeps that from
 duplicating an entry. Finishing calls only move ``pending`` jobs (``delivered``
 also a dead one that was delivered after all), so a late answer from an expired
-lease never resurrects or overwrites a finished job.
+lease never resurrects or overwrites a finished job. A job whose stored outcome
+no longer decodes (another schema version, a hand edit) is dead-lettered by
+``claim`` with the reason and left out of listings: it never blocks the rest.
+Finished jobs are deleted by the outcome store's retention
+(``store.retention_days`` after they finished; ``SQLITE_JOBS_PRUNE`` /
+``PostgresOutbox.prune_sql``), so delivered and dead jobs do not pile up.
 
 SQLite times are integer microseconds (like the outcome store); PostgreSQL
 times are ``timestamptz``. Every driver error is mapped to ``StoreError``.
@@ -69,6 +74,7 @@ from netcortex.pg import (
 __all__ = [
     "JOBS_MIGRATIONS",
     "SQLITE_JOBS_INSERT",
+    "SQLITE_JOBS_PRUNE",
     "SQLITE_JOBS_SCHEMA",
     "JournalHook",
     "PostgresOutbox",
@@ -104,6 +110,13 @@ SQLITE_JOBS_SCHEMA: Final = (
 SQLITE_JOBS_INSERT: Final = (
     "INSERT OR IGNORE INTO journal_jobs (job_id, outcome, created_us, next_attempt_us) "
     "VALUES (?, ?, ?, ?)"
+)
+#: Retention (the outcome store's ``prune``): one batch of finished jobs — delivered
+#: or dead — finished before a cutoff: ``(cutoff_us, batch)``. Pending jobs are never
+#: pruned (``max_age_seconds`` dead-letters them first).
+SQLITE_JOBS_PRUNE: Final = (
+    "DELETE FROM journal_jobs WHERE job_id IN (SELECT job_id FROM journal_jobs "
+    "WHERE state IN ('delivered', 'dead') AND finished_us < ? LIMIT ?)"
 )
 
 #: The job table on PostgreSQL (ledger ``journal_migrations``). Never edit a released
@@ -216,6 +229,33 @@ def _clip(error: str) -> str:
     return error if len(error) <= _MAX_ERROR else error[: _MAX_ERROR - 1] + "…"
 
 
+def _undecodable(job_id: str, error: StoreError, *, claimed: bool) -> str:
+    """Log a job whose stored outcome does not decode; its dead-letter reason."""
+    log.warning(
+        "journal_job_undecodable", job_id=job_id, error=str(error),
+        action="dead-lettered" if claimed else "skipped in listing",
+    )  # fmt: skip
+    return f"undecodable: {error}"
+
+
+def _decoded(
+    rows: Sequence[Any], build: Callable[[Any], JournalJob], *, claimed: bool
+) -> tuple[list[JournalJob], list[tuple[str, str]]]:
+    """The jobs of ``rows`` that decode, and ``(job_id, reason)`` of those that do not.
+
+    A job written by another schema version (or edited by hand) must not stop the
+    outbox: ``claim`` dead-letters it with the reason, listings leave it out.
+    """
+    jobs: list[JournalJob] = []
+    bad: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            jobs.append(build(row))
+        except StoreError as exc:
+            bad.append((str(row[0]), _undecodable(str(row[0]), exc, claimed=claimed)))
+    return jobs, bad
+
+
 # ------------------------------------------------------------------ SQLite
 
 
@@ -280,11 +320,17 @@ class SqliteOutbox:
                 "ORDER BY next_attempt_us, job_id LIMIT ?",
                 (now_us, now_us, max(0, limit)),
             ).fetchall()
+            jobs, bad = _decoded(rows, self._job, claimed=True)
             conn.executemany(
                 "UPDATE journal_jobs SET lease_until_us = ? WHERE job_id = ?",
-                [(until_us, r[0]) for r in rows],
+                [(until_us, j.job_id) for j in jobs],
             )
-            return [self._job(r) for r in rows]
+            conn.executemany(
+                "UPDATE journal_jobs SET state = 'dead', attempts = attempts + 1, "
+                "last_error = ?, finished_us = ?, lease_until_us = 0 WHERE job_id = ?",
+                [(_clip(reason), now_us, job_id) for job_id, reason in bad],
+            )
+            return jobs
 
         return await self._tx("claim", run)
 
@@ -329,7 +375,7 @@ class SqliteOutbox:
                 "ORDER BY created_us, job_id LIMIT ?",
                 (JobState(state).value, max(0, limit)),
             ).fetchall()
-            return [self._job(r) for r in rows]
+            return _decoded(rows, self._job, claimed=False)[0]
 
         return await self._call("read", run)
 
@@ -458,6 +504,16 @@ class PostgresOutbox:
         )
 
     @staticmethod
+    def prune_sql(schema: str) -> str:
+        """Retention (the outcome store's ``prune``): one batch of finished jobs
+        finished before ``$1``, at most ``$2`` rows (pending jobs are never pruned)."""
+        table = f"{quote_schema(schema)}.journal_jobs"
+        return (
+            f"DELETE FROM {table} WHERE job_id IN (SELECT job_id FROM {table} "  # noqa: S608
+            "WHERE state IN ('delivered', 'dead') AND finished < $1 LIMIT $2)"
+        )
+
+    @staticmethod
     async def migrate(conn: Any, schema: str, where: str) -> None:
         """Create or upgrade the job table on ``conn`` (the outcome store calls this at start)."""
         await apply_migrations(
@@ -502,7 +558,9 @@ class PostgresOutbox:
             f"FOR UPDATE SKIP LOCKED) RETURNING {_PG_JOB_COLUMNS}"
         )
         rows = await self._fetch("claim", sql, now, until, max(0, limit))
-        jobs = [self._job(r) for r in rows]
+        jobs, bad = _decoded(rows, self._job, claimed=True)
+        for job_id, reason in bad:  # leased by this claim: nobody else touches them
+            await self.dead(job_id, reason, now)
         jobs.sort(key=lambda j: (j.next_attempt_at, j.job_id))
         return jobs
 
@@ -545,7 +603,7 @@ class PostgresOutbox:
             JobState(state).value,
             max(0, limit),
         )
-        return [self._job(r) for r in rows]
+        return _decoded(rows, self._job, claimed=False)[0]
 
     async def stats(self) -> OutboxStats:
         rows = await self._fetch(

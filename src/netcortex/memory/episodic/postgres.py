@@ -599,7 +599,8 @@ class PostgresOutcomeStore:
 
         Deletes in batches of ``retention_batch`` rows, one statement (its own
         transaction) each, on a pool connection other than the writer's.
-        ``retention_days == 0`` keeps everything.
+        Journal jobs delivered or dead-lettered before the same cutoff go too
+        (pending ones never). ``retention_days == 0`` keeps everything.
 
         Args:
             now: the reference time (timezone-aware); the current time when ``None``.
@@ -634,7 +635,19 @@ class PostgresOutcomeStore:
                 self._metrics.pruned(rows)
             if rows < self._retention_batch:
                 break
-        log.info("store_retention", backend=_BACKEND, deleted=deleted, schema=self._schema)
+        jobs = 0
+        prune_jobs = PostgresOutbox.prune_sql(self._schema)
+        while True:
+            async with _pg_errors("prune", self._where), pool.acquire() as conn:
+                status = await conn.execute(prune_jobs, cutoff, self._retention_batch)
+            rows = int(status.rsplit(" ", 1)[-1])
+            jobs += rows
+            if rows < self._retention_batch:
+                break
+        log.info(
+            "store_retention", backend=_BACKEND, deleted=deleted, journal_jobs_deleted=jobs,
+            schema=self._schema,
+        )  # fmt: skip
         return deleted
 
     async def _retention_loop(self) -> None:

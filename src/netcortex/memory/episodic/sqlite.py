@@ -78,7 +78,12 @@ from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.memory.episodic._metrics import StoreMetrics
-from netcortex.memory.episodic.outbox import SQLITE_JOBS_INSERT, SQLITE_JOBS_SCHEMA, JournalHook
+from netcortex.memory.episodic.outbox import (
+    SQLITE_JOBS_INSERT,
+    SQLITE_JOBS_PRUNE,
+    SQLITE_JOBS_SCHEMA,
+    JournalHook,
+)
 from netcortex.metrics import Registry
 
 __all__ = ["SCHEMA_VERSION", "SqliteOutcomeStore"]
@@ -677,8 +682,9 @@ class SqliteOutcomeStore:
 
         Deletes in batches of ``retention_batch`` rows, each its own short
         transaction on a connection of its own (in a worker thread), so the
-        writer takes the lock between batches. ``retention_days == 0`` keeps
-        everything.
+        writer takes the lock between batches. Journal jobs delivered or
+        dead-lettered before the same cutoff go too (pending ones never).
+        ``retention_days == 0`` keeps everything.
 
         Args:
             now: the reference time (timezone-aware); the current time when ``None``.
@@ -706,15 +712,24 @@ class SqliteOutcomeStore:
                 self._metrics.pruned(rows)
             if rows < self._retention_batch:
                 break
-        log.info("store_retention", backend="sqlite", deleted=deleted, path=str(self._path))
+        jobs = 0
+        while True:
+            rows = await asyncio.to_thread(self._prune_batch, cutoff, SQLITE_JOBS_PRUNE)
+            jobs += rows
+            if rows < self._retention_batch:
+                break
+        log.info(
+            "store_retention", backend="sqlite", deleted=deleted, journal_jobs_deleted=jobs,
+            path=str(self._path),
+        )  # fmt: skip
         return deleted
 
-    def _prune_batch(self, cutoff_us: int) -> int:
+    def _prune_batch(self, cutoff_us: int, sql: str = _PRUNE) -> int:
         """Worker thread: delete one batch older than ``cutoff_us`` in its own transaction."""
         with _sqlite_errors("prune", self._path):
             conn = self._connect(read_only=False)
             try:
-                changed: int = conn.execute(_PRUNE, (cutoff_us, self._retention_batch)).rowcount
+                changed: int = conn.execute(sql, (cutoff_us, self._retention_batch)).rowcount
             finally:
                 conn.close()
         return changed
