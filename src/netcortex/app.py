@@ -377,6 +377,8 @@ class Engine:
                 memory=self.memory,
                 webhook=self.webhook,
                 ready=lambda: self._ready,
+                outbox=self.outbox,
+                wake_journal=None if self.journal is None else self.journal.notify,
             )
             self.http = HttpServer(
                 create_app(api),

@@ -60,6 +60,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import shared_fixture
 from tests.e2e.harness import MERAKI_FIXTURES, MERAKI_SECRET, EngineProcess, meraki_alert, now_iso
+from tests.fake_netbox import running_fake_netbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e-openapi")]
 
@@ -95,6 +96,8 @@ OPERATIONS = [
     ("GET", "/api/v1/maintenance", [POSITIVE, NEGATIVE]),
     ("POST", "/api/v1/maintenance", [POSITIVE, NEGATIVE]),
     ("DELETE", "/api/v1/maintenance/{window_id}", [POSITIVE, NEGATIVE]),
+    ("GET", "/api/v1/outbox", [POSITIVE, NEGATIVE]),
+    ("POST", "/api/v1/outbox/retry-dead", [POSITIVE, NEGATIVE]),
 ]
 CASES = [
     pytest.param(method, path, mode.values[0], id=f"{method} {path}-{mode.id}")
@@ -105,10 +108,12 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def api_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    """A running engine with the fixture outcomes stored; stopped cleanly afterwards.
+    """A running engine with the fixture outcomes stored and the NetBox journal on (a
+    fake NetBox); stopped cleanly afterwards.
 
     After the run no request may have crashed a route (no ``http_unhandled_error``
-    line) and no generated alert a reflex handler (no ``errored`` outcome)."""
+    line), no generated alert a reflex handler (no ``errored`` outcome), and the
+    fake NetBox saw no invalid request."""
     tmp = tmp_path_factory.mktemp("openapi")
     now = datetime.now(UTC).replace(microsecond=0)
     window = {
@@ -119,23 +124,37 @@ def api_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProce
         "end": (now + timedelta(days=30, hours=2)).isoformat(),
         "reason": "from the config file",
     }
-    overrides: dict[str, dict[str, Any]] = {
-        "inventory": {"backend": "file", "path": str(shared_fixture("netbox", "inventory.json"))},
-        "maintenance": {"windows": [window]},
-    }
-    with EngineProcess(tmp, overrides) as engine:
-        ids = set()
-        for name in MERAKI_FIXTURES:
-            resp = engine.post_webhook(meraki_alert(name))
-            assert resp.status_code == 202, resp.text
-            ids.add(resp.json()["event_id"])
-        engine.wait_for_api_outcomes(lambda o: o["event_id"] in ids, count=len(ids))
-        yield engine
-        engine.stop_cleanly()
-        assert engine.logs("http_unhandled_error") == []
-        errored = [o for o in engine.outcomes() if o.kind.value == "errored"]
-        assert errored == [], [(o.handler_id, o.diagnostic) for o in errored]
-        assert engine.secrets_in_logs() == []
+    # The journal is on (towards a schema-validating fake NetBox), so the outbox
+    # routes answer 200 with real jobs: delivered (fixture devices) and dead
+    # (generated device names NetBox does not know).
+    with running_fake_netbox() as netbox:
+        overrides: dict[str, dict[str, Any]] = {
+            "inventory": {
+                "backend": "file",
+                "path": str(shared_fixture("netbox", "inventory.json")),
+            },
+            "maintenance": {"windows": [window]},
+            "journal": {
+                "enabled": True,
+                "netbox_url": netbox.url,
+                "netbox_token": netbox.token,
+                "min_severity": "info",
+                "rate_per_second": 500.0,
+            },
+        }
+        with EngineProcess(tmp, overrides) as engine:
+            ids = set()
+            for name in MERAKI_FIXTURES:
+                resp = engine.post_webhook(meraki_alert(name))
+                assert resp.status_code == 202, resp.text
+                ids.add(resp.json()["event_id"])
+            engine.wait_for_api_outcomes(lambda o: o["event_id"] in ids, count=len(ids))
+            yield engine
+            engine.stop_cleanly()
+            assert engine.logs("http_unhandled_error") == []
+            errored = [o for o in engine.outcomes() if o.kind.value == "errored"]
+            assert errored == [], [(o.handler_id, o.diagnostic) for o in errored]
+            assert engine.secrets_in_logs() == []
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +216,8 @@ def test_api_conforms_to_its_openapi_document(
 def test_explicit_cases_conform(api_schema: Any, api_engine: EngineProcess) -> None:
     """Answers random data cannot reach, validated the same way: an existing outcome by
     id (200, with its trace), a stored window deleted (204), the config file's window
-    replaced or deleted (409), an accepted webhook and its replay (202, 200)."""
+    replaced or deleted (409), the outbox's jobs of each state and a requeue (200), an
+    accepted webhook and its replay (202, 200)."""
     engine = api_engine
     base_url = engine.base_url
 
@@ -226,6 +246,11 @@ def test_explicit_cases_conform(api_schema: Any, api_engine: EngineProcess) -> N
     assert run("DELETE", one_window, path_parameters={"window_id": "openapi-stored"}) == 404
     assert run("POST", "/api/v1/maintenance", body={**stored, "id": CONFIG_WINDOW}) == 409
     assert run("DELETE", one_window, path_parameters={"window_id": CONFIG_WINDOW}) == 409
+
+    for state in ("pending", "delivered", "dead"):
+        assert run("GET", "/api/v1/outbox", query={"state": state, "limit": 5}) == 200
+    assert run("POST", "/api/v1/outbox/retry-dead", body={"job_ids": ["no-such-job"]}) == 200
+    assert run("POST", "/api/v1/outbox/retry-dead", body={}) == 200
 
     alert = meraki_alert("settings_changed", alertId="900000000000000777")
     assert run("POST", WEBHOOK_PATH, body=alert) == 202

@@ -11,6 +11,8 @@ Subcommands::
                                        outcomes; a running engine reloads them)
     netcortex graph backfill [--since WHEN | --hours N]
                                        mirror stored outcomes into the Bolt graph
+    netcortex outbox [--list STATE | --retry-dead [ID ...]]
+                                       the NetBox journal outbox: counts, jobs, requeue
     netcortex version                  print the version
 
 Exit codes: 0 success, 1 runtime failure (a port in use, the store missing),
@@ -25,7 +27,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +40,9 @@ from netcortex.bridge.views import (
     UsageError,
     build_window,
     fmt_local,
+    job_dict,
+    outbox_dict,
+    outbox_line,
     outcome_query,
     parse_duration,
     parse_time,
@@ -47,6 +52,7 @@ from netcortex.bridge.views import (
 from netcortex.config import Config, LogConfig, load_config
 from netcortex.contracts.codec import outcome_to_dict
 from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery, OutcomeStore
+from netcortex.contracts.outbox import JobState, JournalJob, Outbox
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import ConfigError, NetcortexError, RegistryError, StoreError
 from netcortex.pg import redact_dsn
@@ -59,10 +65,12 @@ __all__ = [
     "backfill_graph",
     "export_outcomes",
     "main",
+    "outbox_status",
     "parse_duration",
     "parse_time",
     "parse_when",
     "query_outcomes",
+    "render_jobs",
     "render_table",
     "render_windows",
 ]
@@ -433,6 +441,190 @@ def _cmd_outcomes(args: argparse.Namespace) -> int:
             print(render_table(outcomes))
         print(_count_line(len(outcomes), query.limit))
     return EXIT_OK
+
+
+# -- outbox (issue 7) ------------------------------------------------------------
+
+
+class _NoOutbox(Exception):
+    """The configured store holds no journal outbox (nothing was created)."""
+
+
+async def outbox_status(config: Config, action: Callable[[Outbox], Awaitable[_T]]) -> _T:
+    """Open the journal outbox beside the configured store, run ``action`` on it, close it.
+
+    Never creates a store: the SQLite file must exist (checked by the caller), and on
+    PostgreSQL the schema's ``journal_migrations`` ledger must exist before the
+    outbox starts (``PostgresOutbox.start`` would otherwise create the table). Safe
+    while the engine runs: reads take no lock a worker waits on, ``retry_dead`` is
+    one short transaction.
+
+    Raises:
+        _NoOutbox: PostgreSQL has no journal outbox in the configured schema.
+        netcortex.errors.StoreError: the store cannot be opened or read.
+    """
+    from netcortex.app import make_outbox
+
+    if config.store.backend == "postgres" and (
+        await _pg_ledger(config, "journal_migrations") is None
+    ):
+        raise _NoOutbox
+    outbox = make_outbox(config.store)
+    await outbox.start()
+    try:
+        return await action(outbox)
+    finally:
+        await outbox.close()
+
+
+def render_jobs(jobs: Sequence[JournalJob]) -> str:
+    """An aligned table of journal jobs: id, target, handler, severity, attempts, the
+    next attempt (pending) or when it finished, and the last error (unpadded, last)."""
+    header = ("JOB ID", "TARGET", "HANDLER", "SEVERITY", "ATTEMPTS", "NEXT/FINISHED (UTC)")
+    rows = [
+        (
+            j.job_id,
+            j.outcome.target,
+            j.outcome.handler_id,
+            j.outcome.severity.value,
+            str(j.attempts),
+            _fmt_time(j.finished_at if j.finished_at is not None else j.next_attempt_at),
+            " ".join(j.last_error.split()) or "-",
+        )
+        for j in jobs
+    ]
+    table = ((*header, "LAST ERROR"), *rows)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = []
+    for row in table:
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    _quiet_logging()
+    if args.limit < 1:
+        print("netcortex outbox: --limit must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    config = _load(args.config, sys.stderr)
+    if config is None:
+        return EXIT_USAGE
+    where = _store_where(config)
+    missing = (
+        f"netcortex outbox: no journal outbox in {where} ({config.source}); has the engine run yet?"
+    )
+    if not _store_exists(config):
+        print(missing, file=sys.stderr)
+        return EXIT_FAILURE
+    if not config.journal.enabled:
+        print(
+            f"netcortex outbox: note: journal.enabled is false in {config.source}; "
+            "no new jobs are queued and nothing is delivered",
+            file=sys.stderr,
+        )
+    try:
+        if args.retry_dead is not None:
+            ids = list(dict.fromkeys(args.retry_dead)) or None
+            requeued = _run_async(outbox_status(config, lambda o: o.retry_dead(ids)))
+        elif args.list is not None:
+            state = JobState(args.list)
+            jobs = _run_async(outbox_status(config, lambda o: o.jobs(state, args.limit)))
+        else:
+            stats = _run_async(outbox_status(config, lambda o: o.stats()))
+    except _NoOutbox:
+        print(missing, file=sys.stderr)
+        return EXIT_FAILURE
+    except NetcortexError as exc:
+        print(f"netcortex outbox: cannot read {where}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.retry_dead is not None:
+        return _report_requeued(requeued, ids, json_out=args.json)
+    if args.list is not None:
+        if args.json:
+            json.dump([job_dict(j) for j in jobs], sys.stdout, indent=2, ensure_ascii=False)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        if jobs:
+            print(render_jobs(jobs))
+        noun = "job" if len(jobs) == 1 else "jobs"
+        line = f"{len(jobs)} {state.value} {noun}, oldest first"
+        if len(jobs) >= args.limit:
+            line += f" (limit {args.limit} reached; raise --limit to see more)"
+        print(line)
+        return EXIT_OK
+    now = datetime.now(UTC)
+    if args.json:
+        json.dump(outbox_dict(stats, now), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(outbox_line(stats, now))
+    return EXIT_OK
+
+
+def _report_requeued(requeued: int, ids: list[str] | None, *, json_out: bool) -> int:
+    """Print what ``--retry-dead`` did; 1 when some given ids were not dead jobs."""
+    if json_out:
+        json.dump({"requeued": requeued}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        noun = "job" if requeued == 1 else "jobs"
+        print(f"requeued {requeued} dead {noun}")
+    if ids is not None and requeued < len(ids):
+        print(
+            f"netcortex outbox: {len(ids) - requeued} of the {len(ids)} given job ids "
+            "are not dead jobs (see 'netcortex outbox --list dead')",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _add_outbox_parser(sub: Any) -> None:
+    outbox = sub.add_parser(
+        "outbox",
+        help="the NetBox journal outbox: counts, jobs, requeue dead letters",
+        description=(
+            "Show the NetBox journal outbox kept beside the outcomes (store.backend: the "
+            "SQLite file store.sqlite_path or the PostgreSQL schema): how many journal "
+            "jobs are pending (with the oldest one's age), delivered and dead-lettered; "
+            "list the jobs of one state; or requeue dead jobs after fixing what killed "
+            "them (a device or interface missing in NetBox, an entry NetBox rejected, a "
+            "job older than journal.max_age_seconds; a running engine remembers a "
+            "device missing in NetBox for up to a minute, so wait that long after adding "
+            "it). Safe while the engine runs: a "
+            "requeued job is picked up within journal.poll_interval_seconds. Never "
+            "creates a store. Exit codes: 0 "
+            "ok, 1 no outbox or the store cannot be read (or --retry-dead IDs that are "
+            "not dead jobs), 2 usage or configuration error."
+        ),
+        epilog=(
+            "Examples: netcortex outbox -c netcortex.yaml  →  3 pending (oldest 4m12s), "
+            "1,204 delivered, 2 dead; netcortex outbox --list dead; netcortex outbox "
+            "--list pending --limit 20 --json; netcortex outbox --retry-dead (every dead "
+            "job); netcortex outbox --retry-dead JOB_ID [JOB_ID ...]"
+        ),
+    )
+    outbox.add_argument("--config", "-c", metavar="FILE", help="config file naming the store")
+    action = outbox.add_mutually_exclusive_group()
+    action.add_argument(
+        "--list",
+        choices=[s.value for s in JobState],
+        metavar="STATE",
+        help="list the jobs in STATE (pending, delivered or dead), oldest first",
+    )
+    action.add_argument(
+        "--retry-dead",
+        nargs="*",
+        metavar="ID",
+        help="requeue dead jobs as pending, due now: every one, or only the given job ids "
+        "(the job id is the outcome id)",
+    )
+    outbox.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N jobs with --list (100)"
+    )
+    outbox.add_argument("--json", action="store_true", help="print JSON instead of text")
+    outbox.set_defaults(func=_cmd_outbox)
 
 
 # -- maintenance -----------------------------------------------------------------
@@ -1111,6 +1303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_maintenance_parser(sub)
     _add_graph_parser(sub)
+    _add_outbox_parser(sub)
 
     db = sub.add_parser(
         "db",

@@ -12,7 +12,10 @@ window fields; this module holds that logic once, so the two edges cannot drift:
   problem at once, through the calendar's own ``window_problems``, then its
   ``recurrence_problems``: a recurring window must be cheap to evaluate);
 * ``window_dict`` / ``window_rows``: the JSON shape of a window as ``maintenance
-  list --json`` prints it and the API answers it (with ``source`` and ``active``).
+  list --json`` prints it and the API answers it (with ``source`` and ``active``);
+* ``outbox_dict`` / ``job_dict`` / ``outbox_line``: the journal outbox's counts and
+  jobs as ``netcortex outbox`` prints them and ``GET /api/v1/outbox`` answers them
+  (issue 7), ``fmt_age`` for the backlog's age.
 
 Every message names the value the way the caller's user typed it: the CLI
 passes its option names (``--since``), the API its parameter names (``since``).
@@ -34,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from netcortex.contracts.events import Severity
 from netcortex.contracts.memory import MaintenanceWindow, OutcomeCursor, OutcomeQuery
+from netcortex.contracts.outbox import JournalJob, OutboxStats
 from netcortex.contracts.reflex import OutcomeKind
 
 __all__ = [
@@ -43,7 +47,11 @@ __all__ = [
     "WindowProblems",
     "build_window",
     "covers",
+    "fmt_age",
     "fmt_local",
+    "job_dict",
+    "outbox_dict",
+    "outbox_line",
     "outcome_query",
     "parse_choices",
     "parse_duration",
@@ -430,3 +438,70 @@ def window_rows(
     return [
         window_dict(w, "config" if w.id in config_ids else "store", covers(w, at)) for w in windows
     ]
+
+
+# -- the journal outbox (issue 7) ----------------------------------------------------
+
+
+def fmt_age(seconds: float) -> str:
+    """A short age: ``42s``, ``4m12s``, ``3h05m``, ``2d04h`` (whole units, never negative)."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def outbox_dict(stats: OutboxStats, now: datetime) -> dict[str, Any]:
+    """The JSON shape of the outbox's counts: ``pending``, ``delivered``, ``dead``,
+    ``oldest_pending_at`` (ISO 8601 or ``None``) and ``oldest_pending_age_seconds``."""
+    oldest = stats.oldest_pending_at
+    return {
+        "pending": stats.pending,
+        "delivered": stats.delivered,
+        "dead": stats.dead,
+        "oldest_pending_at": _iso(oldest),
+        "oldest_pending_age_seconds": (
+            None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3)
+        ),
+    }
+
+
+def outbox_line(stats: OutboxStats, now: datetime) -> str:
+    """One human line: ``3 pending (oldest 4m12s), 1,204 delivered, 2 dead``."""
+    pending = f"{stats.pending:,} pending"
+    if stats.oldest_pending_at is not None:
+        age = (now - stats.oldest_pending_at).total_seconds()
+        pending += f" (oldest {fmt_age(age)})"
+    return f"{pending}, {stats.delivered:,} delivered, {stats.dead:,} dead"
+
+
+def job_dict(job: JournalJob) -> dict[str, Any]:
+    """The JSON shape of one journal job: where it is, what it is about, how it went."""
+    outcome = job.outcome
+    return {
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "handler_id": outcome.handler_id,
+        "severity": outcome.severity.value,
+        "device": outcome.device,
+        "target": outcome.target,
+        "summary": outcome.summary,
+        "recorded_at": _iso(outcome.recorded_at),
+        "attempts": job.attempts,
+        "last_error": job.last_error,
+        "created_at": _iso(job.created_at),
+        "next_attempt_at": _iso(job.next_attempt_at),
+        "finished_at": _iso(job.finished_at),
+        "entry_id": job.entry_id,
+    }

@@ -10,6 +10,8 @@ health and the OpenAPI document):
 ``GET  /api/v1/outcomes[/{id}]``            outcomes (``routes_outcomes``)
 ``GET|POST /api/v1/maintenance``,
 ``DELETE /api/v1/maintenance/{id}``         windows (``routes_maintenance``)
+``GET  /api/v1/outbox``,
+``POST /api/v1/outbox/retry-dead``          NetBox journal outbox (``routes_outbox``)
 ``GET  /api/v1/openapi.json``, ``/docs``    the API description
 ==========================================  ===================================
 
@@ -44,6 +46,7 @@ from netcortex.bridge.http.context import ApiContext
 from netcortex.bridge.http.middleware import BodyCapMiddleware, ObservabilityMiddleware
 from netcortex.bridge.http.routes_health import health_router
 from netcortex.bridge.http.routes_maintenance import maintenance_router
+from netcortex.bridge.http.routes_outbox import outbox_router
 from netcortex.bridge.http.routes_outcomes import outcomes_router
 from netcortex.bridge.http.routes_webhook import MERAKI_ALERT_REF, WEBHOOK_PATH, webhook_router
 from netcortex.errors import StoreError
@@ -55,7 +58,8 @@ OPENAPI_PATH: Final = "/api/v1/openapi.json"
 _REF: Final = "#/components/schemas/"
 _DESCRIPTION: Final = (
     "The netcortex engine's HTTP API: reflex outcomes with their decision traces, "
-    "maintenance windows, health, readiness and metrics; and the Meraki Dashboard "
+    "maintenance windows, the NetBox journal outbox, health, readiness and metrics; "
+    "and the Meraki Dashboard "
     "webhook receiver. Everything under /api/v1 except healthz, readyz and this "
     "document needs `Authorization: Bearer <http.api_token>`."
 )
@@ -140,6 +144,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(health_router(ctx, auth))
     app.include_router(outcomes_router(ctx, auth))
     app.include_router(maintenance_router(ctx, auth))
+    app.include_router(outbox_router(ctx, auth))
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StoreError, _on_store_error)
     webhook = ctx.webhook is not None

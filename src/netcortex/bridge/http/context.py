@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from netcortex.config import Config
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.memory import MaintenanceCalendar, OutcomeStore, SemanticMemory
+from netcortex.contracts.outbox import Outbox
 from netcortex.metrics import Registry
 from netcortex.sensory.webhook.receiver import MerakiWebhookReceiver
 
@@ -35,6 +36,9 @@ class ApiContext:
         webhook: the Meraki receiver; ``None`` when ``meraki.enabled`` is false
             (``POST /webhooks/meraki`` is then not routed: 404).
         ready: whether the engine finished starting (and is not stopping).
+        outbox: the NetBox journal outbox (``GET /outbox``, ``POST /outbox/retry-dead``);
+            ``None`` when ``journal.enabled`` is false (those routes then answer 404).
+        wake_journal: wakes the delivery worker (requeued jobs go out at once), or ``None``.
     """
 
     config: Config
@@ -46,3 +50,5 @@ class ApiContext:
     memory: SemanticMemory | None
     webhook: MerakiWebhookReceiver | None
     ready: Callable[[], bool]
+    outbox: Outbox | None = None
+    wake_journal: Callable[[], None] | None = None

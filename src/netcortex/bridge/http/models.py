@@ -20,12 +20,16 @@ __all__ = [
     "Error",
     "Health",
     "InventoryCheck",
+    "OutboxJob",
+    "OutboxState",
     "Outcome",
     "OutcomePage",
     "Problem",
     "Problems",
     "Readiness",
     "ReadinessChecks",
+    "RetryDeadIn",
+    "RetryDeadOut",
     "WebhookAccepted",
     "WebhookDuplicate",
     "WebhookRejected",
@@ -38,6 +42,7 @@ __all__ = [
 SeverityName = Literal["info", "warn", "high", "critical"]
 KindName = Literal["logged", "skipped", "suppressed", "errored"]
 ScopeName = Literal["device", "interface", "site", "role", "tag"]
+JobStateName = Literal["pending", "delivered", "dead"]
 
 #: Longest window ``target`` accepted over HTTP (``device|interface`` of NetBox names).
 MAX_TARGET: Final = 256
@@ -45,6 +50,9 @@ MAX_TARGET: Final = 256
 MAX_REASON: Final = 1024
 #: Longest window ``rrule`` accepted over HTTP.
 MAX_RRULE: Final = 512
+#: Most job ids one ``POST /outbox/retry-dead`` may name, and the longest id.
+MAX_RETRY_IDS: Final = 1000
+MAX_JOB_ID: Final = 256
 
 
 def responses(
@@ -233,6 +241,74 @@ class WindowIn(BaseModel):
         if isinstance(v, str) and len(v) > 64:
             raise ValueError("at most 64 characters")
         return v
+
+
+class OutboxJob(_Out):
+    """One NetBox journal job (``bridge.views.job_dict``); ``job_id`` is the outcome id."""
+
+    job_id: str
+    state: JobStateName
+    handler_id: str
+    severity: SeverityName
+    device: str | None
+    target: str
+    summary: str
+    recorded_at: str = Field(description="when the outcome was recorded, ISO 8601")
+    attempts: int = Field(description="delivery attempts ended so far")
+    last_error: str = Field(description="why the last attempt failed (dead: the reason)")
+    created_at: str = Field(
+        description="when the job was written with its outcome, or last requeued (ISO 8601); "
+        "journal.max_age_seconds is measured from it"
+    )
+    next_attempt_at: str = Field(description="earliest next attempt (pending jobs), ISO 8601")
+    finished_at: str | None = Field(description="when it was delivered or dead-lettered")
+    entry_id: int | None = Field(description="the NetBox journal entry id once delivered")
+
+
+class OutboxState(_Out):
+    """The NetBox journal outbox: jobs by state, the backlog's age, and optionally the
+    jobs of one state (``?state=``)."""
+
+    pending: int
+    delivered: int
+    dead: int
+    oldest_pending_at: str | None = Field(
+        description="``created_at`` of the oldest pending job (ISO 8601); null when none"
+    )
+    oldest_pending_age_seconds: float | None = Field(
+        description="seconds since ``oldest_pending_at``; null when nothing is pending"
+    )
+    state: JobStateName | None = Field(description="the state listed in ``items``, if any")
+    items: list[OutboxJob] = Field(
+        description="with ``?state=``: up to ``limit`` jobs in that state, oldest first; else empty"
+    )
+
+
+class RetryDeadIn(BaseModel):
+    """Which dead jobs to requeue: the given ``job_ids``, or every dead job."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{}, {"job_ids": ["<outcome id>"]}]}
+    )
+
+    job_ids: list[StrictStr] | None = Field(
+        default=None,
+        max_length=MAX_RETRY_IDS,
+        description="job (= outcome) ids to requeue; omitted or null: every dead job",
+    )
+
+    @field_validator("job_ids")
+    @classmethod
+    def _short_ids(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(len(i) > MAX_JOB_ID for i in v):
+            raise ValueError(f"a job id has at most {MAX_JOB_ID} characters")
+        return v
+
+
+class RetryDeadOut(_Out):
+    """How many dead jobs were requeued (pending again, due now)."""
+
+    requeued: int
 
 
 class WebhookAccepted(_Out):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,18 @@ from structlog.testing import capture_logs
 from netcortex.bridge.http import ApiContext, create_app
 from netcortex.bridge.http.app import OPENAPI_PATH
 from netcortex.bridge.http.middleware import ObservabilityMiddleware
-from netcortex.bridge.http.models import Error, Outcome, OutcomePage, Problems, Readiness
+from netcortex.bridge.http.models import (
+    Error,
+    OutboxState,
+    Outcome,
+    OutcomePage,
+    Problems,
+    Readiness,
+)
 from netcortex.config import BusConfig, Config, StoreConfig
 from netcortex.contracts.events import Severity
 from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.memory.episodic.outbox import JournalHook, SqliteOutbox
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic import FileInventory
 from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar, config_windows
@@ -422,6 +431,8 @@ class TestOpenApi:
             "/api/v1/outcomes/{outcome_id}",
             "/api/v1/maintenance",
             "/api/v1/maintenance/{window_id}",
+            "/api/v1/outbox",
+            "/api/v1/outbox/retry-dead",
         }
         webhook = paths["/webhooks/meraki"]["post"]
         assert webhook["requestBody"]["content"]["application/json"]["schema"] == {
@@ -493,3 +504,68 @@ class TestMiddleware:
         assert error["exc_info"] is True
         requests = [e for e in logs if e["event"] == "http_request"]
         assert [(e["status"], e["log_level"]) for e in requests] == [(500, "debug"), (204, "debug")]
+
+
+# ------------------------------------------------------------------------- outbox
+
+
+class TestOutbox:
+    async def _with_outbox(self, api: Api, tmp_path: Path) -> tuple[Api, SqliteOutbox, list[int]]:
+        """``api`` rebuilt with an outbox on its SQLite file and a counting wake-up."""
+        outbox = SqliteOutbox(tmp_path / "o.db")
+        await outbox.start()
+        woken: list[int] = []
+        ctx = replace(api.ctx, outbox=outbox, wake_journal=lambda: woken.append(1))
+        transport = httpx.ASGITransport(app=create_app(ctx), client=("192.0.2.50", 40000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://netcortex.test")
+        return Api(client, ctx), outbox, woken
+
+    async def test_requeue_wakes_the_worker_only_when_something_was_requeued(
+        self, make_api: ApiFactory, tmp_path: Path
+    ) -> None:
+        """retry-dead answers the count and wakes the delivery worker when it is > 0."""
+        api, outbox, woken = await self._with_outbox(await make_api(), tmp_path)
+        try:
+            event = make_event("link_down", device="sw1-north", interface="Gi1/0/1")
+            made = ReflexOutcome.for_event(
+                "link_down", event, severity=Severity.HIGH, summary="Link down"
+            )
+            store = SqliteOutcomeStore(
+                StoreConfig(sqlite_path=tmp_path / "o.db"), journal=JournalHook(lambda _o: True)
+            )
+            await store.start()
+            await store.record(made)
+            await store.close()
+            await outbox.dead(made.outcome_id, "400 rejected", datetime.now(UTC))
+            body = (await api.client.get("/api/v1/outbox?state=dead", headers=AUTH)).json()
+            assert [j.job_id for j in OutboxState.model_validate(body).items] == [made.outcome_id]
+            response = await api.client.post("/api/v1/outbox/retry-dead", json={}, headers=AUTH)
+            assert response.json() == {"requeued": 1}
+            assert woken == [1]
+            response = await api.client.post("/api/v1/outbox/retry-dead", headers=AUTH)
+            assert response.json() == {"requeued": 0}
+            assert woken == [1]
+        finally:
+            await api.client.aclose()
+            await outbox.close()
+
+    async def test_a_failing_outbox_is_503(self, make_api: ApiFactory, tmp_path: Path) -> None:
+        """An outbox that cannot be read answers 503 with the store's message."""
+        api, outbox, _ = await self._with_outbox(await make_api(), tmp_path)
+        await outbox.close()  # reading now raises StoreError
+        try:
+            response = await api.client.get("/api/v1/outbox", headers=AUTH)
+            assert response.status_code == 503
+            assert Error.model_validate(response.json()).detail.startswith("store unavailable")
+        finally:
+            await api.client.aclose()
+
+    async def test_disabled_journal_is_404(self, make_api: ApiFactory) -> None:
+        """Without an outbox both routes answer 404 naming journal.enabled."""
+        api = await make_api()
+        for response in (
+            await api.client.get("/api/v1/outbox", headers=AUTH),
+            await api.client.post("/api/v1/outbox/retry-dead", headers=AUTH),
+        ):
+            assert response.status_code == 404
+            assert "journal.enabled is false" in response.json()["detail"]
