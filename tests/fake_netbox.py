@@ -352,6 +352,11 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = split.path, parse_qsl(split.query, keep_blank_values=True)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            # The client went away mid-body (killed): a real server drops the
+            # request without answering; it is neither a request nor an error.
+            self.close_connection = True
+            return
         auth = self.headers.get("Authorization")
         with fake.lock:
             fake.requests.append(_Request(self.command, path, query, auth, time.monotonic()))

@@ -1,8 +1,8 @@
 """A test-only in-memory ``Outbox`` (``contracts.outbox``), faithful to the Protocol.
 
 Used by the motor unit tests to exercise ``JournalDelivery`` without a store;
-the SQLite and PostgreSQL outboxes of the outcome stores are meant to pass the
-same tests (the ``outbox`` / ``enqueue`` fixtures in ``conftest.py``).
+the SQLite and PostgreSQL outboxes of the outcome stores pass the same tests
+(the ``outbox`` / ``enqueue`` fixtures in ``conftest.py`` run each on all three).
 
 Semantics kept exactly:
 

@@ -1,9 +1,9 @@
 """The ``Outbox`` Protocol's semantics, written against the ``outbox``/``enqueue`` fixtures.
 
-Runs on the test-only ``MemoryOutbox`` today; the stores' outboxes (SQLite,
-PostgreSQL) are meant to pass the same tests once the fixtures are
-parametrized over them. Every time is passed in (``now``), so nothing here
-depends on the wall clock.
+Runs on the test-only ``MemoryOutbox`` and on the stores' outboxes (SQLite,
+PostgreSQL): the fixtures are parametrized over all three (``conftest.py``),
+so the test double is held to the real backends' behaviour. Every time is
+passed in (``now``), so nothing here depends on the wall clock.
 """
 
 from __future__ import annotations
