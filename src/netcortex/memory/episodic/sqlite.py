@@ -10,6 +10,9 @@ Design (issue 2, item 8; LIMITS.md "Storage": batching decides everything):
   in **one transaction** with ``INSERT OR IGNORE`` — idempotent on
   ``outcome_id``, so a re-delivered event never makes a second row. It wakes
   once per batch, not per row, so it hardly competes with the loop for the GIL.
+  Batches that queued up while it was writing (a burst, a slow disk) are merged
+  into one transaction of up to ``_MERGE_ROWS`` rows, so a writer that fell
+  behind catches up with fewer, larger commits; a flush marker ends a merge.
 * ``flush`` hands over the pending batch, then a marker, on the same FIFO queue;
   the writer answers the marker after committing everything before it, so
   ``flush`` returns when everything recorded before it is committed.
@@ -169,6 +172,9 @@ _SELECT_V1 = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _BUSY_TIMEOUT_S = 5.0
+#: At most this many rows per transaction when queued batches are merged (or
+#: ``store.batch_size`` when larger).
+_MERGE_ROWS = 5000
 #: How long ``ping`` waits for the write lock: a readiness probe answers within
 #: seconds, yet a writer committing a large batch on a loaded machine (it holds the
 #: lock meanwhile, which is "writable", not "stuck") does not fail it.
@@ -439,6 +445,8 @@ class SqliteOutcomeStore:
         self._read_only = read_only
         self._path = Path(config.sqlite_path)
         self._batch_size = config.batch_size
+        #: rows one transaction may take when handed-over batches queue up
+        self._merge_rows = max(config.batch_size, _MERGE_ROWS)
         self._interval = config.flush_interval
         self._retention_days = config.retention_days
         self._retention_interval = retention_interval
@@ -838,15 +846,30 @@ class SqliteOutcomeStore:
         ready.answer(None)
         q = self._queue
         failed: StoreError | None = None  # a batch failed since the last flush marker
+        held: _Batch | _Flush | None = None  # taken from the queue, not handled yet
         try:
             while True:
-                item = q.get()
+                item = held if held is not None else q.get()
+                held = None
                 if isinstance(item, _Flush):
                     item.answer(failed)
                     failed = None
                     if item.stop:
                         return
                 else:
+                    # Batches that queued up while the last one was being written go
+                    # into the same transaction (up to ``merge_rows``): a writer that
+                    # fell behind catches up with fewer, larger commits instead of
+                    # staying behind. A flush marker ends the merge (order is kept).
+                    while len(item.rows) < self._merge_rows:
+                        try:
+                            following = q.get_nowait()
+                        except queue.Empty:
+                            break
+                        if isinstance(following, _Flush):
+                            held = following
+                            break
+                        item = _Batch(item.rows + following.rows, item.jobs + following.jobs)
                     error = self._write(conn, item)
                     failed = error or failed
                     jobs = len(item.jobs) if error is None else 0
