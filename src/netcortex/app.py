@@ -56,6 +56,7 @@ from netcortex.errors import ConfigError
 from netcortex.memory.episodic.dedup_jetstream import JetStreamDedupStore
 from netcortex.memory.episodic.dedup_memory import InMemoryDedupStore
 from netcortex.memory.episodic.graph import GraphMirror
+from netcortex.memory.episodic.incidents import PostgresIncidentStore, SqliteIncidentStore
 from netcortex.memory.episodic.outbox import JournalHook, PostgresOutbox, SqliteOutbox
 from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
@@ -143,6 +144,15 @@ def make_outbox(config: StoreConfig) -> SqliteOutbox | PostgresOutbox:
         assert config.postgres_dsn is not None  # validated by StoreConfig
         return PostgresOutbox(config.postgres_dsn.get_secret_value(), config.postgres_schema)
     return SqliteOutbox(config.sqlite_path)
+
+
+def make_incident_store(config: StoreConfig) -> SqliteIncidentStore | PostgresIncidentStore:
+    """The incident store beside the outcomes (not started): the same SQLite file or
+    PostgreSQL schema as ``store.backend`` (issue 8). Used by the CLI and the API too."""
+    if config.backend == "postgres":
+        assert config.postgres_dsn is not None  # validated by StoreConfig
+        return PostgresIncidentStore(config.postgres_dsn.get_secret_value(), config.postgres_schema)
+    return SqliteIncidentStore(config.sqlite_path)
 
 
 def make_calendar(

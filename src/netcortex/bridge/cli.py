@@ -897,7 +897,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def upgrade() -> None:
-        from netcortex.app import make_calendar, make_poll_state, make_store
+        from netcortex.app import make_calendar, make_incident_store, make_poll_state, make_store
         from netcortex.metrics import Registry
 
         store = make_store(config.store, Registry())
@@ -907,6 +907,9 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         calendar = make_calendar(config, (), reload_interval=0)
         await calendar.start()
         await calendar.close()
+        incidents = make_incident_store(config.store)  # the correlator's incidents (issue 8)
+        await incidents.start()
+        await incidents.close()
         if config.store.backend == "postgres" or config.poll.enabled:
             state = make_poll_state(config)  # the poller's state (its own migrations)
             await state.start()
@@ -926,7 +929,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         print(f"netcortex db upgrade: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"outcome store up to date: {where}, schema version {SCHEMA_VERSION}")
-    beside = ["maintenance windows"]
+    beside = ["maintenance windows", "incidents"]
     if config.store.backend == "postgres" or config.poll.enabled:
         beside.append("poll state")
     print(f"also up to date: {', '.join(beside)}")

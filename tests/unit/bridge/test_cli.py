@@ -474,6 +474,8 @@ class TestDbUpgrade:
             assert f"sqlite {db}, schema version {SCHEMA_VERSION}" in out
         with sqlite3.connect(db) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"incidents", "incident_members"} <= tables  # issue 8: beside the outcomes
 
     def test_postgres_schema_is_migrated_and_the_password_not_printed(
         self,

@@ -165,8 +165,8 @@ def test_maintenance_round_trip_on_postgres(
 def test_db_upgrade_creates_every_table(
     pg_config: Path, postgres_dsn: str, postgres_schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``db upgrade`` on PostgreSQL creates the outcome, maintenance and poll-state
-    tables, each with its ledger, so a read-only reader works right after."""
+    """``db upgrade`` on PostgreSQL creates the outcome, maintenance, incident and
+    poll-state tables, each with its ledger, so a read-only reader works right after."""
     assert main(["db", "upgrade", "--config", str(pg_config)]) == 0
     capsys.readouterr()
 
@@ -186,7 +186,7 @@ def test_db_upgrade_creates_every_table(
     found = asyncio.run(tables())
     assert {
         "outcomes", "schema_migrations", "maintenance_windows", "maintenance_migrations",
-        "poll_state", "poll_migrations",
+        "poll_state", "poll_migrations", "incidents", "incident_members", "incident_migrations",
     } <= found  # fmt: skip
     assert main(["outcomes", "--config", str(pg_config)]) == 0
 
