@@ -63,6 +63,7 @@ bench: venv tools  ## print benchmark figures (see docs/PERFORMANCE.md)
 	$(PY) benchmarks/bench_poll.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_journal.py --count 100 --rate 20 --enqueue 1000 --commits 100
+	$(PY) benchmarks/bench_association.py
 
 clean:  ## remove the environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -38,6 +38,7 @@ from netcortex.errors import ConfigError
 __all__ = [
     "AUTH_PROTOCOLS",
     "PRIV_PROTOCOLS",
+    "AssociationConfig",
     "BusConfig",
     "Config",
     "DedupConfig",
@@ -671,6 +672,42 @@ class MaintenanceConfig(_Section):
     windows: list[MaintenanceWindowConfig] = Field(default_factory=list)
 
 
+class AssociationConfig(_Section):
+    """``association``: how outcomes are correlated into incidents (issue 8).
+
+    Windows are in seconds of the correlator's clock (the ``now`` it is given).
+    """
+
+    #: link-downs on both ends of one cable at most this far apart are one incident
+    cable_window: Annotated[float, Field(gt=0)] = 30.0
+    #: a device_down / device_reboot and its (and its cable peers') link-downs
+    device_window: Annotated[float, Field(gt=0)] = 300.0
+    #: a bgp_drop and the down link it runs over (either order); BGP notices a dead
+    #: link only when its hold timer (90-180 s) runs out
+    bgp_window: Annotated[float, Field(gt=0)] = 180.0
+    #: at least ``site_min_devices`` devices of one site down within this many seconds
+    site_window: Annotated[float, Field(gt=0)] = 120.0
+    site_min_devices: Annotated[int, Field(ge=2)] = 3
+    #: sliding window over which an interface's or BGP session's state changes are counted
+    flap_window: Annotated[float, Field(gt=0)] = 300.0
+    #: this many changes within ``flap_window`` opens a flapping incident ...
+    flap_high: Annotated[int, Field(ge=2)] = 6
+    #: ... and fewer than this many stabilises it (hysteresis: ``flap_low < flap_high``)
+    flap_low: Annotated[int, Field(ge=1)] = 2
+    #: a down state not in any incident is forgotten after this many seconds
+    fact_ttl: Annotated[float, Field(gt=0)] = 3600.0
+    #: evidence kept per incident (the rest is counted in ``details``)
+    max_evidence: Annotated[int, Field(ge=1)] = 1000
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AssociationConfig:
+        if self.flap_low >= self.flap_high:
+            raise ValueError(
+                f"flap_low ({self.flap_low}) must be below flap_high ({self.flap_high})"
+            )
+        return self
+
+
 class Config(_Section):
     """The whole configuration tree."""
 
@@ -687,6 +724,7 @@ class Config(_Section):
     poll: PollConfig = Field(default_factory=PollConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
+    association: AssociationConfig = Field(default_factory=AssociationConfig)
 
     #: where the file was read from (for messages), not a setting
     source: str = Field(default="<defaults>", exclude=True)
