@@ -678,6 +678,10 @@ class AssociationConfig(_Section):
     Windows are in seconds of the correlator's clock (the ``now`` it is given).
     """
 
+    #: correlate outcomes into incidents in ``netcortex run`` (store, bus, logs)
+    enabled: bool = True
+    #: outcomes waiting for the correlator; beyond this they are dropped and counted
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
     #: link-downs on both ends of one cable at most this far apart are one incident
     cable_window: Annotated[float, Field(gt=0)] = 30.0
     #: a device_down / device_reboot and its (and its cable peers') link-downs

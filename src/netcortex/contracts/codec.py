@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from netcortex.contracts.events import SCHEMA_VERSION, SensoryEvent
+from netcortex.contracts.incidents import Incident
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import DecodeError
 
@@ -21,8 +22,10 @@ __all__ = [
     "decode_event",
     "decode_outcome",
     "encode_event",
+    "encode_incident",
     "encode_outcome",
     "event_to_dict",
+    "incident_to_dict",
     "outcome_from_dict",
     "outcome_to_dict",
 ]
@@ -154,3 +157,34 @@ def outcome_from_dict(obj: dict[str, Any]) -> ReflexOutcome:
 def decode_outcome(data: bytes | str) -> ReflexOutcome:
     """Decode bytes made by ``encode_outcome``. Raises ``DecodeError``."""
     return outcome_from_dict(_load(data, "ReflexOutcome"))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def incident_to_dict(incident: Incident) -> dict[str, Any]:
+    """Plain-JSON dict of ``incident`` (the ``Incident`` field names; times ISO-8601)."""
+    return {
+        "incident_id": incident.incident_id,
+        "rule": incident.rule,
+        "root": incident.root,
+        "state": incident.state.value,
+        "severity": incident.severity.value,
+        "summary": incident.summary,
+        "members": list(incident.members),
+        "evidence": list(incident.evidence),
+        "inhibited": list(incident.inhibited),
+        "opened_at": incident.opened_at.isoformat(),
+        "updated_at": incident.updated_at.isoformat(),
+        "resolved_at": _iso(incident.resolved_at),
+        "site": incident.site,
+        "flapping": incident.flapping,
+        "version": incident.version,
+        "details": dict(incident.details),
+    }
+
+
+def encode_incident(incident: Incident) -> bytes:
+    """Encode ``incident`` as UTF-8 JSON bytes (the ``incident.<state>.<id>`` payload)."""
+    return _dumps(incident_to_dict(incident)).encode()

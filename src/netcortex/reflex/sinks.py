@@ -22,7 +22,7 @@ from netcortex.metrics import Registry
 from netcortex.reflex.protocol import ReflexOutcome
 from netcortex.thalamus.subjects import outcome_subject
 
-__all__ = ["BusSink", "GraphSink", "LogSink", "StoreSink"]
+__all__ = ["AssociationSink", "BusSink", "GraphSink", "LogSink", "StoreSink"]
 
 log = structlog.get_logger(__name__)
 
@@ -166,3 +166,29 @@ class GraphSink:
 
     async def flush(self) -> None:
         """Nothing to wait for here: the mirror owns its backlog (see the class docstring)."""
+
+
+class AssociationSink:
+    """Hands each outcome to the correlator's non-blocking ``submit`` (issue 8, item 3).
+
+    Like ``GraphSink`` it knows only a callable
+    (``association.engine.IncidentWorker.submit`` in ``app.py``), so the reflex
+    region stays blind to association. It sits right after ``StoreSink``: every
+    outcome of every kind is offered (the correlator decides what counts). The
+    worker queues (bounded; overflow is dropped and counted there) and correlates
+    on its own task; ``flush`` does not wait for it, the engine drains it after
+    the runner has stopped.
+    """
+
+    name = "association"
+
+    def __init__(self, submit: Callable[[ReflexOutcome], None]) -> None:
+        """Give outcomes to ``submit``, which must return at once and never raise."""
+        self._submit = submit
+
+    async def emit(self, outcome: ReflexOutcome) -> None:
+        """Queue ``outcome`` for the correlator; no I/O, never waits."""
+        self._submit(outcome)
+
+    async def flush(self) -> None:
+        """Nothing to wait for here: the worker owns its queue (see the class docstring)."""

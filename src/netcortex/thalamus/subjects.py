@@ -4,6 +4,7 @@ Subjects are dot-separated tokens::
 
     sensory.<modality>.<channel>.<event_class>.<target tokens...>
     reflex.<handler_id>.<outcome_kind>.<target tokens...>
+    incident.<state>.<incident_id>
 
 A target part (``10.0.0.1``, ``r1.example.com``, ``Gi1/0/3``) is always one token:
 ``encode_token`` percent-encodes ``.``, ``*``, ``>``, ``%``, whitespace and control
@@ -23,11 +24,13 @@ from netcortex.contracts.events import EVENT_CLASSES
 from netcortex.errors import InvalidSubject
 
 __all__ = [
+    "INCIDENT",
     "REFLEX",
     "SENSORY",
     "bounded_part",
     "decode_token",
     "encode_token",
+    "incident_subject",
     "matches",
     "outcome_subject",
     "sensory_subject",
@@ -39,6 +42,7 @@ __all__ = [
 
 SENSORY = "sensory"
 REFLEX = "reflex"
+INCIDENT = "incident"
 # An empty or missing part still occupies one token. A lone '%' is never produced
 # by encoding a value ('%' itself becomes %25), so it cannot be confused with one.
 _EMPTY_TOKEN = "%"  # noqa: S105 - not a password
@@ -301,3 +305,15 @@ def outcome_subject(handler_id: str, kind: str, *target_parts: str | None) -> st
     if not target_parts:
         raise InvalidSubject("an outcome subject needs at least one target token")
     return ".".join([REFLEX, handler_id, kind, *_target_tokens(target_parts)])
+
+
+def incident_subject(state: str, incident_id: str) -> str:
+    """Build ``incident.<state>.<incident_id>`` (``state``: the transition, ``opened`` ...).
+
+    Raises:
+        InvalidSubject: the state or the id is not a plain token.
+    """
+    for name, tok in (("state", state), ("incident_id", incident_id)):
+        if not _plain_token(tok):
+            raise InvalidSubject(f"{name} must be a plain token, got {tok!r}")
+    return f"{INCIDENT}.{state}.{incident_id}"

@@ -360,7 +360,7 @@ class TestGraphSink:
         """With ``graph.enabled`` the engine's sinks are log → store → graph → bus, and
         its mirror exists; without, there is neither."""
         base = {"store": {"sqlite_path": str(tmp_path / "o.db")}, "trap": {"enabled": False},
-                "http": {"enabled": False}}  # fmt: skip
+                "http": {"enabled": False}, "association": {"enabled": False}}  # fmt: skip
         on = Engine(Config.model_validate({**base, "graph": {"enabled": True}}))
         assert [s.name for s in on.pipeline.sinks] == ["log", "store", "graph", "bus"]
         assert isinstance(on.graph, GraphMirror)
