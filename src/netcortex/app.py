@@ -14,9 +14,10 @@ its socket, and the HTTP server (which feeds the webhook receiver) binds last.
 ones answered), then the receivers (no new input, their accepted events
 published), then the runner (which processes every event already delivered to
 it, bounded by ``drain_timeout``), the graph mirror (``graph.enabled``: what it
-can write within ``graph.timeout_seconds``), the store (flushed) and the bus. Swapping a
-backend is a change of ``bus.backend`` / ``store.backend`` in the config, never
-of code.
+can write within ``graph.timeout_seconds``), the correlator
+(``association.enabled``: what is queued, bounded by ``drain_timeout``) and its
+incident store, the store (flushed) and the bus. Swapping a backend is a change
+of ``bus.backend`` / ``store.backend`` in the config, never of code.
 
 ``Engine`` also runs in-process for fast scenario tests (as Alertmanager's
 ``app`` package does); ``run_engine`` is what ``netcortex run`` calls.
@@ -35,6 +36,8 @@ from typing import Protocol
 import structlog
 
 from netcortex import __version__
+from netcortex.association import Correlator
+from netcortex.association.engine import IncidentWorker
 from netcortex.bridge.http import ApiContext, HttpServer, create_app
 from netcortex.config import (
     BusConfig,
@@ -74,7 +77,7 @@ from netcortex.reflex.pipeline import Pipeline, build_pipeline
 from netcortex.reflex.protocol import Sink
 from netcortex.reflex.registry import builtin_handlers, builtin_registry
 from netcortex.reflex.runner import ReflexRunner
-from netcortex.reflex.sinks import GraphSink
+from netcortex.reflex.sinks import AssociationSink, GraphSink
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.sensory.poll.state_postgres import PostgresPollState
@@ -82,6 +85,7 @@ from netcortex.sensory.trap import TrapReceiver
 from netcortex.sensory.webhook.receiver import MerakiWebhookReceiver
 from netcortex.thalamus.memory import InMemoryEventBus
 from netcortex.thalamus.nats import NatsEventBus
+from netcortex.thalamus.subjects import incident_subject
 
 __all__ = ["Engine", "EngineSummary", "run_engine"]
 
@@ -347,6 +351,25 @@ class Engine:
         if config.graph.enabled:
             self.graph = GraphMirror(config.graph, self.metrics)
             self.pipeline = _with_sink_after(self.pipeline, "store", GraphSink(self.graph.submit))
+        # association.enabled: every outcome handed to the store (and the graph) is
+        # offered to the correlator too (bounded queue, its own task); incidents are
+        # saved beside the outcomes and published on incident.<kind>.<id> (issue 8).
+        self.incident_store: SqliteIncidentStore | PostgresIncidentStore | None = None
+        self.incidents: IncidentWorker | None = None
+        if config.association.enabled:
+            self.incident_store = make_incident_store(config.store)
+            self.incidents = IncidentWorker(
+                Correlator(self.memory, config.association),
+                self.incident_store,
+                self.bus,
+                subject=incident_subject,
+                metrics=self.metrics,
+                queue_size=config.association.queue_size,
+            )
+            after = "graph" if self.graph is not None else "store"
+            self.pipeline = _with_sink_after(
+                self.pipeline, after, AssociationSink(self.incidents.submit)
+            )
         self.runner = ReflexRunner(
             self.registry,
             self.bus,
@@ -389,6 +412,8 @@ class Engine:
                 ready=lambda: self._ready,
                 outbox=self.outbox,
                 wake_journal=None if self.journal is None else self.journal.notify,
+                # the association wiring's store (issue 8); None (404) when it is off
+                incidents=getattr(self, "incident_store", None),
             )
             self.http = HttpServer(
                 create_app(api),
@@ -435,6 +460,11 @@ class Engine:
                     await self.graph.start()  # returns at once; a down graph is retried
                 if self.memory is not None:
                     await self.memory.start()
+                # After the store and the inventory (the correlator asks it for cable
+                # peers): open incidents are restored before the first outcome.
+                if self.incident_store is not None and self.incidents is not None:
+                    await self.incident_store.start()
+                    await self.incidents.start()
                 await self.calendar.start()
                 await self.dedup.start()
                 await self.runner.start()
@@ -467,6 +497,7 @@ class Engine:
                 bus=self.config.bus.backend,
                 store=self.config.store.backend,
                 graph=self.config.graph.enabled,
+                association=self.config.association.enabled,
                 inventory=self.config.inventory.backend,
                 dedup=self.config.dedup.backend,
                 maintenance_windows=len(self.calendar.windows()),
@@ -524,6 +555,12 @@ class Engine:
         # The runner has drained: the mirror writes what it can (bounded), then the store.
         if self.graph is not None:
             await self._step("close_graph", self.graph.close())
+        # The runner has drained: the correlator handles what is queued (bounded),
+        # then its store closes (before the outcome store).
+        if self.incidents is not None:
+            await self._step("stop_association", self.incidents.stop(self.drain_timeout))
+        if self.incident_store is not None:
+            await self._step("close_incident_store", self.incident_store.close())
         # Jobs committed after this stay pending in the outbox for the next start.
         if self.journal is not None:
             await self._step("stop_journal", self.journal.stop())

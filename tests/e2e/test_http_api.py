@@ -27,9 +27,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from netcortex.app import Engine
-from netcortex.bridge.http.models import Outcome, OutcomePage, Problems, Window, WindowList
+from netcortex.bridge.http.models import Incident as IncidentModel
+from netcortex.bridge.http.models import (
+    IncidentPage,
+    Outcome,
+    OutcomePage,
+    Problems,
+    Window,
+    WindowList,
+)
 from netcortex.config import Config
 from netcortex.contracts.events import Severity
+from netcortex.contracts.incidents import Incident, IncidentState
 from netcortex.contracts.memory import OutcomeQuery
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
@@ -727,3 +736,42 @@ async def test_secrets_never_reach_logs_or_bodies(tmp_path: Path) -> None:
     assert TOKEN not in text
     assert TOKEN[:-1] not in text
     assert SECRET not in text
+
+
+# ------------------------------------------------------------------------- incidents
+
+
+async def test_incidents_over_the_engines_own_store(tmp_path: Path) -> None:
+    """With association on (the default) the API reads the engine's incident store:
+    a saved incident is listed and fetched by id; with it off both routes are 404."""
+    at = datetime.now(UTC).replace(microsecond=0)
+    incident = Incident(
+        incident_id="e2e" + "0" * 29,
+        rule="device_root",
+        root="device:ms-west",
+        state=IncidentState.OPEN,
+        severity=Severity.CRITICAL,
+        summary="ms-west rebooted",
+        members=("ms-west",),
+        evidence=("o-1",),
+        opened_at=at,
+        updated_at=at,
+        site="branch-west",
+    )
+    async with running(tmp_path) as (engine, client):
+        assert engine.incident_store is not None
+        assert await engine.incident_store.save(incident)
+        response = await client.get(
+            "/api/v1/incidents", params={"state": "open", "site": "branch-west"}, headers=AUTH
+        )
+        assert response.status_code == 200, response.text
+        page = IncidentPage.model_validate(response.json())
+        assert [i.id for i in page.items] == [incident.incident_id]
+        assert page.next_cursor is None
+        one = await client.get(f"/api/v1/incidents/{incident.incident_id}", headers=AUTH)
+        assert IncidentModel.model_validate(one.json()).root == "device:ms-west"
+    async with running(tmp_path / "off", association={"enabled": False}) as (_engine, client):
+        for path in ("/api/v1/incidents", f"/api/v1/incidents/{incident.incident_id}"):
+            response = await client.get(path, headers=AUTH)
+            assert response.status_code == 404
+            assert "incidents are not available" in response.json()["detail"]

@@ -93,6 +93,8 @@ OPERATIONS = [
     ("GET", "/api/v1/metrics", [POSITIVE, NEGATIVE]),
     ("GET", "/api/v1/outcomes", [POSITIVE, NEGATIVE]),
     ("GET", "/api/v1/outcomes/{outcome_id}", [POSITIVE, NEGATIVE]),
+    ("GET", "/api/v1/incidents", [POSITIVE, NEGATIVE]),
+    ("GET", "/api/v1/incidents/{incident_id}", [POSITIVE, NEGATIVE]),
     ("GET", "/api/v1/maintenance", [POSITIVE, NEGATIVE]),
     ("POST", "/api/v1/maintenance", [POSITIVE, NEGATIVE]),
     ("DELETE", "/api/v1/maintenance/{window_id}", [POSITIVE, NEGATIVE]),

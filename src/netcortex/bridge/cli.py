@@ -13,6 +13,8 @@ Subcommands::
                                        mirror stored outcomes into the Bolt graph
     netcortex outbox [--list STATE | --retry-dead [ID ...]]
                                        the NetBox journal outbox: counts, jobs, requeue
+    netcortex incidents [filters | --id ID]
+                                       correlated incidents (table, detail or --json)
     netcortex version                  print the version
 
 Exit codes: 0 success, 1 runtime failure (a port in use, the store missing),
@@ -39,7 +41,10 @@ from netcortex.bridge.views import (
     CLI_WINDOW_NAMES,
     UsageError,
     build_window,
+    fmt_age,
     fmt_local,
+    incident_dict,
+    incident_query,
     job_dict,
     outbox_dict,
     outbox_line,
@@ -51,6 +56,7 @@ from netcortex.bridge.views import (
 )
 from netcortex.config import Config, LogConfig, load_config
 from netcortex.contracts.codec import outcome_to_dict
+from netcortex.contracts.incidents import Incident, IncidentCursor, IncidentStore
 from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery, OutcomeStore
 from netcortex.contracts.outbox import JobState, JournalJob, Outbox
 from netcortex.contracts.reflex import ReflexOutcome
@@ -64,12 +70,16 @@ __all__ = [
     "UsageError",
     "backfill_graph",
     "export_outcomes",
+    "find_incident",
+    "incident_status",
     "main",
     "outbox_status",
     "parse_duration",
     "parse_time",
     "parse_when",
     "query_outcomes",
+    "render_incident",
+    "render_incidents",
     "render_jobs",
     "render_table",
     "render_windows",
@@ -625,6 +635,294 @@ def _add_outbox_parser(sub: Any) -> None:
     )
     outbox.add_argument("--json", action="store_true", help="print JSON instead of text")
     outbox.set_defaults(func=_cmd_outbox)
+
+
+# -- incidents (issue 8) ---------------------------------------------------------
+
+
+class _NoIncidents(Exception):
+    """The configured store holds no incident tables (nothing was created)."""
+
+
+#: Incidents read per page when ``--id`` is a prefix (the store is walked newest first).
+_FIND_PAGE_SIZE = 1000
+#: Shortest ``--id`` prefix looked up (the table shows 12 characters).
+_MIN_ID_PREFIX = 6
+#: Characters of the id the table shows.
+_SHORT_ID = 12
+
+
+def _sqlite_has_incidents(path: Path) -> bool:
+    """Whether the SQLite file holds the ``incidents`` table, read-only (creates nothing).
+
+    Raises:
+        StoreError: the file cannot be read.
+    """
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'incidents'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    return row is not None
+
+
+async def incident_status(config: Config, action: Callable[[IncidentStore], Awaitable[_T]]) -> _T:
+    """Open the incident store beside the configured store, run ``action`` on it, close it.
+
+    Never creates a store: the SQLite file must exist (checked by the caller) and
+    hold the ``incidents`` table; on PostgreSQL the schema's ``incident_migrations``
+    ledger must exist before the store starts (``start`` would otherwise create the
+    tables). Safe while the engine runs (reads only).
+
+    Raises:
+        _NoIncidents: the store has no incident tables (the engine never correlated).
+        netcortex.errors.StoreError: the store cannot be opened or read.
+    """
+    from netcortex.app import make_incident_store
+
+    if config.store.backend == "postgres":
+        if await _pg_ledger(config, "incident_migrations") is None:
+            raise _NoIncidents
+    elif not _sqlite_has_incidents(Path(config.store.sqlite_path)):
+        raise _NoIncidents
+    store = make_incident_store(config.store)
+    await store.start()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+async def find_incident(store: IncidentStore, wanted: str) -> list[Incident]:
+    """The incident with id ``wanted``, else those whose id starts with it (at most two
+    are returned: enough to tell a unique prefix from an ambiguous one). A prefix walks
+    the store newest first, ``_FIND_PAGE_SIZE`` incidents at a time."""
+    exact = await store.get(wanted)
+    if exact is not None:
+        return [exact]
+    if len(wanted) < _MIN_ID_PREFIX:
+        return []
+    from netcortex.contracts.incidents import IncidentQuery
+
+    found: list[Incident] = []
+    query = IncidentQuery(limit=_FIND_PAGE_SIZE)
+    while True:
+        page = await store.query(query)
+        found.extend(i for i in page if i.incident_id.startswith(wanted))
+        if len(found) > 1 or len(page) < _FIND_PAGE_SIZE:
+            return found[:2]
+        last = page[-1]
+        query = replace(query, before=IncidentCursor(last.updated_at, last.incident_id))
+
+
+def _age_or_resolved(incident: Incident, now: datetime) -> str:
+    if incident.resolved_at is not None:
+        return _fmt_time(incident.resolved_at)
+    return fmt_age((now - incident.opened_at).total_seconds())
+
+
+def render_incidents(incidents: Sequence[Incident], now: datetime) -> str:
+    """An aligned table of incidents: short id, state, rule, root, severity, member and
+    evidence counts, when it opened, its age (open) or when it resolved, the summary."""
+    header = (
+        "ID",
+        "STATE",
+        "RULE",
+        "ROOT",
+        "SEVERITY",
+        "MEMBERS",
+        "EVIDENCE",
+        "OPENED (UTC)",
+        "AGE/RESOLVED",
+    )
+    rows = [
+        (
+            i.incident_id[:_SHORT_ID],
+            i.state.value + (" (flapping)" if i.flapping else ""),
+            i.rule,
+            i.root,
+            i.severity.value,
+            str(len(i.members)),
+            str(len(i.evidence)),
+            _fmt_time(i.opened_at),
+            _age_or_resolved(i, now),
+            " ".join(i.summary.split()),
+        )
+        for i in incidents
+    ]
+    table = ((*header, "SUMMARY"), *rows)
+    widths = [max(len(r[k]) for r in table) for k in range(len(header))]
+    lines = []
+    for row in table:
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def render_incident(incident: Incident, now: datetime) -> str:
+    """One incident in full: every field on its own line, the lists one item a line."""
+    i = incident
+    state = i.state.value
+    if i.flapping is not None:
+        state += ", flapping" if i.flapping else ", stabilised"
+    lines = [
+        f"incident  {i.incident_id}",
+        f"state     {state} (version {i.version})",
+        f"rule      {i.rule}",
+        f"root      {i.root}",
+        f"severity  {i.severity.value}",
+        f"site      {i.site or '-'}",
+        f"summary   {' '.join(i.summary.split())}",
+        f"opened    {_fmt_time(i.opened_at)} ({fmt_age((now - i.opened_at).total_seconds())} ago)",
+        f"updated   {_fmt_time(i.updated_at)}",
+        f"resolved  {'-' if i.resolved_at is None else _fmt_time(i.resolved_at)}",
+    ]
+    inhibited = set(i.inhibited)
+    for title, items in (("members", i.members), ("evidence", i.evidence)):
+        lines.append(f"{title} ({len(items)}):")
+        for item in items:
+            mark = "  (inhibited)" if title == "evidence" and item in inhibited else ""
+            lines.append(f"  {item}{mark}")
+    if i.details:
+        lines.append("details:")
+        lines.extend(
+            f"  {k}: {json.dumps(v, ensure_ascii=False, default=str)}"
+            for k, v in sorted(i.details.items())
+        )
+    return "\n".join(lines)
+
+
+def _cmd_incidents(args: argparse.Namespace) -> int:
+    _quiet_logging()
+    name = "netcortex incidents"
+    try:
+        query = incident_query(
+            state=args.state,
+            rule=args.rule,
+            site=args.site,
+            device=args.device,
+            since=args.since,
+            limit=args.limit,
+            names=CLI_QUERY_NAMES,
+        )
+    except UsageError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    wanted = (args.id or "").strip()
+    if args.id is not None and not wanted:
+        print(f"{name}: --id needs an incident id (or a prefix of it)", file=sys.stderr)
+        return EXIT_USAGE
+    config = _load(args.config, sys.stderr)
+    if config is None:
+        return EXIT_USAGE
+    where = _store_where(config)
+    missing = (
+        f"{name}: no incidents in {where} ({config.source}); has the engine run with "
+        "correlation (association) on?"
+    )
+    if not _store_exists(config):
+        print(missing, file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        if wanted:
+            found = _run_async(incident_status(config, lambda s: find_incident(s, wanted)))
+        else:
+            incidents = _run_async(incident_status(config, lambda s: s.query(query)))
+    except _NoIncidents:
+        print(missing, file=sys.stderr)
+        return EXIT_FAILURE
+    except NetcortexError as exc:
+        print(f"{name}: cannot read {where}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    now = datetime.now(UTC)
+    if wanted:
+        if len(found) != 1:
+            why = "no incident" if not found else "more than one incident"
+            print(f"{name}: {why} with an id starting {wanted!r}", file=sys.stderr)
+            return EXIT_FAILURE
+        if args.json:
+            json.dump(incident_dict(found[0]), sys.stdout, indent=2, ensure_ascii=False)
+            sys.stdout.write("\n")
+        else:
+            print(render_incident(found[0], now))
+        return EXIT_OK
+    if args.json:
+        json.dump([incident_dict(i) for i in incidents], sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    if incidents:
+        print(render_incidents(incidents, now))
+    noun = "incident" if len(incidents) == 1 else "incidents"
+    line = f"{len(incidents)} {noun}, newest change first"
+    if len(incidents) >= query.limit:
+        line += f" (limit {query.limit} reached; raise --limit to see more)"
+    print(line)
+    return EXIT_OK
+
+
+def _add_incidents_parser(sub: Any) -> None:
+    from netcortex.contracts.incidents import INCIDENT_RULES, IncidentState
+
+    inc = sub.add_parser(
+        "incidents",
+        help="list correlated incidents, or show one",
+        description=(
+            "List the incidents the correlator made of the outcomes (one per cable cut, "
+            "device reboot, BGP drop over a failed link, site outage or flapping port), "
+            "newest change first, from the incident store beside the outcomes "
+            "(store.backend: the SQLite file store.sqlite_path or the PostgreSQL "
+            "schema); or show one with its members and evidence (--id; a unique prefix "
+            "of at least 6 characters, such as the table's short id, will do). Safe "
+            "while the engine runs; never creates a store. Exit codes: 0 ok, 1 no "
+            "incident store, the store cannot be read or no such incident, 2 usage or "
+            "configuration error."
+        ),
+        epilog=(
+            "Examples: netcortex incidents -c netcortex.yaml --state open; netcortex "
+            "incidents --rule cable_pair --since 1d; netcortex incidents --device sw1-north "
+            "--json; netcortex incidents --site branch-west --limit 20; netcortex "
+            "incidents --id 3fa2c1d09e4b"
+        ),
+    )
+    inc.add_argument("--config", "-c", metavar="FILE", help="config file naming the store")
+    inc.add_argument(
+        "--id",
+        metavar="ID",
+        help="show this incident in full (its id, or a unique prefix of 6+ characters); "
+        "the filters are then ignored",
+    )
+    inc.add_argument(
+        "--state",
+        choices=[s.value for s in IncidentState],
+        help="only open or only resolved incidents",
+    )
+    inc.add_argument(
+        "--rule",
+        choices=sorted(INCIDENT_RULES),
+        metavar="RULE",
+        help=f"only this rule: {', '.join(sorted(INCIDENT_RULES))}",
+    )
+    inc.add_argument("--site", metavar="SITE", help="only this site slug (e.g. branch-west)")
+    inc.add_argument(
+        "--device", metavar="DEVICE", help="only incidents involving this device (member or root)"
+    )
+    inc.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="changed at or after: 30s, 10m, 2h, 1d, 1w ago, or ISO-8601",
+    )
+    inc.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N rows (default 100)"
+    )
+    inc.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inc.set_defaults(func=_cmd_incidents)
 
 
 # -- maintenance -----------------------------------------------------------------
@@ -1307,6 +1605,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_maintenance_parser(sub)
     _add_graph_parser(sub)
     _add_outbox_parser(sub)
+    _add_incidents_parser(sub)
 
     db = sub.add_parser(
         "db",

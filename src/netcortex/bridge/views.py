@@ -15,7 +15,10 @@ window fields; this module holds that logic once, so the two edges cannot drift:
   list --json`` prints it and the API answers it (with ``source`` and ``active``);
 * ``outbox_dict`` / ``job_dict`` / ``outbox_line``: the journal outbox's counts and
   jobs as ``netcortex outbox`` prints them and ``GET /api/v1/outbox`` answers them
-  (issue 7), ``fmt_age`` for the backlog's age.
+  (issue 7), ``fmt_age`` for the backlog's age;
+* ``incident_query`` / ``incident_dict``: the filters of ``netcortex incidents`` and
+  ``GET /api/v1/incidents`` → ``IncidentQuery``, and the JSON shape of an incident
+  both print (issue 8).
 
 Every message names the value the way the caller's user typed it: the CLI
 passes its option names (``--since``), the API its parameter names (``since``).
@@ -36,6 +39,13 @@ from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from netcortex.contracts.events import Severity
+from netcortex.contracts.incidents import (
+    INCIDENT_RULES,
+    Incident,
+    IncidentCursor,
+    IncidentQuery,
+    IncidentState,
+)
 from netcortex.contracts.memory import MaintenanceWindow, OutcomeCursor, OutcomeQuery
 from netcortex.contracts.outbox import JournalJob, OutboxStats
 from netcortex.contracts.reflex import OutcomeKind
@@ -49,6 +59,8 @@ __all__ = [
     "covers",
     "fmt_age",
     "fmt_local",
+    "incident_dict",
+    "incident_query",
     "job_dict",
     "outbox_dict",
     "outbox_line",
@@ -504,4 +516,91 @@ def job_dict(job: JournalJob) -> dict[str, Any]:
         "next_attempt_at": _iso(job.next_attempt_at),
         "finished_at": _iso(job.finished_at),
         "entry_id": job.entry_id,
+    }
+
+
+# -- incidents (issue 8) -------------------------------------------------------------
+
+
+def incident_query(
+    *,
+    state: str | None = None,
+    rule: str | None = None,
+    site: str | None = None,
+    device: str | None = None,
+    since: str | None = None,
+    limit: int = 100,
+    max_limit: int | None = None,
+    before: IncidentCursor | None = None,
+    names: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> IncidentQuery:
+    """Build the ``IncidentQuery`` the filters describe (the CLI's and the API's).
+
+    Args:
+        state: ``open`` or ``resolved`` (case-insensitive; empty = any).
+        rule: one of ``INCIDENT_RULES`` (empty = any).
+        site, device: exact matches (``device``: among the members or the root).
+        since: changed at or after, a ``parse_time`` form.
+        limit: rows wanted, 1 .. ``max_limit``.
+        before: continue after this cursor (the API's next page).
+        names: how to name ``since``/``limit`` in messages (the CLI passes
+            ``CLI_QUERY_NAMES``; default: the bare names).
+        now: the reference time for ``since`` (default: the current time).
+
+    Raises:
+        UsageError: the first bad value, with ``param`` set to the filter's name.
+    """
+    label = {"since": "since", "limit": "limit", **(names or {})}
+    if limit < 1:
+        raise UsageError(f"invalid {label['limit']} {limit}: must be at least 1", param="limit")
+    if max_limit is not None and limit > max_limit:
+        raise UsageError(
+            f"invalid {label['limit']} {limit}: must be at most {max_limit}", param="limit"
+        )
+    states = parse_choices([state] if state else None, IncidentState, "state")
+    if states is not None and len(states) > 1:
+        raise UsageError("invalid state: give one of open, resolved", param="state")
+    if rule and rule.strip() not in INCIDENT_RULES:
+        raise UsageError(
+            f"invalid rule {rule.strip()!r}: choose from {', '.join(sorted(INCIDENT_RULES))}",
+            param="rule",
+        )
+    try:
+        start = parse_time(since, now=now) if since else None
+    except UsageError as exc:
+        raise UsageError(
+            str(exc).replace("invalid time", f"invalid {label['since']}"), param="since"
+        ) from None
+    return IncidentQuery(
+        state=None if states is None else states[0],
+        rule=rule.strip() if rule else None,
+        site=site or None,
+        device=device or None,
+        since=start,
+        before=before,
+        limit=limit,
+    )
+
+
+def incident_dict(incident: Incident) -> dict[str, Any]:
+    """The JSON shape of one incident, as ``netcortex incidents --json`` prints it and
+    ``GET /api/v1/incidents`` answers it (times ISO 8601 in UTC)."""
+    return {
+        "id": incident.incident_id,
+        "rule": incident.rule,
+        "root": incident.root,
+        "state": incident.state.value,
+        "severity": incident.severity.value,
+        "summary": incident.summary,
+        "members": list(incident.members),
+        "evidence": list(incident.evidence),
+        "inhibited": list(incident.inhibited),
+        "opened_at": _iso(incident.opened_at),
+        "updated_at": _iso(incident.updated_at),
+        "resolved_at": _iso(incident.resolved_at),
+        "site": incident.site,
+        "flapping": incident.flapping,
+        "version": incident.version,
+        "details": dict(incident.details),
     }

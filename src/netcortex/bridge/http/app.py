@@ -10,6 +10,7 @@ health and the OpenAPI document):
 ``GET  /api/v1/outcomes[/{id}]``            outcomes (``routes_outcomes``)
 ``GET|POST /api/v1/maintenance``,
 ``DELETE /api/v1/maintenance/{id}``         windows (``routes_maintenance``)
+``GET  /api/v1/incidents[/{id}]``           incidents (``routes_incidents``)
 ``GET  /api/v1/outbox``,
 ``POST /api/v1/outbox/retry-dead``          NetBox journal outbox (``routes_outbox``)
 ``GET  /api/v1/openapi.json``, ``/docs``    the API description
@@ -45,6 +46,7 @@ from netcortex.bridge.http.auth import bearer_auth
 from netcortex.bridge.http.context import ApiContext
 from netcortex.bridge.http.middleware import BodyCapMiddleware, ObservabilityMiddleware
 from netcortex.bridge.http.routes_health import health_router
+from netcortex.bridge.http.routes_incidents import incidents_router
 from netcortex.bridge.http.routes_maintenance import maintenance_router
 from netcortex.bridge.http.routes_outbox import outbox_router
 from netcortex.bridge.http.routes_outcomes import outcomes_router
@@ -58,6 +60,7 @@ OPENAPI_PATH: Final = "/api/v1/openapi.json"
 _REF: Final = "#/components/schemas/"
 _DESCRIPTION: Final = (
     "The netcortex engine's HTTP API: reflex outcomes with their decision traces, "
+    "incidents (correlated outcomes), "
     "maintenance windows, the NetBox journal outbox, health, readiness and metrics; "
     "and the Meraki Dashboard "
     "webhook receiver. Everything under /api/v1 except healthz, readyz and this "
@@ -143,6 +146,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         app.include_router(webhook_router(ctx, ctx.webhook))
     app.include_router(health_router(ctx, auth))
     app.include_router(outcomes_router(ctx, auth))
+    app.include_router(incidents_router(ctx, auth))
     app.include_router(maintenance_router(ctx, auth))
     app.include_router(outbox_router(ctx, auth))
     app.add_exception_handler(RequestValidationError, _on_validation_error)

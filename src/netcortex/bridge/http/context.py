@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from netcortex.config import Config
 from netcortex.contracts.bus import EventBus
+from netcortex.contracts.incidents import IncidentStore
 from netcortex.contracts.memory import MaintenanceCalendar, OutcomeStore, SemanticMemory
 from netcortex.contracts.outbox import Outbox
 from netcortex.metrics import Registry
@@ -39,6 +40,8 @@ class ApiContext:
         outbox: the NetBox journal outbox (``GET /outbox``, ``POST /outbox/retry-dead``);
             ``None`` when ``journal.enabled`` is false (those routes then answer 404).
         wake_journal: wakes the delivery worker (requeued jobs go out at once), or ``None``.
+        incidents: the incident store (``GET /incidents[/{id}]``); ``None`` when the
+            engine does not correlate (those routes then answer 404).
     """
 
     config: Config
@@ -52,3 +55,4 @@ class ApiContext:
     ready: Callable[[], bool]
     outbox: Outbox | None = None
     wake_journal: Callable[[], None] | None = None
+    incidents: IncidentStore | None = None

@@ -1,4 +1,4 @@
-"""Bridge, HTTP: the opaque page cursor of ``GET /api/v1/outcomes``.
+"""Bridge, HTTP: the opaque page cursor of ``GET /api/v1/outcomes`` (and ``/incidents``).
 
 A cursor is ``OutcomeCursor.after(last outcome of the page)`` — ``(recorded_at,
 outcome_id)`` — as url-safe base64 (no padding) of a small JSON array
@@ -7,6 +7,9 @@ is the format version). Clients treat it as opaque; ``decode_cursor`` refuses
 anything it did not make (wrong shape, version, type or range) with a
 ``ValueError`` the route answers 400. A well-formed but edited cursor only
 moves the page position, so it needs no signature.
+
+``GET /api/v1/incidents`` uses the same format for ``(updated_at, incident_id)``
+(``encode_incident_cursor`` / ``decode_incident_cursor``).
 
 May import: ``contracts``.
 """
@@ -19,9 +22,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from netcortex.contracts.incidents import IncidentCursor
 from netcortex.contracts.memory import OutcomeCursor
 
-__all__ = ["decode_cursor", "encode_cursor"]
+__all__ = ["decode_cursor", "decode_incident_cursor", "encode_cursor", "encode_incident_cursor"]
 
 _VERSION: Final = 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,3 +69,18 @@ def decode_cursor(token: str) -> OutcomeCursor:
     ):
         raise ValueError("not a valid cursor (use next_cursor of the previous page)")
     return OutcomeCursor(_EPOCH + timedelta(microseconds=data[1]), data[2])
+
+
+def encode_incident_cursor(cursor: IncidentCursor) -> str:
+    """The url-safe token for an incident page position (``encode_cursor``'s format)."""
+    return encode_cursor(OutcomeCursor(cursor.updated_at, cursor.incident_id))
+
+
+def decode_incident_cursor(token: str) -> IncidentCursor:
+    """The position ``encode_incident_cursor`` made ``token`` from.
+
+    Raises:
+        ValueError: not a cursor this server issued.
+    """
+    position = decode_cursor(token)
+    return IncidentCursor(position.recorded_at, position.outcome_id)

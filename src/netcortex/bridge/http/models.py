@@ -19,6 +19,8 @@ __all__ = [
     "Check",
     "Error",
     "Health",
+    "Incident",
+    "IncidentPage",
     "InventoryCheck",
     "OutboxJob",
     "OutboxState",
@@ -43,6 +45,7 @@ SeverityName = Literal["info", "warn", "high", "critical"]
 KindName = Literal["logged", "skipped", "suppressed", "errored"]
 ScopeName = Literal["device", "interface", "site", "role", "tag"]
 JobStateName = Literal["pending", "delivered", "dead"]
+IncidentStateName = Literal["open", "resolved"]
 
 #: Longest window ``target`` accepted over HTTP (``device|interface`` of NetBox names).
 MAX_TARGET: Final = 256
@@ -156,6 +159,41 @@ class OutcomePage(_Out):
     """One page of outcomes, newest first (``recorded_at``, then ``outcome_id``, descending)."""
 
     items: list[Outcome]
+    next_cursor: str | None = Field(
+        description="pass as ``cursor`` for the next page; null on the last page"
+    )
+
+
+class Incident(_Out):
+    """An incident (``bridge.views.incident_dict``): outcomes correlated by one rule."""
+
+    id: str
+    rule: str = Field(description="cable_pair, device_root, bgp_over_link, site_outage or flapping")
+    root: str = Field(
+        description="what it is about: device:<name>, interface:<device>|<if>, "
+        "cable:<a>~<b>, site:<slug> or bgp:<device>|<peer>"
+    )
+    state: IncidentStateName
+    severity: SeverityName = Field(description="the highest severity among its evidence")
+    summary: str
+    members: list[str] = Field(description="the targets involved (device or device|interface)")
+    evidence: list[str] = Field(description="outcome ids, in the order they joined")
+    inhibited: list[str] = Field(description="outcome ids that are symptoms of the root")
+    opened_at: str = Field(description="ISO 8601 with offset")
+    updated_at: str = Field(description="last change, ISO 8601 with offset")
+    resolved_at: str | None = Field(description="null while open")
+    site: str | None = Field(description="the site, when all members share one")
+    flapping: bool | None = Field(
+        description="flap rule: true while flapping, false once stabilised; else null"
+    )
+    version: int = Field(description="1 when opened, +1 on every change")
+    details: dict[str, Any]
+
+
+class IncidentPage(_Out):
+    """One page of incidents, newest change first (``updated_at``, then ``id``, descending)."""
+
+    items: list[Incident]
     next_cursor: str | None = Field(
         description="pass as ``cursor`` for the next page; null on the last page"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from netcortex.bridge.http.app import OPENAPI_PATH
 from netcortex.bridge.http.middleware import ObservabilityMiddleware
 from netcortex.bridge.http.models import (
     Error,
+    Incident,
+    IncidentPage,
     OutboxState,
     Outcome,
     OutcomePage,
@@ -31,7 +33,10 @@ from netcortex.bridge.http.models import (
 )
 from netcortex.config import BusConfig, Config, StoreConfig
 from netcortex.contracts.events import Severity
+from netcortex.contracts.incidents import Incident as IncidentRecord
+from netcortex.contracts.incidents import IncidentState
 from netcortex.contracts.reflex import ReflexOutcome
+from netcortex.memory.episodic.incidents import SqliteIncidentStore
 from netcortex.memory.episodic.outbox import JournalHook, SqliteOutbox
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.memory.semantic import FileInventory
@@ -429,6 +434,8 @@ class TestOpenApi:
             "/api/v1/metrics",
             "/api/v1/outcomes",
             "/api/v1/outcomes/{outcome_id}",
+            "/api/v1/incidents",
+            "/api/v1/incidents/{incident_id}",
             "/api/v1/maintenance",
             "/api/v1/maintenance/{window_id}",
             "/api/v1/outbox",
@@ -569,3 +576,154 @@ class TestOutbox:
         ):
             assert response.status_code == 404
             assert "journal.enabled is false" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------------- incidents
+
+
+def an_incident(n: int, **fields: Any) -> IncidentRecord:
+    """Incident ``n``, last changed ``n`` minutes ago (same minute: ids break the tie)."""
+    at = datetime(2026, 11, 28, 10, 0, tzinfo=UTC) - timedelta(minutes=n)
+    values: dict[str, Any] = {
+        "incident_id": f"{n:04d}" + "c" * 28,
+        "rule": "cable_pair",
+        "root": f"cable:sw{n}|Gi1/0/1~sw{n}-peer|Gi1/0/1",
+        "state": IncidentState.OPEN,
+        "severity": Severity.HIGH,
+        "summary": f"cable {n} cut",
+        "members": (f"sw{n}|Gi1/0/1", f"sw{n}-peer|Gi1/0/1"),
+        "evidence": (f"o-{n}-a", f"o-{n}-b"),
+        "opened_at": at,
+        "updated_at": at,
+        "site": "north",
+    }
+    values.update(fields)
+    return IncidentRecord(**values)
+
+
+class TestIncidents:
+    async def _with_incidents(
+        self, api: Api, tmp_path: Path, *incidents: IncidentRecord
+    ) -> tuple[Api, SqliteIncidentStore]:
+        """``api`` rebuilt with a real incident store on its SQLite file, filled."""
+        store = SqliteIncidentStore(tmp_path / "o.db")
+        await store.start()
+        for incident in incidents:
+            assert await store.save(incident)
+        ctx = replace(api.ctx, incidents=store)
+        transport = httpx.ASGITransport(app=create_app(ctx), client=("192.0.2.50", 40000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://netcortex.test")
+        return Api(client, ctx), store
+
+    async def test_pages_filters_and_one_incident(
+        self, make_api: ApiFactory, tmp_path: Path
+    ) -> None:
+        """Newest change first, cursor pages without gaps or repeats, filters, and
+        ``/incidents/{id}`` with every field."""
+        made = [an_incident(n) for n in range(5)]
+        made.append(
+            an_incident(
+                9,
+                rule="device_root",
+                root="device:core-1",
+                state=IncidentState.RESOLVED,
+                severity=Severity.CRITICAL,
+                members=("core-1", "core-1|Gi1/0/1"),
+                evidence=("o-boot", "o-l1"),
+                inhibited=("o-l1",),
+                resolved_at=datetime(2026, 11, 28, 9, 55, tzinfo=UTC),
+                site="west",
+                version=4,
+                details={"cause": "reboot"},
+            )
+        )
+        api, store = await self._with_incidents(await make_api(), tmp_path, *made)
+        try:
+            seen: list[str] = []
+            url = "/api/v1/incidents?limit=2"
+            while True:
+                response = await api.client.get(url, headers=AUTH)
+                assert response.status_code == 200
+                page = IncidentPage.model_validate(response.json())
+                seen.extend(i.id for i in page.items)
+                if page.next_cursor is None:
+                    break
+                url = f"/api/v1/incidents?limit=2&cursor={page.next_cursor}"
+            assert seen == [i.incident_id for i in made]
+            for query, expected in (
+                ("state=resolved", [made[5].incident_id]),
+                ("rule=device_root", [made[5].incident_id]),
+                ("site=west", [made[5].incident_id]),
+                ("device=core-1", [made[5].incident_id]),
+                ("device=sw2", [made[2].incident_id]),
+                ("state=open&limit=1", [made[0].incident_id]),
+            ):
+                response = await api.client.get(f"/api/v1/incidents?{query}", headers=AUTH)
+                assert [i["id"] for i in response.json()["items"]] == expected, query
+            response = await api.client.get(
+                f"/api/v1/incidents/{made[5].incident_id}", headers=AUTH
+            )
+            one = Incident.model_validate(response.json())
+            assert one.state == "resolved"
+            assert one.inhibited == ["o-l1"]
+            assert one.details == {"cause": "reboot"}
+            assert one.resolved_at == "2026-11-28T09:55:00+00:00"
+            assert one.version == 4
+            response = await api.client.get("/api/v1/incidents/nope", headers=AUTH)
+            assert response.status_code == 404
+            assert response.json() == {"detail": "no incident with that id"}
+        finally:
+            await api.client.aclose()
+            await store.close()
+
+    @pytest.mark.parametrize(
+        ("query", "detail"),
+        [
+            ("state=closed", "state: "),
+            ("rule=nope", "rule: invalid rule 'nope'"),
+            ("since=yesterday", "since: invalid since 'yesterday'"),
+            ("limit=0", "limit: "),
+            ("cursor=!!", "cursor: not a valid cursor"),
+        ],
+    )
+    async def test_bad_values_are_400(
+        self, make_api: ApiFactory, tmp_path: Path, query: str, detail: str
+    ) -> None:
+        """A bad filter or cursor is 400 naming the parameter."""
+        api, store = await self._with_incidents(await make_api(), tmp_path)
+        try:
+            response = await api.client.get(f"/api/v1/incidents?{query}", headers=AUTH)
+            assert response.status_code == 400
+            assert Error.model_validate(response.json()).detail.startswith(detail)
+        finally:
+            await api.client.aclose()
+            await store.close()
+
+    async def test_needs_a_token(self, make_api: ApiFactory, tmp_path: Path) -> None:
+        """Both routes are behind the bearer token."""
+        api, store = await self._with_incidents(await make_api(), tmp_path, an_incident(1))
+        try:
+            for path in ("/api/v1/incidents", f"/api/v1/incidents/{an_incident(1).incident_id}"):
+                assert (await api.client.get(path)).status_code == 401
+        finally:
+            await api.client.aclose()
+            await store.close()
+
+    async def test_a_failing_store_is_503(self, make_api: ApiFactory, tmp_path: Path) -> None:
+        """An incident store that cannot be read answers 503 with the store's message."""
+        api, store = await self._with_incidents(await make_api(), tmp_path)
+        await store.close()  # reading now raises StoreError
+        try:
+            response = await api.client.get("/api/v1/incidents", headers=AUTH)
+            assert response.status_code == 503
+            assert Error.model_validate(response.json()).detail.startswith("store unavailable")
+        finally:
+            await api.client.aclose()
+
+    async def test_without_correlation_is_404(self, make_api: ApiFactory) -> None:
+        """Without an incident store both routes answer 404 saying why."""
+        api = await make_api()
+        for path in ("/api/v1/incidents", "/api/v1/incidents/abc"):
+            response = await api.client.get(path, headers=AUTH)
+            assert response.status_code == 404
+            assert "incidents are not available" in response.json()["detail"]

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netcortex.bridge.http.cursor import decode_cursor, encode_cursor
+from netcortex.bridge.http.cursor import (
+    decode_cursor,
+    decode_incident_cursor,
+    encode_cursor,
+    encode_incident_cursor,
+)
+from netcortex.contracts.incidents import IncidentCursor
 from netcortex.contracts.memory import OutcomeCursor
 
 
@@ -73,3 +79,11 @@ class TestCursor:
         """Random input either decodes or raises ValueError, nothing else."""
         with contextlib.suppress(ValueError):
             decode_cursor(token)
+
+
+def test_incident_cursor_round_trips_exactly() -> None:
+    """An incident page position survives the token to the microsecond; junk is refused."""
+    position = IncidentCursor(datetime(2026, 11, 28, 10, 0, 0, 123456, tzinfo=UTC), "a" * 32)
+    assert decode_incident_cursor(encode_incident_cursor(position)) == position
+    with pytest.raises(ValueError, match="not a valid cursor"):
+        decode_incident_cursor("!!")
