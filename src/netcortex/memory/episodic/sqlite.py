@@ -177,8 +177,9 @@ _BUSY_TIMEOUT_S = 5.0
 _MERGE_ROWS = 5000
 #: How long ``ping`` waits for the write lock: a readiness probe answers within
 #: seconds, yet a writer committing a large batch on a loaded machine (it holds the
-#: lock meanwhile, which is "writable", not "stuck") does not fail it.
-_PING_TIMEOUT_S = 1.0
+#: lock meanwhile, which is "writable", not "stuck") does not fail it. Merged
+#: batches (up to ``_MERGE_ROWS`` rows) hold the lock longer than one batch.
+_PING_TIMEOUT_S = 3.0
 #: How often a waiting ``flush``/``close`` checks that the writer thread still runs.
 _WRITER_CHECK_S = 0.5
 #: Seconds between two background ``prune`` runs (the default).
