@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from netcortex.app import make_incident_store, make_store
@@ -47,16 +49,27 @@ class Backend:
     broken: Callable[[], Any]
     #: the ``store`` section of the outcome store on the same location
     store_config: StoreConfig
+    #: ``await raw(sql)``: one statement on the location, behind the store's back
+    raw: Callable[[str], Any] = lambda sql: None
 
 
 def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     path = tmp_path / "var" / "nc.db"
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n", encoding="utf-8")
+
+    async def raw(sql: str) -> None:
+        def run() -> None:
+            with sqlite3.connect(path) as conn:
+                conn.execute(sql)
+
+        await asyncio.to_thread(run)
+
     return Backend(
         new=lambda: SqliteIncidentStore(path),
         broken=lambda: SqliteIncidentStore(blocker / "nc.db"),
         store_config=StoreConfig(sqlite_path=path, flush_interval=0.005),
+        raw=raw,
     )
 
 
@@ -64,9 +77,18 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     dsn: str = request.getfixturevalue("postgres_dsn")
     schema: str = request.getfixturevalue("postgres_schema")
     refused = f"postgresql://netcortex:{PASSWORD}@127.0.0.1:1/x?connect_timeout=2"
+
+    async def raw(sql: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(f'SET search_path TO "{schema}"; {sql}')
+        finally:
+            await conn.close()
+
     return Backend(
         new=lambda: PostgresIncidentStore(dsn, schema),
         broken=lambda: PostgresIncidentStore(refused, schema),
+        raw=raw,
         store_config=StoreConfig(
             backend="postgres", postgres_dsn=dsn, postgres_schema=schema, flush_interval=0.005
         ),
@@ -431,3 +453,17 @@ async def test_incidents_live_beside_the_outcomes(backend: Backend) -> None:
         got = await again.get("inc-0001")
         assert got is not None
         assert got.evidence == (outcome.outcome_id,)
+
+
+async def test_an_undecodable_open_incident_is_skipped_on_restore(
+    backend: Backend, store: Any
+) -> None:
+    """One hand-broken open row must not cost a restart: ``open_incidents`` skips
+    it (with a warning) and returns the others."""
+    good, bad = _incident(1), _incident(2)
+    assert await store.save(good)
+    assert await store.save(bad)
+    await backend.raw(
+        f"UPDATE incidents SET severity = 'bogus' WHERE incident_id = '{bad.incident_id}'"
+    )
+    assert [i.incident_id for i in await store.open_incidents()] == [good.incident_id]

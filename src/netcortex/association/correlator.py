@@ -34,7 +34,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from netcortex.association import rules
 from netcortex.association._facts import BGP, DEVICE, LINK, Fact, Facts
@@ -672,6 +672,8 @@ def _facts_from_details(inc: Incident) -> dict[str, Fact]:
             continue
         try:
             at = datetime.fromisoformat(str(data["at"]))
+            if at.tzinfo is None:  # compared with the aware clock: naive would raise on tick
+                at = at.replace(tzinfo=UTC)
             out[member] = Fact(
                 member=member,
                 kind=str(data["kind"]),

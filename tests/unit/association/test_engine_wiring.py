@@ -7,6 +7,7 @@ correlator's clock is a fake one moved by the test, so nothing sleeps on windows
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -320,3 +321,25 @@ def test_engine_offers_every_stored_outcome_to_the_correlator(
     assert "association" not in [s.name for s in off.pipeline.sinks]
     assert off.incidents is None
     assert off.incident_store is None
+
+
+async def test_restore_of_naive_fact_times_keeps_ticking(
+    memory: SemanticMemory, store: SqliteIncidentStore, bus: EventBus
+) -> None:
+    # A stored fact time without an offset (hand-edited or older row) must not make
+    # every later tick fail comparing naive and aware datetimes.
+    clock = Clock()
+    first = make_worker(memory, store, bus, clock)
+    await first.start()
+    await cable_cut(first, clock)
+    await first.stop()
+    (opened,) = await store.open_incidents()
+    facts = {
+        member: {**fact, "at": datetime.fromisoformat(fact["at"]).replace(tzinfo=None).isoformat()}
+        for member, fact in opened.details["facts"].items()
+    }
+    naive = dataclasses.replace(opened, details={**opened.details, "facts": facts})
+    correlator = Correlator(memory, AssociationConfig())
+    correlator.restore([naive])
+    for step in range(0, 3600, 30):
+        correlator.tick(clock.now + timedelta(seconds=step))

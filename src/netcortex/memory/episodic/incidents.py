@@ -56,6 +56,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import asyncpg
+import structlog
 
 from netcortex.contracts.events import Severity
 from netcortex.contracts.incidents import Incident, IncidentQuery, IncidentState
@@ -75,6 +76,8 @@ __all__ = [
     "PostgresIncidentStore",
     "SqliteIncidentStore",
 ]
+
+log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -253,6 +256,18 @@ def _fields(incident: Incident) -> tuple[Any, ...]:
         incident.version,
         _details(incident),
     )
+
+
+def _decodable(rows: Sequence[Any], decode: Callable[[Any], Incident]) -> list[Incident]:
+    """Decode ``rows`` for ``open_incidents``, skipping (with a warning) any that do not
+    decode: one hand-broken row must not stop an engine from restoring the others."""
+    out: list[Incident] = []
+    for row in rows:
+        try:
+            out.append(decode(row))
+        except StoreError as exc:
+            log.warning("incident_row_undecodable", incident_id=str(row[0]), error=str(exc))
+    return out
 
 
 def _incident(row: Sequence[Any], times: Callable[[Any], datetime]) -> Incident:
@@ -484,7 +499,8 @@ class SqliteIncidentStore:
         return [_incident(r, _from_us) for r in rows]
 
     async def open_incidents(self) -> list[Incident]:
-        """Every open incident, newest change first.
+        """Every open incident, newest change first; a row that does not decode is
+        skipped with an ``incident_row_undecodable`` warning (the restore goes on).
 
         Raises:
             StoreError: not open, or the read failed.
@@ -493,7 +509,7 @@ class SqliteIncidentStore:
         rows = await self._call(
             "read", lambda c: c.execute(sql, (IncidentState.OPEN.value,)).fetchall()
         )
-        return [_incident(r, _from_us) for r in rows]
+        return _decodable(rows, lambda r: _incident(r, _from_us))
 
     # ---------------------------------------------------------------- the thread
 
@@ -695,13 +711,14 @@ class PostgresIncidentStore:
         return [_pg_incident(r) for r in await self._fetch(sql, params)]
 
     async def open_incidents(self) -> list[Incident]:
-        """Every open incident, newest change first.
+        """Every open incident, newest change first; a row that does not decode is
+        skipped with an ``incident_row_undecodable`` warning (the restore goes on).
 
         Raises:
             StoreError: not open, or the read failed.
         """
         sql = f"{self._select} WHERE state = $1 ORDER BY updated_at DESC, incident_id DESC"
-        return [_pg_incident(r) for r in await self._fetch(sql, [IncidentState.OPEN.value])]
+        return _decodable(await self._fetch(sql, [IncidentState.OPEN.value]), _pg_incident)
 
     # ---------------------------------------------------------------- helpers
 
