@@ -116,6 +116,17 @@ def _fmt_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def align(table: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as aligned text: every column padded to its widest cell, two
+    spaces apart, the last column unpadded (free text such as a summary)."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    lines = []
+    for row in table:
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
 def render_table(outcomes: Sequence[ReflexOutcome]) -> str:
     """A readable, aligned table: time, severity, handler, kind, target, summary."""
     header = ("TIME (UTC)", "SEVERITY", "HANDLER", "KIND", "TARGET", "SUMMARY")
@@ -130,12 +141,7 @@ def render_table(outcomes: Sequence[ReflexOutcome]) -> str:
         )
         for o in outcomes
     ]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
-    lines = []
-    for row in (header, *rows):
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return align((header, *rows))
 
 
 def _count_line(n: int, limit: int) -> str:
@@ -504,12 +510,7 @@ def render_jobs(jobs: Sequence[JournalJob]) -> str:
         for j in jobs
     ]
     table = ((*header, "LAST ERROR"), *rows)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = []
-    for row in table:
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return align(table)
 
 
 def _cmd_outbox(args: argparse.Namespace) -> int:
@@ -758,12 +759,7 @@ def render_incidents(incidents: Sequence[Incident], now: datetime) -> str:
         for i in incidents
     ]
     table = ((*header, "SUMMARY"), *rows)
-    widths = [max(len(r[k]) for r in table) for k in range(len(header))]
-    lines = []
-    for row in table:
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return align(table)
 
 
 def render_incident(incident: Incident, now: datetime) -> str:
@@ -971,12 +967,7 @@ def render_windows(rows: Sequence[dict[str, Any]]) -> str:
         (*header, "REASON"),
         *body,
     )
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = []
-    for row in table:
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return align(table)
 
 
 def _maintenance_setup(

@@ -47,11 +47,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -61,6 +58,7 @@ import structlog
 from netcortex.contracts.events import Severity
 from netcortex.contracts.incidents import Incident, IncidentQuery, IncidentState
 from netcortex.errors import StoreError
+from netcortex.memory.episodic._sqlite_side import SqliteSideStore
 from netcortex.pg import (
     Migration,
     apply_migrations,
@@ -82,7 +80,6 @@ log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
-_BUSY_TIMEOUT_S: Final = 5.0
 _CLOSE_TIMEOUT_S: Final = 10.0
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -357,16 +354,6 @@ def _select(
 # ------------------------------------------------------------------ SQLite
 
 
-@contextmanager
-def _sqlite_errors(action: str, path: Path) -> Iterator[None]:
-    """Map every ``sqlite3``, file-system and binding error to ``StoreError``."""
-    try:
-        yield
-    except (sqlite3.Error, sqlite3.Warning, OSError, OverflowError) as exc:
-        # OverflowError: an integer SQLite cannot bind (beyond 64 bits)
-        raise StoreError(f"incident store: sqlite {action} failed on {path}: {exc}") from exc
-
-
 _SQLITE_SELECT: Final = f"SELECT {', '.join(_SQLITE_COLUMNS)} FROM incidents"  # noqa: S608
 _SQLITE_UPSERT: Final = (
     f"INSERT INTO incidents ({', '.join(_SQLITE_COLUMNS)}) "  # noqa: S608
@@ -385,56 +372,19 @@ def _sqlite_select(query: IncidentQuery) -> tuple[str, list[Any]]:
     )  # fmt: skip
 
 
-class SqliteIncidentStore:
+class SqliteIncidentStore(SqliteSideStore):
     """The ``IncidentStore`` in the outcome store's SQLite file (its own connection
     and thread). Safe to use from many tasks of one loop (calls run one at a time
     on the thread) and from many processes on one file (WAL, ``BEGIN IMMEDIATE``)."""
 
-    def __init__(self, path: Path | str) -> None:
-        """Prepare (no I/O until ``start``)."""
-        self._path = Path(path)
-        self.where = f"sqlite {self._path}"
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+    what = "incident store"
 
-    async def __aenter__(self) -> SqliteIncidentStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Open the file (created if missing) and the incident tables. Idempotent.
-
-        Raises:
-            StoreError: ``:memory:``, or the file cannot be opened or created.
-        """
-        if self._executor is not None:
-            return
-        if str(self._path) == ":memory:":
-            raise StoreError("incident store path must be a file, not ':memory:'")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netcortex-incidents")
-        try:
-            await self._run(self._open)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        """Close the connection and its thread. Idempotent."""
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_conn)
-        finally:
-            executor.shutdown(wait=True)
+    def _create(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA foreign_keys=ON")
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in SQLITE_INCIDENT_SCHEMA:
+                conn.execute(statement)
 
     async def save(self, incident: Incident) -> bool:
         """Store ``incident`` unless the stored version is equal or newer.
@@ -510,58 +460,6 @@ class SqliteIncidentStore:
             "read", lambda c: c.execute(sql, (IncidentState.OPEN.value,)).fetchall()
         )
         return _decodable(rows, lambda r: _incident(r, _from_us))
-
-    # ---------------------------------------------------------------- the thread
-
-    async def _run(self, fn: Callable[[], _T]) -> _T:
-        executor = self._executor
-        if executor is None:
-            raise StoreError("incident store is not open (call start() first, or it was closed)")
-        return await asyncio.get_running_loop().run_in_executor(executor, fn)
-
-    async def _call(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        def run() -> _T:
-            with _sqlite_errors(action, self._path):
-                return fn(self._connection())
-
-        return await self._run(run)
-
-    async def _tx(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        def run() -> _T:
-            conn = self._connection()
-            with _sqlite_errors(action, self._path), conn:
-                conn.execute("BEGIN IMMEDIATE")
-                return fn(conn)
-
-        return await self._run(run)
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("incident store is not open (call start() first, or it was closed)")
-        return self._conn
-
-    def _open(self) -> None:
-        with _sqlite_errors("open", self._path):
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                with conn:
-                    conn.execute("BEGIN IMMEDIATE")
-                    for statement in SQLITE_INCIDENT_SCHEMA:
-                        conn.execute(statement)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-
-    def _close_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with _sqlite_errors("close", self._path):
-                conn.close()
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -47,12 +47,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -62,6 +59,7 @@ from netcortex.contracts.codec import decode_outcome, encode_outcome
 from netcortex.contracts.outbox import JobState, JournalJob, OutboxStats
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import DecodeError, StoreError
+from netcortex.memory.episodic._sqlite_side import SqliteSideStore
 from netcortex.pg import (
     Migration,
     apply_migrations,
@@ -86,7 +84,6 @@ log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_BUSY_TIMEOUT_S: Final = 5.0
 _MAX_ERROR: Final = 2000
 
 #: The job table on SQLite (created by the outcome store's writer and by the outbox).
@@ -259,55 +256,20 @@ def _decoded(
 # ------------------------------------------------------------------ SQLite
 
 
-@contextmanager
-def _sqlite_errors(action: str, path: Path) -> Iterator[None]:
-    try:
-        yield
-    except (sqlite3.Error, sqlite3.Warning, OSError) as exc:
-        raise StoreError(f"journal outbox: sqlite {action} failed on {path}: {exc}") from exc
-
-
 _SQLITE_JOB_COLUMNS: Final = (
     "job_id, outcome, state, attempts, created_us, next_attempt_us, last_error, entry_id, "
     "finished_us"
 )
 
 
-class SqliteOutbox:
+class SqliteOutbox(SqliteSideStore):
     """The ``Outbox`` on the outcome store's SQLite file (its own connection and thread)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._path = Path(path)
-        self.where = f"sqlite {self._path}"
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+    what = "journal outbox"
 
-    async def start(self) -> None:
-        """Open the file (created if missing) and the job table. Idempotent.
-
-        Raises:
-            StoreError: ``:memory:``, or the file cannot be opened.
-        """
-        if self._executor is not None:
-            return
-        if str(self._path) == ":memory:":
-            raise StoreError("journal outbox path must be a file, not ':memory:'")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netcortex-outbox")
-        try:
-            await self._run(self._open)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        """Close the connection and its thread. Idempotent."""
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_conn)
-        finally:
-            executor.shutdown(wait=True)
+    def _create(self, conn: sqlite3.Connection) -> None:
+        for statement in SQLITE_JOBS_SCHEMA:
+            conn.execute(statement)
 
     async def claim(self, limit: int, now: datetime, lease_seconds: float) -> list[JournalJob]:
         now_us = _us(now)
@@ -424,49 +386,6 @@ class SqliteOutbox:
         return _job(
             row[0], row[1], row[2], row[3], created, next_attempt, row[6], row[7], _from_us(row[8])
         )
-
-    async def _run(self, fn: Callable[[], _T]) -> _T:
-        executor = self._executor
-        if executor is None:
-            raise StoreError("journal outbox is not open (call start() first, or it was closed)")
-        return await asyncio.get_running_loop().run_in_executor(executor, fn)
-
-    async def _call(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        def run() -> _T:
-            with _sqlite_errors(action, self._path):
-                return fn(self._connection())
-
-        return await self._run(run)
-
-    async def _tx(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        def run() -> _T:
-            conn = self._connection()
-            with _sqlite_errors(action, self._path), conn:
-                conn.execute("BEGIN IMMEDIATE")
-                return fn(conn)
-
-        return await self._run(run)
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("journal outbox is not open")
-        return self._conn
-
-    def _open(self) -> None:
-        with _sqlite_errors("open", self._path):
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            self._conn = conn
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in SQLITE_JOBS_SCHEMA:
-                conn.execute(statement)
-
-    def _close_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with _sqlite_errors("close", self._path):
-                conn.close()
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -48,6 +48,7 @@ from netcortex.pg import (
     quote_schema,
     redact_dsn,
 )
+from netcortex.sqlite_wal import connect_wal
 
 __all__ = ["PostgresWindowStorage", "Row", "SqliteWindowStorage", "WindowStorage"]
 
@@ -176,10 +177,8 @@ class SqliteWindowStorage:
         """On the thread: open (WAL, busy timeout), create the table, read every row."""
         with _sqlite_errors("open", self._path):
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            conn = connect_wal(self._path, timeout=_BUSY_TIMEOUT_S)
             self._conn = conn
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SQLITE_SCHEMA)
             self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
             rows: list[Row] = conn.execute(_SQLITE_SELECT).fetchall()

@@ -39,6 +39,7 @@ import structlog
 
 from netcortex.errors import StoreError
 from netcortex.sensory.poll.diff import BgpPeerState, DeviceSnapshot, InterfaceState
+from netcortex.sqlite_wal import connect_wal
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -275,10 +276,8 @@ class SqlitePollState:
     def _open(self) -> None:
         with _sqlite_errors("open", self._path):
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None)
+            conn = connect_wal(self._path)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
                 (version,) = conn.execute("PRAGMA user_version").fetchone()
                 if version <= SCHEMA_VERSION:
                     conn.execute(_TABLE)
