@@ -274,7 +274,9 @@ class Correlator:
         if outcome.kind != OutcomeKind.LOGGED and fact.kind == DEVICE:
             return []  # a skipped device report changes nothing we track
         out: list[IncidentTransition] = []
-        changed = fact.kind != DEVICE and self._flaps.record(member, True, now)
+        changed = fact.kind != DEVICE and self._flaps.record(
+            member, True, now, outcome.outcome_id, outcome.severity
+        )
         if member in self._flapping:
             self._absorb_flap(member, outcome, "down", now, out)
         elif changed and self._flaps.count(member, now) >= self._flaps.high:
@@ -294,7 +296,9 @@ class Correlator:
         self, member: str, kind: str, outcome: ReflexOutcome, now: datetime
     ) -> list[IncidentTransition]:
         out: list[IncidentTransition] = []
-        if kind != DEVICE and self._flaps.record(member, False, now):
+        if kind != DEVICE and self._flaps.record(
+            member, False, now, outcome.outcome_id, outcome.severity
+        ):
             if member in self._flapping:
                 self._absorb_flap(member, outcome, "up", now, out)
             elif self._flaps.count(member, now) >= self._flaps.high:
@@ -501,8 +505,16 @@ class Correlator:
         }
         rec = self._record(seed, 0, seed.summary, details)
         rec.facts[member] = fact
+        # Every change in the window is evidence (the one that crossed the threshold
+        # last); the incident is as severe as the worst of them (a drop, not the
+        # recovery that happened to be sixth).
+        changes = self._flaps.evidence(member)
+        for outcome_id, _ in changes:
+            self._evidence(rec, outcome_id)
         self._evidence(rec, outcome.outcome_id)
-        rec.severity = fact.severity
+        rec.severity = max(
+            (fact.severity, *(severity for _, severity in changes)), key=_severity_rank
+        )
         self._flapping[member] = iid
         return self._emit(rec, "flapping", now, outcome.outcome_id)
 

@@ -35,6 +35,21 @@ class TestFlapping:
         _flap(scenario, SW1N_EDGE, [4, 5, 6, 7], "link_down", "link_up")
         assert [t.kind for t in scenario.transitions] == ["flapping"]
 
+    async def test_flapping_incident_carries_every_change_in_the_window(
+        self, memory: SemanticMemory
+    ) -> None:
+        """The changes that made it flap are its evidence, and it is as severe as the worst
+        of them: a flap crossing the threshold on a (info) link_up is still high."""
+        scenario = Scenario(Correlator(memory, CONFIG))
+        scenario.at(-200).send("link_down", SW1N_EDGE)  # outside the window later on
+        scenario.at(-199).send("link_up", SW1N_EDGE)
+        _flap(scenario, SW1N_EDGE, [0, 1, 2, 3], "link_down", "link_up")
+        [t] = [t for t in scenario.transitions if t.kind == "flapping"]
+        in_window = [o.outcome_id for o, _ in scenario.sent[2:]]
+        assert list(t.incident.evidence) == in_window
+        assert t.incident.severity.value == "high"
+        assert t.outcome_id == in_window[-1]
+
     async def test_stays_flapping_between_thresholds_then_stabilises(
         self, memory: SemanticMemory
     ) -> None:

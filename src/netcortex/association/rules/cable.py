@@ -36,7 +36,7 @@ def propose(fact: Fact, facts: Facts, config: AssociationConfig) -> Proposal | N
         facts=ordered([other, fact]),
         summary=f"Cable down: {a.replace('|', ' ')} — {b.replace('|', ' ')}",
         details={
-            "why": f"link-downs on both ends of one cable {apart:g} s apart "
+            "why": f"link-downs on both ends of one cable {apart:.2f} s apart "
             f"(window {config.cable_window:g} s)",
             "window_s": config.cable_window,
             "ends": [a, b],

@@ -2,8 +2,9 @@
 
 Each member (``device|interface`` or ``device|peer``) keeps the times of its
 state changes (down → up or up → down; a repeat of the current state is not a
-change) within a sliding ``flap_window``. When the count reaches ``flap_high``
-the member is *flapping*: one ``flapping`` incident opens and its later downs
+change) within a sliding ``flap_window``, each with the outcome that reported
+it. When the count reaches ``flap_high`` the member is *flapping*: one
+``flapping`` incident opens with those outcomes as its evidence, and its later downs
 and ups are absorbed into it instead of feeding the other rules. It stays
 flapping while the count is between the thresholds (hysteresis) and is
 ``stabilised`` when the count falls below ``flap_low`` — on a later change or,
@@ -13,7 +14,7 @@ Example (window 300 s, high 6, low 2): ``sw1-north|GigabitEthernet1/0/2``
 goes down/up/down/up/down/up at 10:00:00 … 10:00:50 → ``flapping`` at the
 sixth change; with no further change the window empties until fewer than 2
 changes remain (10:05:41) → ``stabilised``. Per member cost: a deque of at most
-``flap_high`` times. May import: contracts, config.
+``flap_high`` (time, outcome id) pairs. May import: contracts, config.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import deque
 from datetime import datetime, timedelta
 
 from netcortex.config import AssociationConfig
+from netcortex.contracts.events import Severity
 
 __all__ = ["RULE", "FlapTracker"]
 
@@ -36,7 +38,8 @@ class FlapTracker:
         self._high = config.flap_high
         self._low = config.flap_low
         self._down: dict[str, bool] = {}
-        self._changes: dict[str, deque[datetime]] = {}
+        #: member → its recent changes as ``(time, outcome id, severity)``, oldest first
+        self._changes: dict[str, deque[tuple[datetime, str, Severity]]] = {}
 
     @property
     def high(self) -> int:
@@ -48,8 +51,15 @@ class FlapTracker:
         """Below this many changes within the window a flapping member is stabilised."""
         return self._low
 
-    def record(self, member: str, down: bool, at: datetime) -> bool:
-        """Note that ``member`` was reported ``down`` (or up) at ``at``.
+    def record(
+        self,
+        member: str,
+        down: bool,
+        at: datetime,
+        outcome_id: str = "",
+        severity: Severity = Severity.INFO,
+    ) -> bool:
+        """Note that ``member`` was reported ``down`` (or up) at ``at`` by ``outcome_id``.
 
         Returns:
             ``True`` when this report changed the member's state (an unknown
@@ -66,7 +76,7 @@ class FlapTracker:
         if changes is None:
             # At most ``high`` times are needed to tell "at or above high".
             changes = self._changes[member] = deque(maxlen=self._high)
-        changes.append(at)
+        changes.append((at, outcome_id, severity))
         return True
 
     def count(self, member: str, now: datetime) -> int:
@@ -75,11 +85,16 @@ class FlapTracker:
         if changes is None:
             return 0
         horizon = now - self._window
-        while changes and changes[0] <= horizon:
+        while changes and changes[0][0] <= horizon:
             changes.popleft()
         if not changes and member not in self._down:
             del self._changes[member]
         return len(changes)
+
+    def evidence(self, member: str) -> list[tuple[str, Severity]]:
+        """``(outcome id, severity)`` of ``member``'s changes still held, oldest first
+        (call ``count`` first to drop the ones that left the window)."""
+        return [(oid, sev) for _, oid, sev in self._changes.get(member, ()) if oid]
 
     def is_down(self, member: str) -> bool:
         """The member's last reported state."""
@@ -91,7 +106,7 @@ class FlapTracker:
 
     def seed(self, member: str, at: datetime, down: bool) -> None:
         """Restore a flapping member (after a restart): ``high`` changes at ``at``."""
-        self._changes[member] = deque([at] * self._high, maxlen=self._high)
+        self._changes[member] = deque([(at, "", Severity.INFO)] * self._high, maxlen=self._high)
         if down:
             self._down[member] = True
 
