@@ -698,6 +698,9 @@ class AssociationConfig(_Section):
     flap_high: Annotated[int, Field(ge=2)] = 6
     #: ... and fewer than this many stabilises it (hysteresis: ``flap_low < flap_high``)
     flap_low: Annotated[int, Field(ge=1)] = 2
+    #: a flapping incident absorbs its member's changes quietly; at most this often
+    #: (seconds) it is published as ``updated`` with the evidence gathered since
+    flap_update_interval: Annotated[float, Field(gt=0)] = 60.0
     #: a down state not in any incident is forgotten after this many seconds
     fact_ttl: Annotated[float, Field(gt=0)] = 3600.0
     #: evidence kept per incident (the rest is counted in ``details``)

@@ -526,7 +526,8 @@ class Correlator:
         now: datetime,
         out: list[IncidentTransition],
     ) -> None:
-        """A change of a flapping member: counted quietly (no transition per change)."""
+        """A change of a flapping member: counted quietly (no transition per change; an
+        ``updated`` one at most every ``flap_update_interval`` seconds)."""
         rec = self._open[self._flapping[member]]
         self._evidence(rec, outcome.outcome_id)
         rec.severity = max(rec.severity, outcome.severity, key=_severity_rank)
@@ -535,6 +536,10 @@ class Correlator:
         rec.details["last_state"] = state
         if self._flaps.count(member, now) < self._flaps.low:
             out.append(self._stabilise(member, now, outcome.outcome_id))
+        elif (now - rec.incident.updated_at).total_seconds() >= self._config.flap_update_interval:
+            # Not a transition per change, but the store and the API must not show the
+            # evidence of the first minute for as long as it keeps flapping.
+            out.append(self._emit(rec, "updated", now, outcome.outcome_id))
 
     def _stabilise(
         self, member: str, now: datetime, cause: str | None = None

@@ -50,6 +50,23 @@ class TestFlapping:
         assert t.incident.severity.value == "high"
         assert t.outcome_id == in_window[-1]
 
+    async def test_long_flapping_is_updated_at_most_once_per_interval(
+        self, memory: SemanticMemory
+    ) -> None:
+        """Absorbed changes publish ``updated`` (with the new evidence) at most once per
+        ``flap_update_interval``, never once per change."""
+        config = AssociationConfig(
+            flap_window=100, flap_high=4, flap_low=2, flap_update_interval=30
+        )
+        scenario = Scenario(Correlator(memory, config))
+        _flap(scenario, SW1N_EDGE, [float(t) for t in range(0, 70)], "link_down", "link_up")
+        kinds = [t.kind for t in scenario.transitions]
+        assert kinds == ["flapping", "updated", "updated"]  # at t=3, then t=33 and t=63
+        last = scenario.transitions[-1]
+        assert last.incident.version == 3
+        assert last.outcome_id in last.incident.evidence
+        assert len(last.incident.evidence) > len(scenario.transitions[0].incident.evidence)
+
     async def test_stays_flapping_between_thresholds_then_stabilises(
         self, memory: SemanticMemory
     ) -> None:
