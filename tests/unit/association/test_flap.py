@@ -59,7 +59,7 @@ class TestFlapping:
             flap_window=100, flap_high=4, flap_low=2, flap_update_interval=30
         )
         scenario = Scenario(Correlator(memory, config))
-        _flap(scenario, SW1N_EDGE, [float(t) for t in range(0, 70)], "link_down", "link_up")
+        _flap(scenario, SW1N_EDGE, [float(t) for t in range(70)], "link_down", "link_up")
         kinds = [t.kind for t in scenario.transitions]
         assert kinds == ["flapping", "updated", "updated"]  # at t=3, then t=33 and t=63
         last = scenario.transitions[-1]
