@@ -24,9 +24,12 @@ their real transport:
   ``GET /api/extras/journal-entries/`` filters them by ``q`` (case-insensitive
   substring of ``comments``), ``assigned_object_type``, ``assigned_object_id``
   and ``kind``; ``journal_count(marker)`` counts entries carrying a marker (to
-  assert exactly-once);
-* ``name`` / ``device`` / ``device_id`` filter the device and interface lists,
-  as NetBox does;
+  assert exactly-once); a valid ``PATCH /api/extras/journal-entries/<id>/``
+  (``PatchedWritableJournalEntryRequest``) **updates** the stored entry (its
+  ``last_updated`` too) and answers it, 404 for an unknown id (issue 8:
+  incident entries are rewritten in place);
+* ``name`` / ``device`` / ``device_id`` / ``slug`` filter the inventory lists,
+  as NetBox does (``/api/dcim/sites/?slug=`` finds a site);
 * faults for the next N requests or for a period (``inject``): an error status
   (429 or 503 with ``Retry-After`` …), a delay (a slow or hanging NetBox;
   ``stop`` releases it), a connection closed without an answer, or a POST that
@@ -397,6 +400,13 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.record_error(p)
             self._send(400, {"detail": problems})
             return
+        entry = re.fullmatch(re.escape(JOURNAL_PATH) + r"(\d+)/", path)
+        if entry is not None and self.command == "PATCH":
+            with fake.lock:
+                fake.writes.append((self.command, path, body))
+            updated = fake.patch_journal(int(entry.group(1)), body)
+            self._send(200 if updated else 404, updated or {"detail": "Not found."})
+            return
         if path == JOURNAL_PATH and self.command in ("GET", "POST"):
             if self.command == "GET":
                 self._send(200, fake.journal_page(query))
@@ -662,6 +672,22 @@ class FakeNetbox:
             self.journal.append(entry)
             return copy.deepcopy(entry)
 
+    def patch_journal(self, entry_id: int, body: Any) -> dict[str, Any] | None:
+        """Apply a schema-valid PATCH to stored entry ``entry_id``; the full entry, or
+        ``None`` when there is no such entry."""
+        with self.lock:
+            entry = next((e for e in self.journal if e["id"] == entry_id), None)
+            if entry is None:
+                return None
+            for key in ("assigned_object_type", "assigned_object_id", "comments"):
+                if key in body:
+                    entry[key] = body[key]
+            if "kind" in body:
+                kind = body["kind"]
+                entry["kind"] = {"value": kind, "label": _KIND_LABELS.get(kind, kind)}
+            entry["last_updated"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+            return copy.deepcopy(entry)
+
     def journal_page(self, query: list[tuple[str, str]]) -> dict[str, Any]:
         """The journal-entries list body: filtered like NetBox, then paginated."""
         params = dict(query)
@@ -728,10 +754,11 @@ class FakeNetbox:
 
 
 def _filtered(results: list[Any], query: list[tuple[str, str]]) -> list[Any]:
-    """``results`` narrowed by NetBox's ``name`` / ``device`` / ``device_id`` filters."""
+    """``results`` narrowed by NetBox's ``name`` / ``device`` / ``device_id`` / ``slug``
+    filters."""
     wanted: dict[str, set[str]] = {}
     for key, value in query:
-        if key in ("name", "device", "device_id"):
+        if key in ("name", "device", "device_id", "slug"):
             wanted.setdefault(key, set()).add(value)
     if not wanted:
         return results
@@ -740,6 +767,7 @@ def _filtered(results: list[Any], query: list[tuple[str, str]]) -> list[Any]:
         device = item.get("device") if isinstance(item.get("device"), dict) else {}
         return (
             ("name" not in wanted or item.get("name") in wanted["name"])
+            and ("slug" not in wanted or item.get("slug") in wanted["slug"])
             and ("device" not in wanted or device.get("name") in wanted["device"])
             and ("device_id" not in wanted or str(device.get("id")) in wanted["device_id"])
         )

@@ -20,7 +20,8 @@ import pytest
 
 from netcortex.config import StoreConfig
 from netcortex.contracts.events import Severity
-from netcortex.contracts.outbox import JobState, Outbox
+from netcortex.contracts.incidents import IncidentState
+from netcortex.contracts.outbox import JobState, Outbox, incident_job_id
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.memory.episodic.outbox import (
@@ -34,6 +35,7 @@ from netcortex.memory.episodic.outbox import (
 from netcortex.memory.episodic.postgres import PostgresOutcomeStore
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.testing import make_event
+from tests.unit.motor.conftest import incident
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -104,6 +106,7 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
                     [r[0] for r in rows],
                     [r[1] for r in rows],
                     [created] * len(rows),
+                    [created] * len(rows),
                 )
         finally:
             await conn.close()
@@ -156,7 +159,17 @@ def _outcomes(n: int, prefix: str = "sw") -> list[ReflexOutcome]:
 def test_both_outboxes_satisfy_the_protocol(backend: Backend) -> None:
     """Type-checked by mypy; at run time: every Protocol method is present."""
     box: Outbox = backend.new()
-    for name in ("claim", "delivered", "retry", "dead", "jobs", "stats", "retry_dead"):
+    for name in (
+        "claim",
+        "delivered",
+        "retry",
+        "dead",
+        "jobs",
+        "stats",
+        "retry_dead",
+        "upsert_incident",
+        "supersede",
+    ):
         assert callable(getattr(box, name))
 
 
@@ -412,3 +425,206 @@ async def test_an_undecodable_job_is_dead_lettered_and_blocks_nothing(
     assert (stats.pending, stats.dead) == (2, 1)
     assert await outbox.jobs(JobState.DEAD) == []
     assert len(await outbox.jobs(JobState.PENDING)) == 2
+
+
+# ------------------------------------------------------------- incident jobs (issue 8)
+
+
+async def test_upsert_incident_inserts_then_replaces_only_older_versions(
+    backend: Backend, outbox: Any
+) -> None:
+    """The first version makes ``incident:<id>`` (due now); a newer version replaces
+    the payload; an equal or older one changes nothing."""
+    v1, v2 = incident(1), incident(2, evidence=("a" * 32, "b" * 32, "c" * 32))
+    job_id = incident_job_id(v1.incident_id)
+    assert ":" not in _outcomes(1)[0].outcome_id  # outcome ids never look like one
+    assert await outbox.upsert_incident(v1, T0) is True
+    assert await outbox.upsert_incident(v2, T0 + timedelta(seconds=1)) is True
+    assert await outbox.upsert_incident(v2, T0 + timedelta(seconds=2)) is False
+    assert await outbox.upsert_incident(v1, T0 + timedelta(seconds=3)) is False
+    (job,) = await outbox.claim(10, T0 + timedelta(seconds=1), LEASE)
+    assert job.job_id == job_id
+    assert job.outcome is None
+    assert job.incident == v2
+    assert (job.state, job.attempts, job.created_at) == (JobState.PENDING, 0, T0)
+    assert job.next_attempt_at == T0 + timedelta(seconds=1)
+    assert (await outbox.stats()).pending == 1
+
+
+async def test_a_new_version_requeues_a_finished_job_and_keeps_its_entry(
+    backend: Backend, outbox: Any
+) -> None:
+    """Delivered (or dead) incident job + a newer version → pending again, due now,
+    attempts 0, no error, not finished, ``entry_id`` kept, ``created`` restarted."""
+    await outbox.upsert_incident(incident(1), T0)
+    job_id = incident_job_id(incident(1).incident_id)
+    assert len(await outbox.claim(10, T0, LEASE)) == 1
+    await outbox.retry(job_id, T0, "HTTP 503", version=1)
+    await outbox.claim(10, T0, LEASE)
+    await outbox.delivered(job_id, 4711, T0 + timedelta(seconds=2), version=1)
+    (done,) = await outbox.jobs(JobState.DELIVERED)
+    assert (done.entry_id, done.attempts) == (4711, 1)
+
+    later = T0 + timedelta(minutes=5)
+    resolved = incident(2, state=IncidentState.RESOLVED)
+    assert await outbox.upsert_incident(resolved, later) is True
+    (again,) = await outbox.jobs(JobState.PENDING)
+    assert again.incident == resolved
+    assert (again.entry_id, again.attempts, again.last_error) == (4711, 0, "")
+    assert (again.created_at, again.next_attempt_at, again.finished_at) == (later, later, None)
+    (claimed,) = await outbox.claim(10, later, LEASE)
+    assert claimed.entry_id == 4711
+
+    # Dead, then a newer version: pending again too.
+    await outbox.dead(job_id, "HTTP 400", later, version=2)
+    assert (await outbox.stats()).dead == 1
+    assert await outbox.upsert_incident(incident(3), later) is True
+    stats = await outbox.stats()
+    assert (stats.pending, stats.dead) == (1, 0)
+
+
+async def test_a_pending_job_keeps_its_created_time_across_versions(
+    backend: Backend, outbox: Any
+) -> None:
+    """While pending, ``created`` (what ``max_age_seconds`` measures) stays the first
+    version's; the lease is cleared so the new version is claimable at once."""
+    await outbox.upsert_incident(incident(1), T0)
+    assert len(await outbox.claim(10, T0, LEASE)) == 1
+    assert await outbox.claim(10, T0, LEASE) == []  # leased
+    await outbox.upsert_incident(incident(2), T0 + timedelta(seconds=5))
+    (job,) = await outbox.claim(10, T0 + timedelta(seconds=5), LEASE)
+    assert job.incident is not None
+    assert job.incident.version == 2
+    assert job.created_at == T0
+
+
+async def test_an_attempt_on_an_older_version_never_finishes_the_newer_one(
+    backend: Backend, outbox: Any
+) -> None:
+    """The race: version 1 is claimed and written; version 2 is upserted before the
+    attempt ends. ``delivered(version=1)`` must not mark version 2 delivered (it only
+    notes the entry id, so version 2 updates that entry); a late ``retry`` or
+    ``dead`` of version 1 changes nothing either. Version 2's own attempt then
+    finishes the job."""
+    job_id = incident_job_id(incident(1).incident_id)
+    await outbox.upsert_incident(incident(1), T0)
+    (first,) = await outbox.claim(10, T0, LEASE)
+    assert first.incident is not None
+    assert first.incident.version == 1
+    await outbox.upsert_incident(incident(2), T0 + timedelta(seconds=1))
+    # version 1's attempt ends now, after the upsert
+    await outbox.delivered(job_id, 77, T0 + timedelta(seconds=2), version=1)
+    await outbox.retry(job_id, T0 + timedelta(hours=1), "late retry of v1", version=1)
+    await outbox.dead(job_id, "late dead of v1", T0 + timedelta(seconds=2), version=1)
+    stats = await outbox.stats()
+    assert (stats.pending, stats.delivered, stats.dead) == (1, 0, 0)
+    (second,) = await outbox.claim(10, T0 + timedelta(seconds=2), LEASE)
+    assert second.incident is not None
+    assert second.incident.version == 2
+    assert (second.entry_id, second.attempts, second.last_error) == (77, 0, "")
+    await outbox.delivered(job_id, 77, T0 + timedelta(seconds=3), version=2)
+    (done,) = await outbox.jobs(JobState.DELIVERED)
+    assert (done.job_id, done.entry_id) == (job_id, 77)
+    assert done.incident is not None
+    assert done.incident.version == 2
+
+
+async def test_supersede_moves_only_pending_outcome_jobs(backend: Backend, outbox: Any) -> None:
+    """Pending outcome jobs become ``superseded`` (finished, with the reason); delivered,
+    dead, incident and unknown jobs are left alone; the count is what moved."""
+    a, b, c, d = _outcomes(4)
+    await backend.enqueue([a, b, c, d], T0)
+    await outbox.upsert_incident(incident(1), T0)
+    await outbox.claim(10, T0, LEASE)
+    await outbox.delivered(c.outcome_id, 5, T0)
+    await outbox.dead(d.outcome_id, "HTTP 404", T0)
+    at = T0 + timedelta(seconds=3)
+    reason = f"part of incident {incident(1).incident_id}"
+    moved = await outbox.supersede(
+        [
+            a.outcome_id,
+            b.outcome_id,
+            b.outcome_id,
+            c.outcome_id,
+            d.outcome_id,
+            incident_job_id(incident(1).incident_id),
+            "no-such-job",
+        ],
+        reason,
+        at,
+    )
+    assert moved == 2
+    assert await outbox.supersede([a.outcome_id], reason, at) == 0
+    assert await outbox.supersede([], reason, at) == 0
+    stats = await outbox.stats()
+    assert (stats.pending, stats.delivered, stats.dead, stats.superseded) == (1, 1, 1, 2)
+    gone = await outbox.jobs(JobState.SUPERSEDED)
+    assert sorted(j.job_id for j in gone) == sorted([a.outcome_id, b.outcome_id])
+    assert {(j.last_error, j.finished_at) for j in gone} == {(reason, at)}
+    # Superseded jobs are never claimed again.
+    (left,) = await outbox.claim(10, T0 + timedelta(hours=1), LEASE)
+    assert left.job_id == incident_job_id(incident(1).incident_id)
+
+
+async def test_store_retention_prunes_superseded_jobs(backend: Backend, outbox: Any) -> None:
+    """Superseded jobs are pruned like delivered and dead ones."""
+    old, new = _outcomes(2)
+    await backend.enqueue([old, new], T0)
+    await outbox.supersede([old.outcome_id], "part of incident x", T0 + timedelta(seconds=1))
+    await outbox.supersede([new.outcome_id], "part of incident x", T0 + timedelta(days=9))
+    store = backend.new_store(None, retention_days=7)
+    await store.start()
+    try:
+        await store.prune(now=T0 + timedelta(days=10))
+    finally:
+        await store.close()
+    assert [j.job_id for j in await outbox.jobs(JobState.SUPERSEDED)] == [new.outcome_id]
+
+
+async def test_the_store_holds_outcome_jobs_for_the_incident_hold(
+    backend: Backend, outbox: Any
+) -> None:
+    """``JournalHook(hold_seconds=…)``: the job is written with its outcome but first
+    due ``hold_seconds`` after it was written (the correlator's head start)."""
+    store = backend.new_store(JournalHook(wants=lambda o: True, hold_seconds=600.0))
+    (outcome,) = _outcomes(1)
+    await store.start()
+    try:
+        await store.record(outcome)
+        await store.flush()
+    finally:
+        await store.close()
+    (job,) = await outbox.jobs(JobState.PENDING)
+    assert job.next_attempt_at - job.created_at == timedelta(seconds=600)
+    assert await outbox.claim(10, datetime.now(UTC) + timedelta(seconds=1), LEASE) == []
+    (held,) = await outbox.claim(10, job.created_at + timedelta(seconds=600), LEASE)
+    assert held.job_id == outcome.outcome_id
+
+
+async def test_a_new_version_keeps_the_settle_delay_of_a_job_without_an_entry(
+    backend: Backend, outbox: Any
+) -> None:
+    """A pending job without an entry whose retry is later than now (its POST timed
+    out and may still land) keeps that retry when a newer version is upserted:
+    searching before then would write a second entry. With an entry (a PATCH is
+    idempotent) the newer version is due now."""
+    job_id = incident_job_id(incident(1).incident_id)
+    await outbox.upsert_incident(incident(1), T0)
+    await outbox.claim(10, T0, LEASE)
+    settle = T0 + timedelta(seconds=LEASE)
+    await outbox.retry(job_id, settle, "timeout (the POST may still land)", version=1)
+    assert await outbox.upsert_incident(incident(2), T0 + timedelta(seconds=1)) is True
+    assert await outbox.claim(10, T0 + timedelta(seconds=1), LEASE) == []
+    (job,) = await outbox.claim(10, settle, LEASE)
+    assert job.incident is not None
+    assert (job.incident.version, job.next_attempt_at) == (2, settle)
+
+    await outbox.delivered(job_id, 5, settle, version=2)
+    await outbox.upsert_incident(incident(3), settle)
+    await outbox.claim(10, settle, LEASE)
+    later = settle + timedelta(seconds=LEASE)
+    await outbox.retry(job_id, later, "HTTP 503", version=3)
+    at = settle + timedelta(seconds=1)
+    assert await outbox.upsert_incident(incident(4), at) is True
+    (due,) = await outbox.claim(10, at, LEASE)
+    assert (due.entry_id, due.next_attempt_at) == (5, at)

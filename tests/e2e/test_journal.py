@@ -240,6 +240,8 @@ def journal_section(fake: FakeNetbox, **changes: Any) -> dict[str, Any]:
         "lease_seconds": 8.0,
         "max_backoff_seconds": 1.0,
         "poll_interval_seconds": 0.5,
+        # Association is on (the default): no hold, these outcomes join no incident.
+        "incident_hold_seconds": 0.0,
     }
     section.update(changes)
     return section

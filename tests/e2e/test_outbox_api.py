@@ -48,6 +48,7 @@ async def journal_engine(
         "rate_per_second": 200.0,
         "max_backoff_seconds": 1.0,
         "poll_interval_seconds": 0.2,
+        "incident_hold_seconds": 0.0,  # association is on: no hold before delivery
         **journal,
     }
     config = engine_config(tmp_path, journal=section)

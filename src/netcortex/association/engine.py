@@ -20,10 +20,23 @@ seconds, and for each transition
 * publishes it as JSON on ``incident.<kind>.<incident_id>`` (message id
   ``<incident_id>:<version>``, so a re-publish is deduplicated by JetStream).
 
+With a ``journal`` (``IncidentJournal``; ``journal.enabled``), after the save an
+incident the journal policy wants (or one already journaled by this worker)
+gets its journal job written or updated (``Outbox.upsert_incident``: one NetBox
+entry per incident, updated on every change and on resolve), and the pending
+jobs of its evidence, its inhibited outcomes and the transitions' outcomes are
+superseded (``Outbox.supersede``; the store is flushed first, so a job written
+with the outcome that just opened the incident is there to supersede). The
+delivery worker is then woken. Outcome jobs are written
+``journal.incident_hold_seconds`` late, so this happens before they are due.
+
 A failing (or hanging, bounded by ``op_timeout``) store or bus is logged
-(``incident_save_failed`` / ``incident_publish_failed``) and counted
-(``netcortex_incidents_failures_total{op}``); the worker keeps going. The
-store and the bus are ``contracts`` Protocols and the subject builder is passed
+(``incident_save_failed`` / ``incident_publish_failed`` /
+``incident_journal_failed``) and counted
+(``netcortex_incidents_failures_total{op}``, ``op`` = ``save``, ``publish``,
+``journal``); the worker keeps going (a journal write that failed is tried
+again ``journal_retry`` seconds later, until it is written or a newer version
+replaces it). The store and the bus are ``contracts`` Protocols and the subject builder is passed
 in, so this region stays blind to the concrete backends (``app.py`` wires them).
 ``netcortex_incidents_open`` is the number of open incidents.
 
@@ -35,7 +48,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -44,11 +58,17 @@ import structlog
 from netcortex.association.correlator import Correlator
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.codec import encode_incident
-from netcortex.contracts.incidents import IncidentStore, IncidentTransition
+from netcortex.contracts.incidents import (
+    Incident,
+    IncidentState,
+    IncidentStore,
+    IncidentTransition,
+)
+from netcortex.contracts.outbox import Outbox
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.metrics import Registry
 
-__all__ = ["IncidentWorker"]
+__all__ = ["IncidentJournal", "IncidentWorker"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +81,25 @@ _BATCH: Final = 256
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentJournal:
+    """What the worker needs to keep one NetBox journal entry per incident
+    (``app.py`` builds it from the journal policy, the outbox and the delivery worker).
+
+    Attributes:
+        wants: whether an incident gets an entry (``JournalPolicy.wants_incident``).
+        outbox: the journal outbox (``upsert_incident``, ``supersede``).
+        notify: wakes the delivery worker after jobs changed (``JournalDelivery.notify``).
+        flush: makes every outcome recorded so far committed, with its job
+            (``OutcomeStore.flush``), before its job is superseded.
+    """
+
+    wants: Callable[[Incident], bool]
+    outbox: Outbox
+    notify: Callable[[], None] | None = None
+    flush: Callable[[], Awaitable[None]] | None = None
 
 
 class IncidentWorker:
@@ -76,6 +115,10 @@ class IncidentWorker:
         tick_interval: seconds between ``Correlator.tick`` calls.
         op_timeout: longest one save or one publish may take (seconds).
         clock: the correlator's clock (timezone-aware UTC; never goes back here).
+        journal: keep one NetBox journal entry per incident (``None``: no journal).
+        journal_retry: seconds before a journal write that failed is tried again
+            (a resolve must still reach its entry; a failing outbox must not slow
+            correlation down).
     """
 
     def __init__(
@@ -90,6 +133,8 @@ class IncidentWorker:
         tick_interval: float = 1.0,
         op_timeout: float = 5.0,
         clock: Callable[[], datetime] = _utc_now,
+        journal: IncidentJournal | None = None,
+        journal_retry: float = 5.0,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -100,6 +145,14 @@ class IncidentWorker:
         self._tick_interval = tick_interval
         self._op_timeout = op_timeout
         self._clock = clock
+        self._journal = journal
+        #: open incidents this worker journaled: every later version updates the entry
+        self._journaled: set[str] = set()
+        #: newest transition of incidents whose journal write failed: tried again
+        #: (at most every _JOURNAL_RETRY_INTERVAL) until written or superseded
+        self._unjournaled: dict[str, IncidentTransition] = {}
+        self._journal_retry = journal_retry
+        self._journal_retry_at = 0.0
         self._last_now: datetime | None = None
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -286,6 +339,19 @@ class IncidentWorker:
                     await self._store.save(transition.incident)
             except Exception as exc:  # noqa: BLE001 - a failing store must not stop correlation
                 self._failed("save", transition, exc)
+        if self._journal is not None:
+            for iid in newest:  # a newer version replaces one whose write failed
+                self._unjournaled.pop(iid, None)
+            retried: list[IncidentTransition] = []
+            if self._unjournaled and time.monotonic() >= self._journal_retry_at:
+                retried, self._unjournaled = list(self._unjournaled.values()), {}
+                self._journal_retry_at = time.monotonic() + self._journal_retry
+            if newest or retried:
+                await self._to_journal(
+                    self._journal,
+                    [*retried, *transitions],
+                    {**{t.incident.incident_id: t for t in retried}, **newest},
+                )
         for transition in transitions:
             incident = transition.incident
             try:
@@ -297,6 +363,62 @@ class IncidentWorker:
                     )
             except Exception as exc:  # noqa: BLE001 - a failing bus must not stop correlation
                 self._failed("publish", transition, exc)
+
+    async def _to_journal(
+        self,
+        journal: IncidentJournal,
+        transitions: list[IncidentTransition],
+        newest: dict[str, IncidentTransition],
+    ) -> None:
+        """Write or update the journal job of each wanted incident and supersede the
+        jobs of its outcomes; wake the delivery worker when anything was written."""
+        causes: dict[str, list[str]] = {}
+        for transition in transitions:
+            if transition.outcome_id is not None:
+                causes.setdefault(transition.incident.incident_id, []).append(transition.outcome_id)
+        wanted: list[IncidentTransition] = []
+        for iid, transition in newest.items():
+            try:
+                if iid in self._journaled or journal.wants(transition.incident):
+                    wanted.append(transition)
+            except Exception as exc:  # noqa: BLE001 - a policy bug costs the entry, not the worker
+                self._failed("journal", transition, exc)
+        if not wanted:
+            return
+        if journal.flush is not None:
+            try:
+                async with asyncio.timeout(self._op_timeout):
+                    await journal.flush()
+            except Exception as exc:  # noqa: BLE001 - supersede what is committed; the rest is held
+                self._failed("journal", wanted[0], exc)
+        written = False
+        for transition in wanted:
+            incident = transition.incident
+            iid = incident.incident_id
+            try:
+                now = _utc_now()  # outbox times are wall-clock (the delivery worker's)
+                async with asyncio.timeout(self._op_timeout):
+                    await journal.outbox.upsert_incident(incident, now)
+                    written = True
+                    ids = [*incident.evidence, *incident.inhibited, *causes.get(iid, ())]
+                    superseded = await journal.outbox.supersede(ids, f"part of incident {iid}", now)
+            except Exception as exc:  # noqa: BLE001 - a failing outbox must not stop correlation
+                self._failed("journal", transition, exc)
+                self._unjournaled[iid] = transition  # tried again later (a resolve too)
+                self._journal_retry_at = time.monotonic() + self._journal_retry
+                continue
+            if incident.state is IncidentState.RESOLVED:
+                self._journaled.discard(iid)
+            else:
+                self._journaled.add(iid)
+            log.debug(
+                "incident_journaled",
+                incident_id=iid,
+                version=incident.version,
+                superseded=superseded,
+            )
+        if written and journal.notify is not None:
+            journal.notify()
 
     def _failed(self, op: str, transition: IncidentTransition, exc: BaseException) -> None:
         self._failures.inc(op=op)

@@ -476,12 +476,14 @@ def _iso(moment: datetime | None) -> str | None:
 
 def outbox_dict(stats: OutboxStats, now: datetime) -> dict[str, Any]:
     """The JSON shape of the outbox's counts: ``pending``, ``delivered``, ``dead``,
-    ``oldest_pending_at`` (ISO 8601 or ``None``) and ``oldest_pending_age_seconds``."""
+    ``superseded``, ``oldest_pending_at`` (ISO 8601 or ``None``) and
+    ``oldest_pending_age_seconds``."""
     oldest = stats.oldest_pending_at
     return {
         "pending": stats.pending,
         "delivered": stats.delivered,
         "dead": stats.dead,
+        "superseded": stats.superseded,
         "oldest_pending_at": _iso(oldest),
         "oldest_pending_age_seconds": (
             None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3)
@@ -495,21 +497,54 @@ def outbox_line(stats: OutboxStats, now: datetime) -> str:
     if stats.oldest_pending_at is not None:
         age = (now - stats.oldest_pending_at).total_seconds()
         pending += f" (oldest {fmt_age(age)})"
-    return f"{pending}, {stats.delivered:,} delivered, {stats.dead:,} dead"
+    line = f"{pending}, {stats.delivered:,} delivered, {stats.dead:,} dead"
+    if stats.superseded:
+        line += f", {stats.superseded:,} superseded"
+    return line
 
 
 def job_dict(job: JournalJob) -> dict[str, Any]:
-    """The JSON shape of one journal job: where it is, what it is about, how it went."""
-    outcome = job.outcome
+    """The JSON shape of one journal job: where it is, what it is about, how it went.
+
+    An incident job (issue 8) says ``incident:<rule>`` as its handler, the root as
+    its target and the incident's last change as ``recorded_at``.
+    """
+    outcome, incident = job.outcome, job.incident
+    about: dict[str, Any]
+    if incident is not None:
+        about = {
+            "incident_id": incident.incident_id,
+            "handler_id": f"incident:{incident.rule}",
+            "severity": incident.severity.value,
+            "device": None,
+            "target": incident.root,
+            "summary": incident.summary,
+            "recorded_at": _iso(incident.updated_at),
+        }
+    elif outcome is not None:
+        about = {
+            "incident_id": None,
+            "handler_id": outcome.handler_id,
+            "severity": outcome.severity.value,
+            "device": outcome.device,
+            "target": outcome.target,
+            "summary": outcome.summary,
+            "recorded_at": _iso(outcome.recorded_at),
+        }
+    else:  # not produced by the outboxes; kept total for the type checker
+        about = {
+            "incident_id": None,
+            "handler_id": "",
+            "severity": "info",
+            "device": None,
+            "target": "",
+            "summary": "",
+            "recorded_at": _iso(job.created_at),
+        }
     return {
         "job_id": job.job_id,
         "state": job.state.value,
-        "handler_id": outcome.handler_id,
-        "severity": outcome.severity.value,
-        "device": outcome.device,
-        "target": outcome.target,
-        "summary": outcome.summary,
-        "recorded_at": _iso(outcome.recorded_at),
+        **about,
         "attempts": job.attempts,
         "last_error": job.last_error,
         "created_at": _iso(job.created_at),

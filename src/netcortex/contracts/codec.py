@@ -13,18 +13,20 @@ import json
 from datetime import datetime
 from typing import Any
 
-from netcortex.contracts.events import SCHEMA_VERSION, SensoryEvent
-from netcortex.contracts.incidents import Incident
+from netcortex.contracts.events import SCHEMA_VERSION, SensoryEvent, Severity
+from netcortex.contracts.incidents import Incident, IncidentState
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import DecodeError
 
 __all__ = [
     "decode_event",
+    "decode_incident",
     "decode_outcome",
     "encode_event",
     "encode_incident",
     "encode_outcome",
     "event_to_dict",
+    "incident_from_dict",
     "incident_to_dict",
     "outcome_from_dict",
     "outcome_to_dict",
@@ -188,3 +190,61 @@ def incident_to_dict(incident: Incident) -> dict[str, Any]:
 def encode_incident(incident: Incident) -> bytes:
     """Encode ``incident`` as UTF-8 JSON bytes (the ``incident.<state>.<id>`` payload)."""
     return _dumps(incident_to_dict(incident)).encode()
+
+
+def _check_types(details: object, version: object) -> None:
+    if not isinstance(details, dict):
+        raise TypeError(f"details must be an object, got {type(details).__name__}")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TypeError(f"version must be an integer, got {version!r}")
+
+
+def incident_from_dict(obj: dict[str, Any]) -> Incident:
+    """Build an ``Incident`` from ``incident_to_dict`` output. Raises ``DecodeError``."""
+    try:
+        flapping = obj.get("flapping")
+        resolved = obj.get("resolved_at")
+        details = obj.get("details") or {}
+        version = obj.get("version", 1)
+        _check_types(details, version)
+        return Incident(
+            incident_id=str(obj["incident_id"]),
+            rule=str(obj["rule"]),
+            root=str(obj["root"]),
+            state=IncidentState(obj["state"]),
+            severity=Severity(obj["severity"]),
+            summary=str(obj.get("summary", "")),
+            members=tuple(str(m) for m in obj.get("members") or ()),
+            evidence=tuple(str(e) for e in obj.get("evidence") or ()),
+            inhibited=tuple(str(i) for i in obj.get("inhibited") or ()),
+            opened_at=datetime.fromisoformat(obj["opened_at"]),
+            updated_at=datetime.fromisoformat(obj["updated_at"]),
+            resolved_at=None if resolved is None else datetime.fromisoformat(resolved),
+            site=obj.get("site"),
+            flapping=None if flapping is None else bool(flapping),
+            version=version,
+            details=dict(details),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"Incident: invalid field: {exc!r}") from exc
+
+
+def decode_incident(data: bytes | str) -> Incident:
+    """Decode bytes made by ``encode_incident``. Raises ``DecodeError``.
+
+    ``incident_to_dict`` carries no ``schema_version`` (the incident payload came
+    with issue 8, after the last bump); one that is present must match.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"Incident: invalid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DecodeError(f"Incident: expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise DecodeError(
+            f"Incident: unsupported schema_version {version!r} (expected {SCHEMA_VERSION})",
+            reason="schema_version",
+        )
+    return incident_from_dict(obj)

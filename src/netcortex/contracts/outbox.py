@@ -16,6 +16,19 @@ does. A delivery worker drains the jobs through an ``Outbox``:
 
 ``job_id`` is the outcome id: one job per outcome, so re-recording an outcome
 (redelivery, a restart) never makes a second job.
+
+Incident jobs (issue 8): with association enabled, the journal gets one entry
+per **incident** instead of one per outcome. Its job (``job_id``
+``incident:<incident_id>``; outcome ids are hex digests and never contain
+``:``) carries the incident as of its newest version and is rewritten by
+``upsert_incident`` on every change: pending again, due now, its ``entry_id``
+kept so the worker updates (``PATCH``) the same entry. The outcome jobs of the
+incident's evidence are moved to ``superseded`` (``supersede``) before they
+become due (the store writes them ``journal.incident_hold_seconds`` late).
+``delivered``/``retry``/``dead`` of an incident job take the ``version`` the
+attempt was about: an attempt on version N that ends after version N+1 was
+upserted changes nothing (``delivered`` only notes the entry id, so N+1
+updates that entry).
 """
 
 from __future__ import annotations
@@ -26,9 +39,25 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from netcortex.contracts.incidents import Incident
 from netcortex.contracts.reflex import ReflexOutcome
 
-__all__ = ["JobState", "JournalJob", "Outbox", "OutboxStats"]
+__all__ = [
+    "INCIDENT_JOB_PREFIX",
+    "JobState",
+    "JournalJob",
+    "Outbox",
+    "OutboxStats",
+    "incident_job_id",
+]
+
+#: ``job_id`` of an incident job is ``f"{INCIDENT_JOB_PREFIX}{incident_id}"``.
+INCIDENT_JOB_PREFIX = "incident:"
+
+
+def incident_job_id(incident_id: str) -> str:
+    """The job id of the journal job about incident ``incident_id``."""
+    return f"{INCIDENT_JOB_PREFIX}{incident_id}"
 
 
 class JobState(StrEnum):
@@ -37,15 +66,18 @@ class JobState(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    #: an outcome job whose outcome became part of an incident (the incident's
+    #: entry covers it); never delivered, pruned like delivered and dead jobs
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True, slots=True)
 class JournalJob:
-    """One outcome waiting for (or done with) its NetBox journal entry.
+    """One outcome (or incident) waiting for (or done with) its NetBox journal entry.
 
     Attributes:
-        job_id: the outcome id (one job per outcome).
-        outcome: the outcome to write about.
+        job_id: the outcome id (one job per outcome), or ``incident:<incident_id>``.
+        outcome: the outcome to write about (``None`` for an incident job).
         state: ``JobState``.
         attempts: delivery attempts ended so far (``retry`` and ``dead`` count).
         created_at: when the job was written (with its outcome) or last requeued by
@@ -53,11 +85,12 @@ class JournalJob:
         next_attempt_at: earliest time the job may be claimed again.
         last_error: why the last attempt failed (``""`` if none).
         entry_id: the NetBox journal entry id once delivered.
-        finished_at: when it was delivered or dead-lettered.
+        finished_at: when it was delivered, dead-lettered or superseded.
+        incident: the incident to write about (incident jobs only), newest version.
     """
 
     job_id: str
-    outcome: ReflexOutcome
+    outcome: ReflexOutcome | None
     state: JobState
     attempts: int
     created_at: datetime
@@ -65,6 +98,15 @@ class JournalJob:
     last_error: str = ""
     entry_id: int | None = None
     finished_at: datetime | None = None
+    incident: Incident | None = None
+
+    @property
+    def about(self) -> str:
+        """What the job is about, for logs and tables: the outcome's target or the
+        incident's root."""
+        if self.incident is not None:
+            return self.incident.root
+        return "" if self.outcome is None else self.outcome.target
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +118,7 @@ class OutboxStats:
     dead: int
     #: ``created_at`` of the oldest pending job, ``None`` when nothing is pending
     oldest_pending_at: datetime | None
+    superseded: int = 0
 
 
 class Outbox(Protocol):
@@ -89,16 +132,47 @@ class Outbox(Protocol):
         """
         ...
 
-    async def delivered(self, job_id: str, entry_id: int | None, now: datetime) -> None:
-        """The entry exists in NetBox: the job is done (idempotent)."""
+    async def delivered(
+        self, job_id: str, entry_id: int | None, now: datetime, *, version: int | None = None
+    ) -> None:
+        """The entry exists in NetBox: the job is done (idempotent).
+
+        With ``version`` (incident jobs: the incident version the attempt wrote),
+        only when the stored incident is still that version; otherwise only the
+        ``entry_id`` is noted (when the job has none), the job stays pending.
+        """
         ...
 
-    async def retry(self, job_id: str, next_attempt_at: datetime, error: str) -> None:
-        """The attempt failed transiently: try again at ``next_attempt_at``; lease released."""
+    async def retry(
+        self, job_id: str, next_attempt_at: datetime, error: str, *, version: int | None = None
+    ) -> None:
+        """The attempt failed transiently: try again at ``next_attempt_at``; lease released.
+        With ``version``: only when the stored incident is still that version."""
         ...
 
-    async def dead(self, job_id: str, reason: str, now: datetime) -> None:
-        """The job cannot succeed (4xx other than 429, too old): keep it with ``reason``."""
+    async def dead(
+        self, job_id: str, reason: str, now: datetime, *, version: int | None = None
+    ) -> None:
+        """The job cannot succeed (4xx other than 429, too old): keep it with ``reason``.
+        With ``version``: only when the stored incident is still that version."""
+        ...
+
+    async def upsert_incident(self, incident: Incident, now: datetime) -> bool:
+        """Write the job of ``incident`` (``incident:<id>``), due now; ``True`` when written.
+
+        A new job is inserted; an existing one is replaced only when its stored
+        incident version is older: the new payload, pending, due ``now``, lease
+        cleared, attempts 0, no error, not finished, ``entry_id`` **kept**,
+        ``created_at`` kept while it was pending (else ``now``). A pending job
+        without an ``entry_id`` keeps a ``next_attempt_at`` later than ``now``:
+        its last POST may still land, and searching before then would write a
+        second entry.
+        """
+        ...
+
+    async def supersede(self, job_ids: Sequence[str], reason: str, now: datetime) -> int:
+        """Move the given *pending outcome* jobs to ``superseded`` (finished ``now``,
+        ``last_error`` = ``reason``); others are left alone. How many moved."""
         ...
 
     async def jobs(self, state: JobState, limit: int = 100) -> Sequence[JournalJob]:

@@ -37,6 +37,20 @@ One background task per engine. A round:
    ``poll_interval_seconds`` (jobs other workers released, leases that ran
    out) — whichever is first. No busy loop.
 
+Incident jobs (issue 8, ``job.incident``): the entry goes on the incident's
+root (``format.incident_placement``: a device, an interface or a NetBox site;
+when NetBox does not know it, on the first member it knows) and carries
+``netcortex-incident: <id>``. A job with an ``entry_id`` (an earlier version
+was delivered) ``PATCH``es that entry (``via="updated"``); a 404 there
+(an operator deleted it) falls back to the marker search. Without one, the
+marker search finds an entry an earlier attempt wrote (``PATCH``ed with this
+version: ``via="existing"``), else the entry is created. Every outbox call of an
+incident job passes the incident's ``version``, so an attempt on a version
+that was replaced meanwhile never marks the newer one done — except the retry
+after a POST that may still land (a timeout), which holds back whatever version
+is stored by then too (the outbox's upsert keeps that later retry): a newer
+version searching before then would write a second entry.
+
 ``stop()`` is bounded: jobs not yet started are released (``retry`` due now,
 so a restart picks them up at once), in-flight requests get ``stop_grace``
 seconds, then are cancelled (their jobs stay leased until the lease runs out;
@@ -71,10 +85,26 @@ import httpx
 import structlog
 
 from netcortex.config import JournalConfig
+from netcortex.contracts.incidents import Incident
 from netcortex.contracts.outbox import JournalJob, Outbox
+from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.metrics import Registry
-from netcortex.motor.format import journal_kind, marker, placement, render_comment
-from netcortex.motor.netbox import DeadlinePassed, JournalRequestError, NetboxJournalClient
+from netcortex.motor.format import (
+    incident_kind,
+    incident_marker,
+    incident_placement,
+    journal_kind,
+    marker,
+    placement,
+    render_comment,
+    render_incident_comment,
+)
+from netcortex.motor.netbox import (
+    Assignment,
+    DeadlinePassed,
+    JournalRequestError,
+    NetboxJournalClient,
+)
 
 __all__ = ["DELIVERY_BUCKETS", "JournalDelivery"]
 
@@ -93,6 +123,14 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _field(outcome: ReflexOutcome | None, name: str) -> str | None:
+    """``outcome.<name>`` for log lines (``None`` without an outcome)."""
+    if outcome is None:
+        return None
+    value = getattr(outcome, name)
+    return None if value is None else str(value)
+
+
 def _cut(text: str, limit: int = _MAX_ERROR) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -103,6 +141,10 @@ def _cut(text: str, limit: int = _MAX_ERROR) -> str:
 #: the entry exists by then and the marker search finds it.)
 _UNCERTAIN_LABELS: Final = frozenset({"timeout"})
 _UNCERTAIN_STATUSES: Final = frozenset({502, 504})  # a proxy gave up; NetBox may not have
+
+
+#: Permanent look-up failures after which an incident's entry goes on a member.
+_UNKNOWN_LABELS: Final = frozenset({"unknown_site", "unknown_device", "no_device"})
 
 
 class _UncertainWrite(Exception):
@@ -186,7 +228,8 @@ class JournalDelivery:
         self._delivered_total = reg.counter(
             "netcortex_journal_delivered_total",
             "Journal jobs delivered, by how (created: a new entry; existing: the marker "
-            "was found, an earlier attempt had written it).",
+            "was found, an earlier attempt had written it; updated: an incident's entry "
+            "was rewritten with its newest version).",
             ("via",),
         )
         self._failures = reg.counter(
@@ -385,7 +428,11 @@ class JournalDelivery:
         return True
 
     async def _deliver(self, job: JournalJob, lease_end: float) -> tuple[int, str]:
+        if job.incident is not None:
+            return await self._deliver_incident(job, job.incident, lease_end)
         outcome = job.outcome
+        if outcome is None:
+            raise ValueError(f"journal job {job.job_id} has neither an outcome nor an incident")
         device, interface = placement(outcome)
         # Every request carries the lease as its deadline: none is sent with less
         # than ``timeout_seconds`` of the lease left, and each is bounded by that,
@@ -395,38 +442,105 @@ class JournalDelivery:
         existing = await self._client.find_entry(mark, assignment, deadline=lease_end)
         if existing is not None:
             return existing, "existing"
+        kind = journal_kind(outcome)
+        comments = render_comment(outcome, api_base_url=self._config.api_base_url)
+        return await self._create(assignment, kind, comments, lease_end), "created"
+
+    async def _create(
+        self, assignment: Assignment, kind: str, comments: str, lease_end: float
+    ) -> int:
+        """POST the entry; a failure that may still store it is an ``_UncertainWrite``."""
         try:
-            entry_id = await self._client.create_entry(
-                assignment,
-                journal_kind(outcome),
-                render_comment(outcome, api_base_url=self._config.api_base_url),
-                deadline=lease_end,
-            )
+            return await self._client.create_entry(assignment, kind, comments, deadline=lease_end)
         except JournalRequestError as exc:
             if exc.retryable and (
                 exc.label in _UNCERTAIN_LABELS or exc.status in _UNCERTAIN_STATUSES
             ):
                 raise _UncertainWrite(exc) from exc
             raise
-        return entry_id, "created"
+
+    async def _deliver_incident(
+        self, job: JournalJob, incident: Incident, lease_end: float
+    ) -> tuple[int, str]:
+        """One entry per incident: update the known entry, else find it by marker and
+        update it (it may hold an older version), else create it."""
+        kind = incident_kind(incident)
+        comments = render_incident_comment(incident, api_base_url=self._config.api_base_url)
+        if job.entry_id is not None and await self._client.update_entry(
+            job.entry_id, kind, comments, deadline=lease_end
+        ):
+            return job.entry_id, "updated"
+        assignment = await self._place_incident(incident, lease_end)
+        existing = await self._client.find_entry(
+            incident_marker(incident.incident_id), assignment, deadline=lease_end
+        )
+        if existing is not None and await self._client.update_entry(
+            existing, kind, comments, deadline=lease_end
+        ):
+            return existing, "existing"
+        return await self._create(assignment, kind, comments, lease_end), "created"
+
+    async def _place_incident(self, incident: Incident, lease_end: float) -> Assignment:
+        """The NetBox object of the incident's root; when NetBox lacks it (a site or a
+        device it does not know), the first member it knows: the incident's outcome
+        jobs were superseded, so a dead incident job would leave no entry at all."""
+        place = incident_placement(incident)
+        try:
+            if place.site is not None:
+                return await self._client.resolve_site(place.site, deadline=lease_end)
+            return await self._client.resolve(
+                place.device, place.interface, incident.site, deadline=lease_end
+            )
+        except JournalRequestError as exc:
+            if exc.retryable or exc.label not in _UNKNOWN_LABELS:
+                raise
+            unknown = exc
+        for member in incident.members:  # sorted: every attempt picks the same one
+            device, _, interface = member.partition("|")
+            try:
+                return await self._client.resolve(
+                    device or None, interface or None, incident.site, deadline=lease_end
+                )
+            except JournalRequestError as exc:
+                if exc.retryable or exc.label not in _UNKNOWN_LABELS:
+                    raise
+        raise unknown
 
     async def _delivered(self, job: JournalJob, entry_id: int, via: str) -> None:
         now = self._clock()
         if not await self._finish("delivered", job, now, entry_id=entry_id):
             return
-        latency = max(0.0, (now - job.outcome.recorded_at).total_seconds())
         self._delivered_total.inc(via=via)
-        self._latency.observe(latency)
-        log.info(
-            "journal_delivered",
-            job_id=job.job_id,
-            entry_id=entry_id,
-            via=via,
-            handler_id=job.outcome.handler_id,
-            device=job.outcome.device,
-            attempts=job.attempts + 1,
-            latency_s=round(latency, 3),
-        )
+        incident, outcome = job.incident, job.outcome
+        if incident is not None:
+            latency = max(0.0, (now - incident.updated_at).total_seconds())
+            self._latency.observe(latency)
+            log.info(
+                "journal_delivered",
+                job_id=job.job_id,
+                entry_id=entry_id,
+                via=via,
+                incident_id=incident.incident_id,
+                incident_version=incident.version,
+                rule=incident.rule,
+                root=incident.root,
+                attempts=job.attempts + 1,
+                latency_s=round(latency, 3),
+            )
+        else:
+            recorded = outcome.recorded_at if outcome is not None else job.created_at
+            latency = max(0.0, (now - recorded).total_seconds())
+            self._latency.observe(latency)
+            log.info(
+                "journal_delivered",
+                job_id=job.job_id,
+                entry_id=entry_id,
+                via=via,
+                handler_id=_field(outcome, "handler_id"),
+                device=_field(outcome, "device"),
+                attempts=job.attempts + 1,
+                latency_s=round(latency, 3),
+            )
         if self._failing_since is not None:
             log.info(
                 "journal_recovered",
@@ -458,7 +572,12 @@ class JournalDelivery:
             # search for its marker only once it has had a lease's time to.
             delay = max(delay, self._config.lease_seconds)
         next_at = now + timedelta(seconds=delay)
-        if not await self._finish("retry", job, now, _cut(error), next_at=next_at):
+        # A write that may still land holds back whatever version is stored by now
+        # too: a newer version upserted meanwhile must not search (and POST a second
+        # entry) before this one could land (``any_version``).
+        if not await self._finish(
+            "retry", job, now, _cut(error), next_at=next_at, any_version=settle
+        ):
             return
         self._failures.inc(reason=reason)
         if self._next_due is None or next_at < self._next_due:
@@ -497,8 +616,9 @@ class JournalDelivery:
             job_id=job.job_id,
             reason=reason,
             error=_cut(reason_text, 300),
-            handler_id=job.outcome.handler_id,
-            device=job.outcome.device,
+            handler_id=_field(job.outcome, "handler_id"),
+            device=_field(job.outcome, "device"),
+            incident_id=None if job.incident is None else job.incident.incident_id,
             attempts=job.attempts + 1,
         )
 
@@ -511,19 +631,22 @@ class JournalDelivery:
         *,
         entry_id: int | None = None,
         next_at: datetime | None = None,
+        any_version: bool = False,
     ) -> bool:
         """End the attempt in the outbox; ``False`` (logged, counted) when that failed.
 
         A failed outbox call leaves the job leased: it is claimed again when the
         lease runs out, and the marker check makes the repeat harmless.
         """
+        # Incident jobs: only while the stored incident is still the version attempted.
+        version = None if job.incident is None or any_version else job.incident.version
         try:
             if how == "delivered":
-                await self._outbox.delivered(job.job_id, entry_id, now)
+                await self._outbox.delivered(job.job_id, entry_id, now, version=version)
             elif how == "retry":
-                await self._outbox.retry(job.job_id, next_at or now, text)
+                await self._outbox.retry(job.job_id, next_at or now, text, version=version)
             else:
-                await self._outbox.dead(job.job_id, text, now)
+                await self._outbox.dead(job.job_id, text, now, version=version)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one failed bookkeeping call is one job's problem
@@ -555,6 +678,7 @@ class JournalDelivery:
         self._jobs.set(stats.pending, state="pending")
         self._jobs.set(stats.delivered, state="delivered")
         self._jobs.set(stats.dead, state="dead")
+        self._jobs.set(stats.superseded, state="superseded")
         self._oldest_pending_at = stats.oldest_pending_at
 
     def _collect(self) -> None:

@@ -16,6 +16,11 @@ retries whole jobs, with backoff, across restarts):
   confirmed line by line in the answer (``q`` is a search, not an equality).
 * ``create_entry(assignment, kind, comments)``: ``POST
   /api/extras/journal-entries/``; the new entry's id.
+* ``update_entry(entry_id, kind, comments)`` (issue 8, incident entries):
+  ``PATCH /api/extras/journal-entries/<id>/``; ``False`` when NetBox no longer
+  has the entry (404: deleted by an operator), so the caller searches or creates.
+* ``resolve_site(slug)`` (issue 8): the site (``dcim.site``) a site incident's
+  entry hangs on; unknown is permanent (``unknown_site``), cached like devices.
 
 Every failure is one ``JournalRequestError`` (a ``MotorError``) with
 ``retryable``, a metrics ``label`` and, for 429/503, the server's
@@ -67,6 +72,7 @@ __all__ = [
     "DEVICE_TYPE",
     "INTERFACE_TYPE",
     "JOURNAL_PATH",
+    "SITE_TYPE",
     "AssignedObject",
     "Assignment",
     "DeadlinePassed",
@@ -81,8 +87,10 @@ __all__ = [
 JOURNAL_PATH: Final = "/api/extras/journal-entries/"
 DEVICES_PATH: Final = "/api/dcim/devices/"
 INTERFACES_PATH: Final = "/api/dcim/interfaces/"
+SITES_PATH: Final = "/api/dcim/sites/"
 DEVICE_TYPE: Final = "dcim.device"
 INTERFACE_TYPE: Final = "dcim.interface"
+SITE_TYPE: Final = "dcim.site"
 #: Most characters of NetBox's error detail kept in a dead-letter reason.
 _MAX_DETAIL: Final = 300
 _Params = list[tuple[str, str | int | float | bool | None]]
@@ -161,7 +169,7 @@ class DeadlinePassed(Exception):
 class AssignedObject:
     """A NetBox object a journal entry can hang on."""
 
-    type: str  #: ``dcim.device`` or ``dcim.interface``
+    type: str  #: ``dcim.device``, ``dcim.interface`` or ``dcim.site``
     id: int
     name: str  #: for log lines and reasons (``sw1-north GigabitEthernet1/0/3``)
 
@@ -441,6 +449,20 @@ class NetboxJournalClient:
         # lose the entry: it goes on the device.
         return Assignment(iface or dev, dev)
 
+    async def resolve_site(self, slug: str | None, *, deadline: float | None = None) -> Assignment:
+        """The site ``slug`` as an assignment (a site incident's entry goes on it).
+
+        Raises:
+            JournalRequestError: ``unknown_site`` (permanent), or a request failure.
+            DeadlinePassed: the look-up was not sent because of ``deadline``.
+        """
+        if not slug:
+            raise _permanent("the incident names no site", "unknown_site")
+        site = await self._cached(("site", slug), lambda: self._find_site(slug, deadline))
+        if site is None:
+            raise _permanent(f"site {slug!r} not in NetBox", "unknown_site")
+        return Assignment(site, site)
+
     async def find_entry(
         self, marker: str, assignment: Assignment, *, deadline: float | None = None
     ) -> int | None:
@@ -509,6 +531,36 @@ class NetboxJournalClient:
             )
         return entry_id
 
+    async def update_entry(
+        self, entry_id: int, kind: str, comments: str, *, deadline: float | None = None
+    ) -> bool:
+        """Rewrite entry ``entry_id``'s ``kind`` and ``comments`` (``PATCH``).
+
+        Returns:
+            ``True`` when updated, ``False`` when NetBox has no such entry (404).
+
+        Raises:
+            JournalRequestError: the request failed (404 aside).
+            DeadlinePassed: nothing was sent because of ``deadline``.
+        """
+        path = f"{JOURNAL_PATH}{int(entry_id)}/"
+        try:
+            body = await self._json(
+                "update", "PATCH", path, deadline=deadline,
+                json={"kind": kind, "comments": comments},
+            )  # fmt: skip
+        except JournalRequestError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        if not isinstance(body, dict) or body.get("id") != entry_id:
+            raise _transient(
+                f"PATCH {JOURNAL_PATH}<id>/: the answer is not the entry",
+                "bad_response",
+                MotorErrorReason.UNKNOWN,
+            )
+        return True
+
     # --------------------------------------------------------------------- helpers
 
     async def _cached(
@@ -543,6 +595,15 @@ class NetboxJournalClient:
         ]
         best = (in_site or found)[0]
         return AssignedObject(DEVICE_TYPE, best["id"], name)
+
+    async def _find_site(self, slug: str, deadline: float | None = None) -> AssignedObject | None:
+        body = await self._json(
+            "site", "GET", SITES_PATH, params=[("slug", slug), ("limit", 2)], deadline=deadline
+        )
+        for item in _results(body, SITES_PATH):
+            if item.get("slug") == slug and isinstance(item.get("id"), int):
+                return AssignedObject(SITE_TYPE, item["id"], str(item.get("name") or slug))
+        return None
 
     async def _find_interface(
         self, dev: AssignedObject, name: str, deadline: float | None = None

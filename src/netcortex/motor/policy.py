@@ -22,6 +22,12 @@ The rule (``journal`` config section):
   happened before the journal was enabled): a lone "recovered" entry is
   harmless, a missing one after a written "down" is not.
 
+Incidents (issue 8, ``wants_incident``): with association enabled an incident
+of severity ``min_severity`` or above gets one entry, updated on every change
+(the worker keeps updating an incident it journaled). Severity only: an
+incident's severity never drops, so every later version of a journaled
+incident passes too; the handler filter is about outcomes and does not apply.
+
 May import: ``contracts``, ``config``.
 """
 
@@ -33,6 +39,7 @@ from typing import Final
 
 from netcortex.config import JournalConfig
 from netcortex.contracts.events import Severity
+from netcortex.contracts.incidents import Incident
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome
 
 __all__ = ["RECOVERY_CLOSES", "SEVERITY_RANK", "JournalPolicy", "is_recovery"]
@@ -117,6 +124,14 @@ class JournalPolicy:
         except Exception:  # noqa: BLE001 - called inside the store's transaction: never raise
             return False
         return wanted
+
+    def wants_incident(self, incident: Incident) -> bool:
+        """Whether ``incident`` should get (and keep updating) a journal entry: its
+        severity is ``min_severity`` or above. Pure; never raises."""
+        try:
+            return incident.severity in self._severities
+        except Exception:  # noqa: BLE001 - called by the association worker: never raise
+            return False
 
 
 def is_recovery(outcome: ReflexOutcome) -> bool:

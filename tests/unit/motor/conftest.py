@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 
 from netcortex.contracts.events import Severity
+from netcortex.contracts.incidents import Incident, IncidentState
 from netcortex.contracts.outbox import Outbox
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome, outcome_id_for
 from netcortex.memory.episodic.outbox import (
@@ -114,7 +115,11 @@ async def _postgres(place: _Place) -> _Backend:
         try:
             async with conn.transaction():
                 tag: str = await conn.execute(
-                    insert_sql, [r[0] for r in rows], [r[1] for r in rows], [created] * len(rows)
+                    insert_sql,
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    [created] * len(rows),
+                    [created] * len(rows),
                 )
         finally:
             await conn.close()
@@ -208,3 +213,47 @@ def outcome(
     if recorded_at is not None:
         made = replace(made, recorded_at=recorded_at)
     return made
+
+
+#: When the incidents of ``incident()`` opened.
+INCIDENT_T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+
+def incident(
+    version: int = 1,
+    *,
+    incident_id: str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    rule: str = "cable_pair",
+    root: str = "cable:sw1-north|GigabitEthernet1/0/3~sw2-north|GigabitEthernet1/0/3",
+    state: IncidentState = IncidentState.OPEN,
+    severity: Severity = Severity.HIGH,
+    summary: str = "Cable sw1-north GigabitEthernet1/0/3 ⇄ sw2-north GigabitEthernet1/0/3 down",
+    members: tuple[str, ...] = (
+        "sw1-north|GigabitEthernet1/0/3",
+        "sw2-north|GigabitEthernet1/0/3",
+    ),
+    evidence: tuple[str, ...] = ("a" * 32, "b" * 32),
+    inhibited: tuple[str, ...] = (),
+    site: str | None = "dc-north",
+    flapping: bool | None = None,
+) -> Incident:
+    """An incident (default: the fixture cable cut, open, high) as of ``version``."""
+    updated = INCIDENT_T0 + timedelta(seconds=version - 1)
+    return Incident(
+        incident_id=incident_id,
+        rule=rule,
+        root=root,
+        state=state,
+        severity=severity,
+        summary=summary,
+        members=members,
+        evidence=evidence,
+        inhibited=inhibited,
+        opened_at=INCIDENT_T0,
+        updated_at=updated,
+        resolved_at=updated if state is IncidentState.RESOLVED else None,
+        site=site,
+        flapping=flapping,
+        version=version,
+        details={"facts": {}, "n": version},
+    )

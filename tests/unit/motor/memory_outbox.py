@@ -14,7 +14,13 @@ Semantics kept exactly:
   whose lease ran out must not undo another's result); ``delivered`` is
   idempotent; ``retry`` and ``dead`` count the attempt, ``delivered`` does not
   (the Protocol counts "attempts ended" by ``retry`` and ``dead``);
-* ``retry_dead`` requeues dead jobs as pending, due now, lease cleared.
+* ``retry_dead`` requeues dead jobs as pending, due now, lease cleared;
+* ``upsert_incident`` inserts ``incident:<id>`` or replaces an older version
+  (pending, due now, lease cleared, attempts 0, no error, not finished,
+  ``entry_id`` kept, ``created_at`` kept while pending); the finishing calls
+  with ``version`` act only while the stored incident is that version
+  (``delivered`` otherwise notes a missing ``entry_id``);
+* ``supersede`` moves pending outcome jobs to ``superseded``.
 
 Extras for tests (not Protocol): ``add`` (what a store's ``record`` does),
 ``job``, ``claims`` (how many times each job was handed out).
@@ -27,7 +33,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from netcortex.contracts.outbox import JobState, JournalJob, OutboxStats
+from netcortex.contracts.incidents import Incident
+from netcortex.contracts.outbox import (
+    INCIDENT_JOB_PREFIX,
+    JobState,
+    JournalJob,
+    OutboxStats,
+    incident_job_id,
+)
 from netcortex.contracts.reflex import ReflexOutcome
 
 __all__ = ["MemoryOutbox"]
@@ -84,32 +97,98 @@ class MemoryOutbox:
             self.claims[job.job_id] += 1
         return picked
 
-    async def delivered(self, job_id: str, entry_id: int | None, now: datetime) -> None:
+    def _other_version(self, job: JournalJob, version: int | None) -> bool:
+        return version is not None and (job.incident is None or job.incident.version != version)
+
+    async def delivered(
+        self, job_id: str, entry_id: int | None, now: datetime, *, version: int | None = None
+    ) -> None:
         job = self._jobs.get(job_id)
         if job is None or job.state is not JobState.PENDING:
+            return
+        if self._other_version(job, version):
+            if job.entry_id is None and entry_id is not None:
+                self._jobs[job_id] = replace(job, entry_id=entry_id)
             return
         self._jobs[job_id] = replace(
             job, state=JobState.DELIVERED, entry_id=entry_id, finished_at=now, last_error=""
         )
         self._leases.pop(job_id, None)
 
-    async def retry(self, job_id: str, next_attempt_at: datetime, error: str) -> None:
+    async def retry(
+        self, job_id: str, next_attempt_at: datetime, error: str, *, version: int | None = None
+    ) -> None:
         job = self._jobs.get(job_id)
-        if job is None or job.state is not JobState.PENDING:
+        if job is None or job.state is not JobState.PENDING or self._other_version(job, version):
             return
         self._jobs[job_id] = replace(
             job, attempts=job.attempts + 1, next_attempt_at=next_attempt_at, last_error=error
         )
         self._leases.pop(job_id, None)
 
-    async def dead(self, job_id: str, reason: str, now: datetime) -> None:
+    async def dead(
+        self, job_id: str, reason: str, now: datetime, *, version: int | None = None
+    ) -> None:
         job = self._jobs.get(job_id)
-        if job is None or job.state is not JobState.PENDING:
+        if job is None or job.state is not JobState.PENDING or self._other_version(job, version):
             return
         self._jobs[job_id] = replace(
             job, state=JobState.DEAD, attempts=job.attempts + 1, last_error=reason, finished_at=now
         )
         self._leases.pop(job_id, None)
+
+    async def upsert_incident(self, incident: Incident, now: datetime) -> bool:
+        job_id = incident_job_id(incident.incident_id)
+        job = self._jobs.get(job_id)
+        if job is None:
+            self._jobs[job_id] = JournalJob(
+                job_id=job_id,
+                outcome=None,
+                incident=incident,
+                state=JobState.PENDING,
+                attempts=0,
+                created_at=now,
+                next_attempt_at=now,
+            )
+            return True
+        if job.incident is None or job.incident.version >= incident.version:
+            return False
+        self._jobs[job_id] = replace(
+            job,
+            incident=incident,
+            state=JobState.PENDING,
+            attempts=0,
+            created_at=job.created_at if job.state is JobState.PENDING else now,
+            # a pending job without an entry keeps a later retry (a POST may land)
+            next_attempt_at=(
+                job.next_attempt_at
+                if job.state is JobState.PENDING
+                and job.entry_id is None
+                and job.next_attempt_at > now
+                else now
+            ),
+            last_error="",
+            finished_at=None,
+        )
+        self._leases.pop(job_id, None)
+        return True
+
+    async def supersede(self, job_ids: Sequence[str], reason: str, now: datetime) -> int:
+        n = 0
+        for job_id in dict.fromkeys(job_ids):
+            job = self._jobs.get(job_id)
+            if (
+                job is None
+                or job.state is not JobState.PENDING
+                or job_id.startswith(INCIDENT_JOB_PREFIX)
+            ):
+                continue
+            self._jobs[job_id] = replace(
+                job, state=JobState.SUPERSEDED, finished_at=now, last_error=reason
+            )
+            self._leases.pop(job_id, None)
+            n += 1
+        return n
 
     async def jobs(self, state: JobState, limit: int = 100) -> Sequence[JournalJob]:
         found = sorted(
@@ -126,6 +205,7 @@ class MemoryOutbox:
             delivered=counts[JobState.DELIVERED],
             dead=counts[JobState.DEAD],
             oldest_pending_at=min(pending) if pending else None,
+            superseded=counts[JobState.SUPERSEDED],
         )
 
     async def retry_dead(self, job_ids: Sequence[str] | None = None) -> int:

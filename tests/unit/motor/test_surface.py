@@ -16,12 +16,16 @@ def test_exported_members() -> None:
         "JournalRequestError",
         "NetboxJournalClient",
         "TokenBucket",
+        "incident_kind",
+        "incident_marker",
+        "incident_placement",
         "is_recovery",
         "journal_kind",
         "marker",
         "parse_retry_after",
         "placement",
         "render_comment",
+        "render_incident_comment",
     }
     for name in motor.__all__:
         assert getattr(motor, name) is not None

@@ -44,7 +44,7 @@ __all__ = [
 SeverityName = Literal["info", "warn", "high", "critical"]
 KindName = Literal["logged", "skipped", "suppressed", "errored"]
 ScopeName = Literal["device", "interface", "site", "role", "tag"]
-JobStateName = Literal["pending", "delivered", "dead"]
+JobStateName = Literal["pending", "delivered", "dead", "superseded"]
 IncidentStateName = Literal["open", "resolved"]
 
 #: Longest window ``target`` accepted over HTTP (``device|interface`` of NetBox names).
@@ -282,11 +282,15 @@ class WindowIn(BaseModel):
 
 
 class OutboxJob(_Out):
-    """One NetBox journal job (``bridge.views.job_dict``); ``job_id`` is the outcome id."""
+    """One NetBox journal job (``bridge.views.job_dict``); ``job_id`` is the outcome id,
+    or ``incident:<incident_id>`` for an incident's entry (issue 8)."""
 
     job_id: str
     state: JobStateName
-    handler_id: str
+    incident_id: str | None = Field(
+        default=None, description="incident jobs: the incident (else null)"
+    )
+    handler_id: str = Field(description="the outcome's handler; incident jobs: incident:<rule>")
     severity: SeverityName
     device: str | None
     target: str
@@ -299,7 +303,9 @@ class OutboxJob(_Out):
         "journal.max_age_seconds is measured from it"
     )
     next_attempt_at: str = Field(description="earliest next attempt (pending jobs), ISO 8601")
-    finished_at: str | None = Field(description="when it was delivered or dead-lettered")
+    finished_at: str | None = Field(
+        description="when it was delivered, dead-lettered or superseded"
+    )
     entry_id: int | None = Field(description="the NetBox journal entry id once delivered")
 
 
@@ -310,6 +316,9 @@ class OutboxState(_Out):
     pending: int
     delivered: int
     dead: int
+    superseded: int = Field(
+        default=0, description="outcome jobs whose outcome became part of an incident's entry"
+    )
     oldest_pending_at: str | None = Field(
         description="``created_at`` of the oldest pending job (ISO 8601); null when none"
     )

@@ -6,21 +6,36 @@ the stores' writers insert job rows beside the outcome rows of each batch
 (``SQLITE_JOBS_INSERT`` / ``PostgresOutbox.insert_sql``); the classes here
 serve the delivery worker (claim, finish) and operators (stats, lists, requeue).
 
-Table ``journal_jobs`` (one row per outcome that should reach NetBox):
+Table ``journal_jobs`` (one row per outcome, or incident, that should reach NetBox):
 
 ==================  =====================================================
-``job_id``          the outcome id (primary key: one job per outcome)
-``outcome``         the outcome as JSON (``contracts.codec``): a job never
-                    depends on the outcome row surviving retention
-``state``           ``pending`` | ``delivered`` | ``dead``
+``job_id``          the outcome id (primary key: one job per outcome), or
+                    ``incident:<incident_id>`` (one job per incident)
+``outcome``         the payload as JSON (``contracts.codec``): the outcome,
+                    or for an incident job the incident (newest version); a
+                    job never depends on the outcome row surviving retention
+``state``           ``pending`` | ``delivered`` | ``dead`` | ``superseded``
 ``attempts``        attempts ended (``retry`` and ``dead`` count)
 ``created``         when the job was written (with its outcome)
 ``next_attempt``    earliest time it may be claimed again
 ``lease_until``     a claim holds the job until then (0/epoch: free)
 ``last_error``      why the last attempt failed
 ``entry_id``        the NetBox journal entry id once delivered
-``finished``        when it was delivered or dead-lettered
+``finished``        when it was delivered, dead-lettered or superseded
 ==================  =====================================================
+
+Incident jobs (issue 8): ``upsert_incident`` inserts the job or, when the
+stored incident version (``json_extract`` / ``::jsonb`` on the payload's
+``version``) is older, replaces the payload and makes the job pending again
+(due now, lease cleared, attempts 0, no error, not finished), **keeping
+``entry_id``** so the worker updates the same NetBox entry, and ``created``
+while it was pending; a pending job without an entry keeps a later
+``next_attempt`` (a timed-out POST may still land: searching for its marker
+before then would write a second entry). ``delivered``/``retry``/``dead`` with a ``version`` act
+only while the stored incident is that version (``delivered`` otherwise just
+notes a missing ``entry_id``): an attempt on version N that ends after N+1 was
+upserted never marks N+1 done. ``supersede`` moves pending outcome jobs to
+``superseded`` (their outcome is part of an incident whose entry covers it).
 
 Claiming is one transaction: SQLite ``BEGIN IMMEDIATE`` (one writer at a time
 across processes on the file), PostgreSQL ``FOR UPDATE SKIP LOCKED`` (workers
@@ -34,7 +49,8 @@ no longer decodes (another schema version, a hand edit) is dead-lettered by
 ``claim`` with the reason and left out of listings: it never blocks the rest.
 Finished jobs are deleted by the outcome store's retention
 (``store.retention_days`` after they finished; ``SQLITE_JOBS_PRUNE`` /
-``PostgresOutbox.prune_sql``), so delivered and dead jobs do not pile up.
+``PostgresOutbox.prune_sql``), so delivered, dead and superseded jobs do not
+pile up.
 
 SQLite times are integer microseconds (like the outcome store); PostgreSQL
 times are ``timestamptz``. Every driver error is mapped to ``StoreError``.
@@ -55,8 +71,20 @@ from typing import Any, Final, TypeVar
 import asyncpg
 import structlog
 
-from netcortex.contracts.codec import decode_outcome, encode_outcome
-from netcortex.contracts.outbox import JobState, JournalJob, OutboxStats
+from netcortex.contracts.codec import (
+    decode_incident,
+    decode_outcome,
+    encode_incident,
+    encode_outcome,
+)
+from netcortex.contracts.incidents import Incident
+from netcortex.contracts.outbox import (
+    INCIDENT_JOB_PREFIX,
+    JobState,
+    JournalJob,
+    OutboxStats,
+    incident_job_id,
+)
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.errors import DecodeError, StoreError
 from netcortex.memory.episodic._sqlite_side import SqliteSideStore
@@ -77,6 +105,7 @@ __all__ = [
     "JournalHook",
     "PostgresOutbox",
     "SqliteOutbox",
+    "incident_job_row",
     "job_row",
 ]
 
@@ -113,7 +142,7 @@ SQLITE_JOBS_INSERT: Final = (
 #: pruned (``max_age_seconds`` dead-letters them first).
 SQLITE_JOBS_PRUNE: Final = (
     "DELETE FROM journal_jobs WHERE job_id IN (SELECT job_id FROM journal_jobs "
-    "WHERE state IN ('delivered', 'dead') AND finished_us < ? LIMIT ?)"
+    "WHERE state IN ('delivered', 'dead', 'superseded') AND finished_us < ? LIMIT ?)"
 )
 
 #: The job table on PostgreSQL (ledger ``journal_migrations``). Never edit a released
@@ -152,13 +181,19 @@ class JournalHook:
             without a job, and ``journal_policy_failed`` is logged).
         committed: called on the event loop with the number of jobs a batch
             committed (the delivery worker's ``notify``), or ``None``.
+        hold_seconds: a job is first due this long after it was written
+            (``journal.incident_hold_seconds`` with association enabled: time for
+            the correlator to fold the outcome into an incident and supersede
+            its job); 0 = due at once.
     """
 
     wants: Callable[[ReflexOutcome], bool]
     committed: Callable[[int], None] | None = None
+    hold_seconds: float = 0.0
 
-    def job(self, outcome: ReflexOutcome) -> tuple[str, str, datetime] | None:
-        """``(job_id, outcome JSON, created)`` when ``outcome`` gets a job, else ``None``."""
+    def job(self, outcome: ReflexOutcome) -> tuple[str, str, datetime, datetime] | None:
+        """``(job_id, outcome JSON, created, next_attempt)`` when ``outcome`` gets a
+        job (``next_attempt`` = ``created`` + ``hold_seconds``), else ``None``."""
         try:
             if not self.wants(outcome):
                 return None
@@ -169,7 +204,10 @@ class JournalHook:
             )  # fmt: skip
             return None
         job_id, text = job_row(outcome)
-        return job_id, text, datetime.fromtimestamp(time.time(), UTC)
+        created = datetime.fromtimestamp(time.time(), UTC)
+        hold = self.hold_seconds
+        due = created + timedelta(seconds=hold) if hold > 0 else created
+        return job_id, text, created, due
 
 
 def _us(moment: datetime) -> int:
@@ -194,6 +232,11 @@ def job_row(outcome: ReflexOutcome) -> tuple[str, str]:
     return outcome.outcome_id, encode_outcome(outcome).decode()
 
 
+def incident_job_row(incident: Incident) -> tuple[str, str]:
+    """``(job_id, incident JSON)`` of the job for ``incident``."""
+    return incident_job_id(incident.incident_id), encode_incident(incident).decode()
+
+
 def _job(
     job_id: str,
     outcome: str,
@@ -205,13 +248,19 @@ def _job(
     entry_id: int | None,
     finished: datetime | None,
 ) -> JournalJob:
+    decoded: ReflexOutcome | None = None
+    incident: Incident | None = None
     try:
-        decoded = decode_outcome(outcome)
+        if job_id.startswith(INCIDENT_JOB_PREFIX):
+            incident = decode_incident(outcome)
+        else:
+            decoded = decode_outcome(outcome)
     except DecodeError as exc:
-        raise StoreError(f"journal job {job_id}: stored outcome does not decode: {exc}") from exc
+        raise StoreError(f"journal job {job_id}: stored payload does not decode: {exc}") from exc
     return JournalJob(
         job_id=job_id,
         outcome=decoded,
+        incident=incident,
         state=JobState(state),
         attempts=attempts,
         created_at=created,
@@ -262,6 +311,28 @@ _SQLITE_JOB_COLUMNS: Final = (
 )
 
 
+#: ``(version, version)``: ``None`` (outcome jobs) or the stored incident's version.
+_SQLITE_SAME_VERSION: Final = (
+    "(CASE WHEN ? IS NULL THEN 1 ELSE json_extract(outcome, '$.version') = ? END)"
+)
+#: ``(job_id, incident JSON, now_us, now_us)``: insert, or replace an older version.
+#: Due now, except a pending job without an entry keeps a later retry: its last
+#: POST may still land (a timed-out write waits a lease), and a search before that
+#: would write a second entry.
+_SQLITE_UPSERT: Final = (
+    "INSERT INTO journal_jobs (job_id, outcome, created_us, next_attempt_us) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET outcome = excluded.outcome, "
+    "created_us = CASE WHEN journal_jobs.state = 'pending' THEN journal_jobs.created_us "
+    "ELSE excluded.created_us END, "
+    "state = 'pending', next_attempt_us = CASE WHEN journal_jobs.state = 'pending' "
+    "AND journal_jobs.entry_id IS NULL AND journal_jobs.next_attempt_us > excluded.next_attempt_us "
+    "THEN journal_jobs.next_attempt_us ELSE excluded.next_attempt_us END, lease_until_us = 0, "
+    "attempts = 0, last_error = '', finished_us = NULL "
+    "WHERE json_extract(journal_jobs.outcome, '$.version') "
+    "< json_extract(excluded.outcome, '$.version')"
+)
+
+
 class SqliteOutbox(SqliteSideStore):
     """The ``Outbox`` on the outcome store's SQLite file (its own connection and thread)."""
 
@@ -296,39 +367,86 @@ class SqliteOutbox(SqliteSideStore):
 
         return await self._tx("claim", run)
 
-    async def delivered(self, job_id: str, entry_id: int | None, now: datetime) -> None:
+    async def delivered(
+        self, job_id: str, entry_id: int | None, now: datetime, *, version: int | None = None
+    ) -> None:
         now_us = _us(now)
-        await self._tx(
-            "deliver",
-            lambda c: c.execute(
-                "UPDATE journal_jobs SET state = 'delivered', entry_id = ?, finished_us = ?, "
-                "lease_until_us = 0, last_error = '' WHERE job_id = ? AND state != 'delivered'",
-                (entry_id, now_us, job_id),
-            ),
-        )
 
-    async def retry(self, job_id: str, next_attempt_at: datetime, error: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            done = conn.execute(
+                "UPDATE journal_jobs SET state = 'delivered', entry_id = ?, finished_us = ?, "  # noqa: S608
+                f"lease_until_us = 0, last_error = '' WHERE job_id = ? AND state != 'delivered' "
+                f"AND {_SQLITE_SAME_VERSION}",
+                (entry_id, now_us, job_id, version, version),
+            ).rowcount
+            if not done and version is not None and entry_id is not None:
+                # A newer version was upserted meanwhile: it stays pending, and
+                # updates the entry this attempt made.
+                conn.execute(
+                    "UPDATE journal_jobs SET entry_id = ? WHERE job_id = ? AND entry_id IS NULL",
+                    (entry_id, job_id),
+                )
+
+        await self._tx("deliver", run)
+
+    async def retry(
+        self, job_id: str, next_attempt_at: datetime, error: str, *, version: int | None = None
+    ) -> None:
         next_us = _us(next_attempt_at)
         await self._tx(
             "retry",
             lambda c: c.execute(
-                "UPDATE journal_jobs SET attempts = attempts + 1, next_attempt_us = ?, "
-                "last_error = ?, lease_until_us = 0 WHERE job_id = ? AND state = 'pending'",
-                (next_us, _clip(error), job_id),
+                "UPDATE journal_jobs SET attempts = attempts + 1, next_attempt_us = ?, "  # noqa: S608
+                "last_error = ?, lease_until_us = 0 WHERE job_id = ? AND state = 'pending' "
+                f"AND {_SQLITE_SAME_VERSION}",
+                (next_us, _clip(error), job_id, version, version),
             ),
         )
 
-    async def dead(self, job_id: str, reason: str, now: datetime) -> None:
+    async def dead(
+        self, job_id: str, reason: str, now: datetime, *, version: int | None = None
+    ) -> None:
         now_us = _us(now)
         await self._tx(
             "dead-letter",
             lambda c: c.execute(
-                "UPDATE journal_jobs SET state = 'dead', attempts = attempts + 1, "
+                "UPDATE journal_jobs SET state = 'dead', attempts = attempts + 1, "  # noqa: S608
                 "last_error = ?, finished_us = ?, lease_until_us = 0 "
-                "WHERE job_id = ? AND state = 'pending'",
-                (_clip(reason), now_us, job_id),
+                f"WHERE job_id = ? AND state = 'pending' AND {_SQLITE_SAME_VERSION}",
+                (_clip(reason), now_us, job_id, version, version),
             ),
         )
+
+    async def upsert_incident(self, incident: Incident, now: datetime) -> bool:
+        job_id, text = incident_job_row(incident)
+        now_us = _us(now)
+        return bool(
+            await self._tx(
+                "upsert",
+                lambda c: c.execute(_SQLITE_UPSERT, (job_id, text, now_us, now_us)).rowcount,
+            )
+        )
+
+    async def supersede(self, job_ids: Sequence[str], reason: str, now: datetime) -> int:
+        now_us = _us(now)
+        ids = [j for j in dict.fromkeys(job_ids) if not j.startswith(INCIDENT_JOB_PREFIX)]
+        if not ids:
+            return 0
+
+        def run(conn: sqlite3.Connection) -> int:
+            return sum(
+                int(
+                    conn.execute(
+                        "UPDATE journal_jobs SET state = 'superseded', finished_us = ?, "
+                        "last_error = ?, lease_until_us = 0 "
+                        "WHERE job_id = ? AND state = 'pending'",
+                        (now_us, _clip(reason), job_id),
+                    ).rowcount
+                )
+                for job_id in ids
+            )
+
+        return int(await self._tx("supersede", run))
 
     async def jobs(self, state: JobState, limit: int = 100) -> list[JournalJob]:
         def run(conn: sqlite3.Connection) -> list[JournalJob]:
@@ -354,6 +472,7 @@ class SqliteOutbox(SqliteSideStore):
                 delivered=int(counts.get("delivered", 0)),
                 dead=int(counts.get("dead", 0)),
                 oldest_pending_at=_from_us(oldest),
+                superseded=int(counts.get("superseded", 0)),
             )
 
         return await self._call("read", run)
@@ -395,6 +514,14 @@ _PG_JOB_COLUMNS: Final = (
 )
 
 
+def _pg_same_version(n: int) -> str:
+    """``$n`` is ``None`` (outcome jobs) or the version the stored incident must have."""
+    return (
+        f"(CASE WHEN ${n}::bigint IS NULL THEN true "
+        f"ELSE (outcome::jsonb ->> 'version')::bigint = ${n}::bigint END)"
+    )
+
+
 class PostgresOutbox:
     """The ``Outbox`` in ``<schema>.journal_jobs`` on PostgreSQL (asyncpg pool)."""
 
@@ -413,12 +540,13 @@ class PostgresOutbox:
 
     @staticmethod
     def insert_sql(schema: str) -> str:
-        """The writer's statement: ``$1`` job ids, ``$2`` outcome JSON, ``$3`` created."""
+        """The writer's statement: ``$1`` job ids, ``$2`` outcome JSON, ``$3`` created,
+        ``$4`` next attempt (``created`` plus the hold)."""
         table = f"{quote_schema(schema)}.journal_jobs"
         return (
             f"INSERT INTO {table} (job_id, outcome, created, next_attempt) "  # noqa: S608
-            "SELECT j, o, c, c FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
-            "AS u(j, o, c) "
+            "SELECT j, o, c, n FROM unnest($1::text[], $2::text[], $3::timestamptz[], "
+            "$4::timestamptz[]) AS u(j, o, c, n) "
             "ON CONFLICT (job_id) DO NOTHING"
         )
 
@@ -429,7 +557,7 @@ class PostgresOutbox:
         table = f"{quote_schema(schema)}.journal_jobs"
         return (
             f"DELETE FROM {table} WHERE job_id IN (SELECT job_id FROM {table} "  # noqa: S608
-            "WHERE state IN ('delivered', 'dead') AND finished < $1 LIMIT $2)"
+            "WHERE state IN ('delivered', 'dead', 'superseded') AND finished < $1 LIMIT $2)"
         )
 
     @staticmethod
@@ -483,36 +611,92 @@ class PostgresOutbox:
         jobs.sort(key=lambda j: (j.next_attempt_at, j.job_id))
         return jobs
 
-    async def delivered(self, job_id: str, entry_id: int | None, now: datetime) -> None:
-        await self._execute(
+    async def delivered(
+        self, job_id: str, entry_id: int | None, now: datetime, *, version: int | None = None
+    ) -> None:
+        tag = await self._execute(
             "deliver",
             f"UPDATE {self._t} SET state = 'delivered', entry_id = $2, finished = $3, "  # noqa: S608
-            "lease_until = 'epoch', last_error = '' WHERE job_id = $1 AND state != 'delivered'",
+            "lease_until = 'epoch', last_error = '' WHERE job_id = $1 AND state != 'delivered' "
+            f"AND {_pg_same_version(4)}",
             job_id,
             entry_id,
             _aware(now),
+            version,
         )
+        if int(tag.rsplit(" ", 1)[-1]) == 0 and version is not None and entry_id is not None:
+            # A newer version was upserted meanwhile: it stays pending, and updates
+            # the entry this attempt made.
+            await self._execute(
+                "deliver",
+                f"UPDATE {self._t} SET entry_id = $2 "  # noqa: S608
+                "WHERE job_id = $1 AND entry_id IS NULL",
+                job_id,
+                entry_id,
+            )
 
-    async def retry(self, job_id: str, next_attempt_at: datetime, error: str) -> None:
+    async def retry(
+        self, job_id: str, next_attempt_at: datetime, error: str, *, version: int | None = None
+    ) -> None:
         await self._execute(
             "retry",
             f"UPDATE {self._t} SET attempts = attempts + 1, next_attempt = $2, "  # noqa: S608
-            "last_error = $3, lease_until = 'epoch' WHERE job_id = $1 AND state = 'pending'",
+            "last_error = $3, lease_until = 'epoch' WHERE job_id = $1 AND state = 'pending' "
+            f"AND {_pg_same_version(4)}",
             job_id,
             _aware(next_attempt_at),
             _clip(error),
+            version,
         )
 
-    async def dead(self, job_id: str, reason: str, now: datetime) -> None:
+    async def dead(
+        self, job_id: str, reason: str, now: datetime, *, version: int | None = None
+    ) -> None:
         await self._execute(
             "dead-letter",
             f"UPDATE {self._t} SET state = 'dead', attempts = attempts + 1, "  # noqa: S608
             "last_error = $2, finished = $3, lease_until = 'epoch' "
-            "WHERE job_id = $1 AND state = 'pending'",
+            f"WHERE job_id = $1 AND state = 'pending' AND {_pg_same_version(4)}",
             job_id,
             _clip(reason),
             _aware(now),
+            version,
         )
+
+    async def upsert_incident(self, incident: Incident, now: datetime) -> bool:
+        job_id, text = incident_job_row(incident)
+        t = self._t
+        tag = await self._execute(
+            "upsert",
+            f"INSERT INTO {t} AS j (job_id, outcome, created, next_attempt) "  # noqa: S608
+            "VALUES ($1, $2, $3, $3) ON CONFLICT (job_id) DO UPDATE SET "
+            "outcome = EXCLUDED.outcome, "
+            "created = CASE WHEN j.state = 'pending' THEN j.created ELSE EXCLUDED.created END, "
+            "state = 'pending', next_attempt = CASE WHEN j.state = 'pending' "
+            "AND j.entry_id IS NULL AND j.next_attempt > EXCLUDED.next_attempt "
+            "THEN j.next_attempt ELSE EXCLUDED.next_attempt END, lease_until = 'epoch', "
+            "attempts = 0, last_error = '', finished = NULL "
+            "WHERE (j.outcome::jsonb ->> 'version')::bigint "
+            "< (EXCLUDED.outcome::jsonb ->> 'version')::bigint",
+            job_id,
+            text,
+            _aware(now),
+        )
+        return int(tag.rsplit(" ", 1)[-1]) > 0
+
+    async def supersede(self, job_ids: Sequence[str], reason: str, now: datetime) -> int:
+        ids = [j for j in dict.fromkeys(job_ids) if not j.startswith(INCIDENT_JOB_PREFIX)]
+        if not ids:
+            return 0
+        tag = await self._execute(
+            "supersede",
+            f"UPDATE {self._t} SET state = 'superseded', finished = $3, last_error = $2, "  # noqa: S608
+            "lease_until = 'epoch' WHERE job_id = ANY($1::text[]) AND state = 'pending'",
+            ids,
+            _clip(reason),
+            _aware(now),
+        )
+        return int(tag.rsplit(" ", 1)[-1])
 
     async def jobs(self, state: JobState, limit: int = 100) -> list[JournalJob]:
         rows = await self._fetch(
@@ -535,6 +719,7 @@ class PostgresOutbox:
             delivered=by_state.get("delivered", (0, None))[0],
             dead=by_state.get("dead", (0, None))[0],
             oldest_pending_at=by_state.get("pending", (0, None))[1],
+            superseded=by_state.get("superseded", (0, None))[0],
         )
 
     async def retry_dead(self, job_ids: Sequence[str] | None = None) -> int:

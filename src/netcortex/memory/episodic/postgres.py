@@ -269,10 +269,11 @@ class _Flush:
 
 @dataclass(slots=True)
 class _Batch:
-    """Outcome rows and the journal jobs ``(job_id, outcome JSON, created)`` of some."""
+    """Outcome rows and the journal jobs ``(job_id, outcome JSON, created, next
+    attempt)`` of some (next attempt: created plus the journal hold)."""
 
     rows: list[_Row] = field(default_factory=list)
-    jobs: list[tuple[str, str, datetime]] = field(default_factory=list)
+    jobs: list[tuple[str, str, datetime, datetime]] = field(default_factory=list)
 
 
 class PostgresOutcomeStore:
@@ -334,7 +335,7 @@ class PostgresOutcomeStore:
         self._queue: asyncio.Queue[_Batch | _Flush] = asyncio.Queue()
         self._pending: list[_Row] = []
         self._journal = journal
-        self._pending_jobs: list[tuple[str, str, datetime]] = []
+        self._pending_jobs: list[tuple[str, str, datetime, datetime]] = []
         self._insert_jobs = PostgresOutbox.insert_sql(self._schema)
         self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None

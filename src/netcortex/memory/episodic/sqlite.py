@@ -592,7 +592,8 @@ class SqliteOutcomeStore:
             job = self._journal.job(outcome)
             if job is not None:
                 created = _to_us(job[2], "job created")
-                self._pending_jobs.append((job[0], job[1], created, created))
+                due = _to_us(job[3], "job next attempt")  # created + journal hold
+                self._pending_jobs.append((job[0], job[1], created, due))
         if len(pending) >= self._batch_size:
             self._hand_over()
         elif self._timer is None:
