@@ -173,6 +173,7 @@ class EngineProcess:
             ``tmp_path``, JSON logs). A value of ``None`` writes YAML ``null``
             (``{"meraki": {"shared_secret": None}}`` = no secret configured).
         env: extra environment variables.
+        args: extra ``netcortex run`` arguments (``["--record", FILE]``).
 
     Attributes:
         trap_port: the bound trap port (0 when the trap receiver is disabled).
@@ -187,8 +188,10 @@ class EngineProcess:
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.tmp_path = tmp_path
+        self.args = tuple(args)
         self.db_path = tmp_path / "outcomes.db"
         config: dict[str, dict[str, Any]] = {
             "bus": {"backend": "memory"},
@@ -238,7 +241,15 @@ class EngineProcess:
             RuntimeError: the process exited before listening.
         """
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "netcortex", "run", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "netcortex",
+                "run",
+                "--config",
+                str(self.config_path),
+                *self.args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

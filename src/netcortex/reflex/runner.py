@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,7 @@ from netcortex.reflex.protocol import (
     outcome_id_for,
 )
 from netcortex.reflex.registry import HandlerRegistry
+from netcortex.thalamus.subjects import compile_patterns
 
 __all__ = ["DIAGNOSTIC_LIMIT", "ReflexRunner", "truncate_traceback"]
 
@@ -179,6 +181,7 @@ class ReflexRunner:
         metrics: Registry | None = None,
         *,
         drain_timeout: float = 5.0,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         """Prepare (no I/O): handlers are read from ``registry`` at ``start``.
 
@@ -190,7 +193,14 @@ class ReflexRunner:
             metrics: where to count; a private registry when ``None``.
             drain_timeout: how long ``stop`` lets in-flight events finish before
                 cancelling them (seconds).
+            clock: "now" (timezone-aware UTC) for the window watcher, re-evaluated
+                outcomes and the event-to-outcome latency; wall-clock time when
+                ``None``. ``netcortex replay`` passes its virtual clock.
         """
+        self._clock: Callable[[], datetime] = clock if clock is not None else _utc_now
+        # An injected clock also stamps recorded_at, so a replay's outcomes are the
+        # same on every run (the wall-clock default is set when they are built).
+        self._stamp = clock is not None
         self._registry = registry
         self._bus = bus
         self._gates = pipeline.gates
@@ -336,6 +346,39 @@ class ReflexRunner:
         if swept:
             log.info("reflex_drained", handler_id=worker.handler.id, events=swept)
 
+    async def run_event(self, event: SensoryEvent) -> int:
+        """Run ``event`` through every registered handler whose patterns match its
+        subject, one after the other in registry order, without the bus.
+
+        The same gates, handler and sinks as a delivered message (and the same
+        fact tracking for maintenance re-evaluation); for ``netcortex replay``,
+        which feeds events in ``received_at`` order on a virtual clock. Needs no
+        ``start``. Returns how many outcomes were emitted.
+        """
+        emitted = 0
+        for handler in self._registry.all_handlers():
+            if not _handler_matches(handler, event.subject):
+                continue
+            outcome = await self._outcome(handler, event)
+            if outcome is not None:
+                await self._emit(outcome)
+                emitted += 1
+        return emitted
+
+    def next_window_change(self) -> datetime | None:
+        """When the calendar next starts or ends a window after the clock's now
+        (``None`` without a calendar, or when no change is scheduled) — when
+        ``release_held`` has something to do at the earliest (replay)."""
+        if self._calendar is None or not len(self._facts):
+            return None
+        return self._calendar.next_change(self._clock())
+
+    async def release_held(self) -> None:
+        """Re-evaluate the facts held by maintenance that no window covers at the
+        clock's now (what the window watcher does when a window ends); for replay."""
+        if self._calendar is not None and len(self._facts):
+            await self._reevaluate(self._calendar)
+
     async def _consume(self, worker: _Worker) -> None:
         handler = worker.handler
         sub = worker.subscription
@@ -401,13 +444,15 @@ class ReflexRunner:
         outcome = await self._outcome(handler, event)
         if outcome is not None:
             await self._emit(outcome)
-            elapsed = (datetime.now(UTC) - event.received_at).total_seconds()
+            elapsed = (self._clock() - event.received_at).total_seconds()
             self._metrics.e2e_seconds.observe(max(elapsed, 0.0), handler=hid)
         await self._ack(hid, msg)
 
     async def _emit(self, outcome: ReflexOutcome) -> None:
         """Count ``outcome`` and hand it to every sink; a failing sink is logged and counted."""
         metrics = self._metrics
+        if self._stamp:
+            outcome = replace(outcome, recorded_at=self._clock())
         metrics.outcomes.inc(
             handler=outcome.handler_id, kind=outcome.kind.value, severity=outcome.severity.value
         )
@@ -438,7 +483,7 @@ class ReflexRunner:
         while not self._stopping:
             delay = _WINDOW_POLL
             try:
-                now = datetime.now(UTC)
+                now = self._clock()
                 nxt = calendar.next_change(now)
                 if nxt is not None:
                     delay = min(max((nxt - now).total_seconds(), 0.0) + _WINDOW_SLACK, _WINDOW_POLL)
@@ -473,7 +518,7 @@ class ReflexRunner:
         ``trace.decided_by`` is ``maintenance_end`` when the handler decided, else
         the gate that stopped it.
         """
-        now = datetime.now(UTC)
+        now = self._clock()
 
         def uncovered(fact: HeldFact) -> bool:
             t = fact.trace
@@ -654,6 +699,21 @@ def _nominal_severity(handler: ReflexHandler) -> Severity:
         return Severity(value)
     except ValueError:
         return Severity.INFO
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+_MATCHERS: dict[tuple[str, ...], Any] = {}
+
+
+def _handler_matches(handler: ReflexHandler, subject: str) -> bool:
+    """True when ``subject`` matches one of the handler's patterns (compiled once)."""
+    regex = _MATCHERS.get(handler.patterns)
+    if regex is None:
+        regex = _MATCHERS[handler.patterns] = compile_patterns(handler.patterns)
+    return regex.fullmatch(subject) is not None
 
 
 async def _close_quietly(sub: Subscription) -> None:
