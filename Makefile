@@ -1,6 +1,6 @@
 # netcortex — the two set-up commands are `make run` and `make test`.
 # Everything is installed from this repository's own files: requirements.lock
-# pins the whole Python tree; Debian's net-snmp tools come from apt when missing.
+# pins the whole Python tree; Debian's net-snmp tools and chromium come from apt when missing.
 
 PYTHON_BOOT ?= python3
 VENV        := .venv
@@ -24,11 +24,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)  ## create .venv and install the pinned tree
 
-tools:  ## install Debian's net-snmp tools (snmptrap, snmpd) when missing
+tools:  ## install Debian's net-snmp tools (snmptrap, snmpd) and chromium (browser test) when missing
 	@command -v snmptrap >/dev/null 2>&1 && command -v snmpd >/dev/null 2>&1 || { \
 	  echo "installing Debian's snmp and snmpd packages"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq snmp snmpd >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium package (Playwright drives it; it never downloads a browser)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 run: venv  ## run the engine on the embedded default (memory bus, SQLite, traps on udp 127.0.0.1:1162, HTTP API + webhooks on 127.0.0.1:8162)
 	$(VENV)/bin/netcortex run --config $(CONFIG)

@@ -12,8 +12,9 @@ listen: the runner's ``ready_event`` is awaited before the first receiver binds
 its socket, and the HTTP server (which feeds the webhook receiver) binds last.
 ``stop`` runs the other way: the HTTP server first (no new requests, in-flight
 ones answered), then the receivers (no new input, their accepted events
-published), then the runner (which processes every event already delivered to
-it, bounded by ``drain_timeout``), the graph mirror (``graph.enabled``: what it
+published), the recorder (``--record``: every event written), then the runner
+(which processes every event already delivered to it, bounded by
+``drain_timeout``), the graph mirror (``graph.enabled``: what it
 can write within ``graph.timeout_seconds``), the correlator
 (``association.enabled``: what is queued, bounded by ``drain_timeout``) and its
 incident store, the store (flushed) and the bus. Swapping a backend is a change
@@ -30,6 +31,7 @@ import math
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -37,8 +39,11 @@ import structlog
 
 from netcortex import __version__
 from netcortex.association import Correlator
-from netcortex.association.engine import IncidentWorker
+from netcortex.association.engine import IncidentJournal, IncidentWorker
 from netcortex.bridge.http import ApiContext, HttpServer, create_app
+from netcortex.bridge.http.hub import StreamHub
+from netcortex.bridge.http.status import StatusSampler
+from netcortex.bridge.record import EventRecorder
 from netcortex.config import (
     BusConfig,
     Config,
@@ -294,6 +299,8 @@ class Engine:
     Args:
         config: the validated configuration tree.
         drain_timeout: longest ``stop`` waits for in-flight events (seconds).
+        record: append every sensory event on the bus to this JSON-lines file
+            (``netcortex run --record``; ``bridge.record.EventRecorder``).
 
     Attributes:
         config: the configuration it was built from.
@@ -309,7 +316,9 @@ class Engine:
     Construction does no I/O; ``start``/``stop`` (or ``async with``) do.
     """
 
-    def __init__(self, config: Config, *, drain_timeout: float = 5.0) -> None:
+    def __init__(
+        self, config: Config, *, drain_timeout: float = 5.0, record: str | Path | None = None
+    ) -> None:
         self.config = config
         self.drain_timeout = drain_timeout
         # Regions in flow order: metrics → bus → store → reflex → receivers.
@@ -320,12 +329,18 @@ class Engine:
         self.outbox: SqliteOutbox | PostgresOutbox | None = None
         self.journal: JournalDelivery | None = None
         hook: JournalHook | None = None
+        policy: JournalPolicy | None = None
         if config.journal.enabled:
             _check_journal_handlers(config)
             self.outbox = make_outbox(config.store)
             self.journal = JournalDelivery.from_config(self.outbox, config.journal, self.metrics)
             policy = JournalPolicy.from_config(config.journal)
-            hook = JournalHook(wants=policy.wants, committed=self._journal_committed)
+            # With association, one entry per incident (issue 8): outcome jobs wait
+            # incident_hold_seconds, so an incident can supersede them first.
+            hold = config.journal.incident_hold_seconds if config.association.enabled else 0.0
+            hook = JournalHook(
+                wants=policy.wants, committed=self._journal_committed, hold_seconds=hold
+            )
         self.store: OutcomeStore = make_store(config.store, self.metrics, journal=hook)
         # Semantic memory, the maintenance calendar (kept beside the outcomes) and
         # dedup state feed the gates: enrich → maintenance → dedup.
@@ -365,6 +380,16 @@ class Engine:
                 subject=incident_subject,
                 metrics=self.metrics,
                 queue_size=config.association.queue_size,
+                journal=(
+                    None
+                    if policy is None or self.outbox is None
+                    else IncidentJournal(
+                        wants=policy.wants_incident,
+                        outbox=self.outbox,
+                        notify=self._journal_committed_now,
+                        flush=self.store.flush,
+                    )
+                ),
             )
             after = "graph" if self.graph is not None else "store"
             self.pipeline = _with_sink_after(
@@ -377,6 +402,11 @@ class Engine:
             metrics=self.metrics,
             drain_timeout=drain_timeout,
         )
+        # --record FILE: every sensory event on the bus appended as JSON lines, off
+        # the hot path (bounded; overflow dropped and counted), for `netcortex replay`.
+        self.recorder: EventRecorder | None = None
+        if record is not None:
+            self.recorder = EventRecorder(self.bus, record, metrics=self.metrics)
         self.receivers: dict[str, _Receiver] = {}
         if config.trap.enabled:
             self.receivers["trap"] = TrapReceiver(
@@ -395,7 +425,18 @@ class Engine:
         # The webhook receiver has no socket of its own: the HTTP server feeds it.
         self.webhook: MerakiWebhookReceiver | None = None
         self.http: HttpServer | None = None
+        # GET /api/v1/stream: one bus subscription fanned out to the clients, and the
+        # rate sampler of GET /api/v1/status; both live as long as the HTTP server.
+        self.stream_hub: StreamHub | None = None
+        self.status_sampler: StatusSampler | None = None
         if config.http.enabled:
+            self.stream_hub = StreamHub(
+                self.bus,
+                self.metrics,
+                queue_size=config.http.stream_queue_size,
+                max_clients=config.http.stream_max_clients,
+            )
+            self.status_sampler = StatusSampler(self.metrics)
             if config.meraki.enabled:
                 self.webhook = MerakiWebhookReceiver(
                     config.meraki, self.bus, self.metrics, memory=self.memory
@@ -414,6 +455,8 @@ class Engine:
                 wake_journal=None if self.journal is None else self.journal.notify,
                 # the association wiring's store (issue 8); None (404) when it is off
                 incidents=getattr(self, "incident_store", None),
+                hub=self.stream_hub,
+                sampler=self.status_sampler,
             )
             self.http = HttpServer(
                 create_app(api),
@@ -471,6 +514,8 @@ class Engine:
                 # Handlers must be subscribed before the first datagram is accepted.
                 async with asyncio.timeout(ready_timeout):
                     await self.runner.ready_event.wait()
+                if self.recorder is not None:
+                    await self.recorder.start()  # before the first event is accepted
                 for name, receiver in self.receivers.items():
                     await receiver.start()
                     host, port = receiver.bound_address[:2]
@@ -480,6 +525,10 @@ class Engine:
                     await self.webhook.start()
                 # Last: a request may need every part above (and feeds the webhook).
                 if self.http is not None:
+                    if self.stream_hub is not None:
+                        await self.stream_hub.start()
+                    if self.status_sampler is not None:
+                        self.status_sampler.start()
                     await self.http.start()
                     host, port = self.http.bound_address
                     self.bound_addresses["http"] = (host, port)
@@ -542,12 +591,20 @@ class Engine:
             self._stats_task = None
         # No new requests first (in-flight ones are answered), then the webhook
         # receiver publishes what it accepted.
+        # Open streams end first (they never finish by themselves).
+        if self.stream_hub is not None:
+            await self._step("close_stream_hub", self.stream_hub.close())
+        if self.status_sampler is not None:
+            await self._step("close_status_sampler", self.status_sampler.close())
         if self.http is not None:
             await self._step("close_http", self.http.close())
         if self.webhook is not None:
             await self._step("close_receiver_webhook", self.webhook.close())
         for name, receiver in self.receivers.items():
             await self._step(f"close_receiver_{name}", receiver.close())
+        # Every accepted event is published now: the recording gets them all.
+        if self.recorder is not None:
+            await self._step("stop_recorder", self.recorder.stop(self.drain_timeout))
         # The runner's stop processes every event the receivers accepted (bounded
         # by drain_timeout) before closing its subscriptions; a forced shutdown
         # after a failed start has nothing in flight.
@@ -575,6 +632,11 @@ class Engine:
 
     def _journal_committed(self, jobs: int) -> None:
         """The store committed ``jobs`` journal jobs: wake the delivery worker."""
+        if self.journal is not None:
+            self.journal.notify()
+
+    def _journal_committed_now(self) -> None:
+        """An incident's journal job was written: wake the delivery worker."""
         if self.journal is not None:
             self.journal.notify()
 
@@ -656,12 +718,15 @@ _EVENT_METRICS = (
 _OUTCOME_METRICS = ("netcortex_reflex_outcomes_total",)
 
 
-async def run_engine(config: Config, stop_event: asyncio.Event) -> EngineSummary:
+async def run_engine(
+    config: Config, stop_event: asyncio.Event, *, record: str | Path | None = None
+) -> EngineSummary:
     """Run an ``Engine`` until ``stop_event`` is set, then drain and stop it.
 
-    Used by ``netcortex run`` (which sets ``stop_event`` on SIGINT/SIGTERM).
+    Used by ``netcortex run`` (which sets ``stop_event`` on SIGINT/SIGTERM);
+    ``record`` is ``--record FILE`` (the sensory events appended as JSON lines).
     """
-    engine = Engine(config)
+    engine = Engine(config, record=record)
     await engine.start()
     try:
         await stop_event.wait()

@@ -311,6 +311,16 @@ class HttpConfig(_Section):
     #: ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed; empty = none (the
     #: TCP peer is the client: nobody can spoof their address)
     trusted_proxies: list[str] = Field(default_factory=list)
+    #: ``GET /api/v1/stream``: messages queued per client; a client whose queue is
+    #: full gets ``event: overflow`` and is disconnected (the engine never waits)
+    stream_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    #: stream clients at once; one more is answered 503
+    stream_max_clients: Annotated[int, Field(ge=1, le=100_000)] = 100
+    #: a resume (``Last-Event-ID``) sends at most this many stored outcomes and as
+    #: many incidents; older ones are skipped and counted in ``event: gap``
+    stream_max_backlog: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    #: seconds between ``: keep-alive`` comments on an idle stream
+    stream_keepalive_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -488,6 +498,13 @@ class JournalConfig(_Section):
     Delivery goes through a durable outbox kept by the outcome store: the job is
     written with its outcome, and a worker drains it towards NetBox with retries,
     a rate limit and an idempotency marker, so each outcome appears once.
+
+    With ``association.enabled`` (issue 8) the journal gets one entry per
+    incident instead of one per outcome: the incident's entry is written when it
+    opens and updated on every change and on resolve; the jobs of its outcomes
+    are ``superseded``. Outcome jobs wait ``incident_hold_seconds`` before their
+    first attempt, so the correlator can claim them first; a lone outcome (no
+    incident) still gets its own entry after the hold.
     """
 
     enabled: bool = False
@@ -522,6 +539,12 @@ class JournalConfig(_Section):
     api_base_url: str | None = None
     #: also write the recoveries (``link_up``, ``bgp_established``, ``device_up``) as ``success``
     include_recoveries: bool = True
+    #: with association enabled: an outcome's job is first due this many seconds after
+    #: it was recorded, so an incident that takes the outcome in (a cable cut's second
+    #: link-down) supersedes it and the incident's one entry (updated on every change
+    #: and on resolve) replaces the outcome's; default = ``association.cable_window``;
+    #: 0 = no hold (outcomes that join an incident later may then have entries too)
+    incident_hold_seconds: Annotated[float, Field(ge=0)] = 30.0
 
     @field_validator("handlers")
     @classmethod

@@ -107,6 +107,10 @@ class Counter:
             out[key[idx]] = out.get(key[idx], 0.0) + v
         return out
 
+    def samples(self) -> list[tuple[dict[str, str], float]]:
+        """Every series as ``(labels, value)`` (a copy: safe to keep while it grows)."""
+        return [(dict(zip(self.labelnames, k, strict=True)), v) for k, v in self._values.items()]
+
     def render(self) -> list[str]:
         return [
             f"{self.name}{_fmt_labels(self.labelnames, k)} {_num(v)}"

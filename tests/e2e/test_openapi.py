@@ -100,6 +100,12 @@ OPERATIONS = [
     ("DELETE", "/api/v1/maintenance/{window_id}", [POSITIVE, NEGATIVE]),
     ("GET", "/api/v1/outbox", [POSITIVE, NEGATIVE]),
     ("POST", "/api/v1/outbox/retry-dead", [POSITIVE, NEGATIVE]),
+    ("GET", "/api/v1/status", [POSITIVE, NEGATIVE]),
+    # Not fuzzed, on purpose: a valid request to the stream (Server-Sent Events)
+    # never ends, so a generated case would hang until the test times out. Its
+    # refusals (400, 401) are validated against the document in
+    # test_explicit_cases_conform; tests/e2e/test_stream.py covers the stream itself.
+    ("GET", "/api/v1/stream", []),
 ]
 CASES = [
     pytest.param(method, path, mode.values[0], id=f"{method} {path}-{mode.id}")
@@ -142,6 +148,7 @@ def api_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProce
                 "netbox_token": netbox.token,
                 "min_severity": "info",
                 "rate_per_second": 500.0,
+                "incident_hold_seconds": 0.0,
             },
         }
         with EngineProcess(tmp, overrides) as engine:
@@ -253,6 +260,14 @@ def test_explicit_cases_conform(api_schema: Any, api_engine: EngineProcess) -> N
         assert run("GET", "/api/v1/outbox", query={"state": state, "limit": 5}) == 200
     assert run("POST", "/api/v1/outbox/retry-dead", body={"job_ids": ["no-such-job"]}) == 200
     assert run("POST", "/api/v1/outbox/retry-dead", body={}) == 200
+
+    # The stream's refusals (the stream itself is not fuzzed: it never ends).
+    stream = "/api/v1/stream"
+    assert run("GET", stream, query={"severity": "loud"}) == 400
+    assert run("GET", stream, query={"subject": ["sensory.>"]}) == 400
+    assert run("GET", stream, headers={"Last-Event-ID": "not-an-id"}) == 400
+    refused = api_schema[stream]["GET"].Case(query={"access_token": "wrong-token-0123456789"})
+    assert refused.call_and_validate(base_url=base_url, checks=CHECKS).status_code == 401
 
     alert = meraki_alert("settings_changed", alertId="900000000000000777")
     assert run("POST", WEBHOOK_PATH, body=alert) == 202

@@ -3,6 +3,9 @@
 Subcommands::
 
     netcortex run --config FILE        run the engine until SIGINT/SIGTERM, then drain
+                [--record FILE]        (and append every sensory event to FILE)
+    netcortex replay FILE [--speed N]  run recorded events through the reflex pipeline
+                                       and the correlator on a virtual clock
     netcortex check-config FILE        validate a config file (all problems at once)
     netcortex outcomes [filters]       list stored reflex outcomes (table or --json)
     netcortex outcomes --export FILE   write every matching outcome as JSON lines
@@ -15,6 +18,9 @@ Subcommands::
                                        the NetBox journal outbox: counts, jobs, requeue
     netcortex incidents [filters | --id ID]
                                        correlated incidents (table, detail or --json)
+    netcortex demo [--embedded] [--json]
+                                       play the built-in scenario through the real
+                                       pipeline and show the incidents it made
     netcortex version                  print the version
 
 Exit codes: 0 success, 1 runtime failure (a port in use, the store missing),
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from netcortex import __version__
+from netcortex.bridge.replay import add_replay_parser
 from netcortex.bridge.views import (
     CLI_QUERY_NAMES,
     CLI_WINDOW_NAMES,
@@ -225,7 +232,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("netcortex.bridge.cli")
     log.info("engine_starting", config=config.source, version=__version__)
     try:
-        _run_async(_serve(config))
+        _run_async(_serve(config, record=getattr(args, "record", None)))
     except asyncio.CancelledError:  # a second signal aborted the drain
         log.warning("engine_aborted")
         return 130
@@ -236,8 +243,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(config: Config) -> None:
-    """Run the engine; the first SIGINT/SIGTERM drains and stops, a second one aborts."""
+async def _serve(config: Config, *, record: str | None = None) -> None:
+    """Run the engine; the first SIGINT/SIGTERM drains and stops, a second one aborts.
+
+    ``record``: ``--record FILE``, every sensory event appended to FILE as JSON lines."""
     import structlog
 
     from netcortex.app import run_engine
@@ -259,7 +268,7 @@ async def _serve(config: Config) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum)
     try:
-        await run_engine(config, stop)
+        await run_engine(config, stop, record=record)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -493,6 +502,19 @@ async def outbox_status(config: Config, action: Callable[[Outbox], Awaitable[_T]
         await outbox.close()
 
 
+def _job_handler(job: JournalJob) -> str:
+    """An outcome job's handler; ``incident:<rule>`` for an incident job (issue 8)."""
+    if job.incident is not None:
+        return f"incident:{job.incident.rule}"
+    return "" if job.outcome is None else job.outcome.handler_id
+
+
+def _job_severity(job: JournalJob) -> str:
+    if job.incident is not None:
+        return job.incident.severity.value
+    return "" if job.outcome is None else job.outcome.severity.value
+
+
 def render_jobs(jobs: Sequence[JournalJob]) -> str:
     """An aligned table of journal jobs: id, target, handler, severity, attempts, the
     next attempt (pending) or when it finished, and the last error (unpadded, last)."""
@@ -500,9 +522,9 @@ def render_jobs(jobs: Sequence[JournalJob]) -> str:
     rows = [
         (
             j.job_id,
-            j.outcome.target,
-            j.outcome.handler_id,
-            j.outcome.severity.value,
+            j.about,
+            _job_handler(j),
+            _job_severity(j),
             str(j.attempts),
             _fmt_time(j.finished_at if j.finished_at is not None else j.next_attempt_at),
             " ".join(j.last_error.split()) or "-",
@@ -1528,6 +1550,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config", "-c", metavar="FILE", help="YAML config file (default: built-in defaults)"
     )
+    run.add_argument(
+        "--record",
+        metavar="FILE",
+        help=(
+            "append every sensory event to FILE as JSON lines (one event object with "
+            "its received_at per line) for 'netcortex replay'"
+        ),
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
@@ -1597,6 +1627,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_graph_parser(sub)
     _add_outbox_parser(sub)
     _add_incidents_parser(sub)
+    from netcortex.bridge.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    add_replay_parser(sub)
+    from netcortex.bridge.tail import add_tail_parser
+
+    add_tail_parser(sub)
 
     db = sub.add_parser(
         "db",

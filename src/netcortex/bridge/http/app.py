@@ -13,7 +13,12 @@ health and the OpenAPI document):
 ``GET  /api/v1/incidents[/{id}]``           incidents (``routes_incidents``)
 ``GET  /api/v1/outbox``,
 ``POST /api/v1/outbox/retry-dead``          NetBox journal outbox (``routes_outbox``)
+``GET  /api/v1/stream``                     live outcomes + incidents, SSE (``routes_stream``;
+                                            also ``?access_token=``)
+``GET  /api/v1/status``                     intake/rejection rates, outbox, inventory,
+                                            maintenance (``routes_status``)
 ``GET  /api/v1/openapi.json``, ``/docs``    the API description
+``GET  /``, ``/static/{name}``              the status page, no auth (``routes_page``)
 ==========================================  ===================================
 
 Errors are JSON ``{"detail": ...}`` everywhere: a bad query or path value is
@@ -50,6 +55,9 @@ from netcortex.bridge.http.routes_incidents import incidents_router
 from netcortex.bridge.http.routes_maintenance import maintenance_router
 from netcortex.bridge.http.routes_outbox import outbox_router
 from netcortex.bridge.http.routes_outcomes import outcomes_router
+from netcortex.bridge.http.routes_page import page_router
+from netcortex.bridge.http.routes_status import status_router
+from netcortex.bridge.http.routes_stream import stream_router
 from netcortex.bridge.http.routes_webhook import MERAKI_ALERT_REF, WEBHOOK_PATH, webhook_router
 from netcortex.errors import StoreError
 from netcortex.sensory.webhook.schema import MerakiAlert
@@ -149,6 +157,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(incidents_router(ctx, auth))
     app.include_router(maintenance_router(ctx, auth))
     app.include_router(outbox_router(ctx, auth))
+    app.include_router(status_router(ctx, auth))
+    # The stream also takes ?access_token= (EventSource cannot send headers).
+    app.include_router(
+        stream_router(ctx, bearer_auth(ctx.config.http, ctx.metrics, query_param="access_token"))
+    )
+    app.include_router(page_router())
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StoreError, _on_store_error)
     webhook = ctx.webhook is not None

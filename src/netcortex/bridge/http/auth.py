@@ -9,6 +9,12 @@ is never open by accident). Each refusal counts in
 most once per (peer, reason) per ``log_interval`` seconds. The token itself is
 never logged, echoed or put in an error body.
 
+``bearer_auth(..., query_param="access_token")`` also accepts the token as that
+query parameter when no ``Authorization`` header is sent (``GET /api/v1/stream``
+only: browsers' ``EventSource`` cannot set headers); the same constant-time check
+and refusal counters apply. Nothing logs a query string (the access log and the
+refusal log name the path only), so the token stays out of the logs there too.
+
 May import: ``config``, ``logs``, ``metrics`` and FastAPI.
 """
 
@@ -62,6 +68,7 @@ def bearer_auth(
     *,
     log_interval: float = 10.0,
     clock: Callable[[], float] = time.monotonic,
+    query_param: str | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that lets a request through only with the right token.
 
@@ -70,6 +77,8 @@ def bearer_auth(
         metrics: where refusals are counted.
         log_interval: seconds between two ``api_auth_rejected`` lines per (peer, reason).
         clock: monotonic seconds (tests pass a fake).
+        query_param: also take the token from this query parameter when the
+            header is absent (the stream route's ``access_token``); ``None``: header only.
 
     Returns:
         ``async def(request, credentials) -> None`` raising ``HTTPException`` 401/403.
@@ -102,9 +111,12 @@ def bearer_auth(
     ) -> None:
         if expected is None:
             raise refuse(request, "no_token_configured", 403, "http.api_token is not configured")
-        if credentials is None:
+        given = None if credentials is None else credentials.credentials
+        if given is None and query_param is not None:
+            given = request.query_params.get(query_param) or None
+        if given is None:
             raise refuse(request, "missing_token", 401, "missing bearer token")
-        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+        if not hmac.compare_digest(given.encode(), expected):
             raise refuse(request, "bad_token", 401, "invalid bearer token")
 
     return require_token

@@ -3,7 +3,9 @@
 The app never imports ``netcortex.app`` (that would be a cycle: the engine builds
 the app); ``Engine`` fills an ``ApiContext`` with its running parts instead.
 
-May import: ``config``, ``contracts``, ``metrics``, ``sensory.webhook.receiver``.
+May import: ``config``, ``contracts``, ``metrics``, ``sensory.webhook.receiver``,
+``bridge.http.hub`` and ``bridge.http.status`` (the stream hub and the
+status sampler the engine starts and stops).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from netcortex.bridge.http.hub import StreamHub
+from netcortex.bridge.http.status import StatusSampler
 from netcortex.config import Config
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.incidents import IncidentStore
@@ -42,6 +46,9 @@ class ApiContext:
         wake_journal: wakes the delivery worker (requeued jobs go out at once), or ``None``.
         incidents: the incident store (``GET /incidents[/{id}]``); ``None`` when the
             engine does not correlate (those routes then answer 404).
+        hub: the live stream's bus fan-out (``GET /api/v1/stream``; 503 when ``None``
+            or not running).
+        sampler: the rate sampler over the engine's counters (``GET /api/v1/status``).
     """
 
     config: Config
@@ -56,3 +63,5 @@ class ApiContext:
     outbox: Outbox | None = None
     wake_journal: Callable[[], None] | None = None
     incidents: IncidentStore | None = None
+    hub: StreamHub | None = None
+    sampler: StatusSampler | None = None

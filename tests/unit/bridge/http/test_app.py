@@ -440,6 +440,8 @@ class TestOpenApi:
             "/api/v1/maintenance/{window_id}",
             "/api/v1/outbox",
             "/api/v1/outbox/retry-dead",
+            "/api/v1/status",
+            "/api/v1/stream",
         }
         webhook = paths["/webhooks/meraki"]["post"]
         assert webhook["requestBody"]["content"]["application/json"]["schema"] == {
