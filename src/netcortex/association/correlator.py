@@ -505,9 +505,9 @@ class Correlator:
         }
         rec = self._record(seed, 0, seed.summary, details)
         rec.facts[member] = fact
-        # Every change in the window is evidence (the one that crossed the threshold
-        # last); the incident is as severe as the worst of them (a drop, not the
-        # recovery that happened to be sixth).
+        # The changes that made it flap are its evidence (the last ``flap_high`` in the
+        # window, the one that crossed the threshold last); the incident is as severe
+        # as the worst of them (a drop, not the recovery that happened to be sixth).
         changes = self._flaps.evidence(member)
         for outcome_id, _ in changes:
             self._evidence(rec, outcome_id)
