@@ -35,9 +35,10 @@ A failing (or hanging, bounded by ``op_timeout``) store or bus is logged
 ``incident_journal_failed``) and counted
 (``netcortex_incidents_failures_total{op}``, ``op`` = ``save``, ``publish``,
 ``journal``); the worker keeps going (a journal write that failed is tried
-again ``journal_retry`` seconds later, until it is written or a newer version
-replaces it). The store and the bus are ``contracts`` Protocols and the subject builder is passed
-in, so this region stays blind to the concrete backends (``app.py`` wires them).
+again ``journal_retry`` seconds later, backing off up to 5 minutes, until it is
+written or a newer version replaces it). The store and the bus are ``contracts``
+Protocols and the subject builder is passed in, so this region stays blind to
+the concrete backends (``app.py`` wires them).
 ``netcortex_incidents_open`` is the number of open incidents.
 
 May import: contracts, config, metrics, logs.
@@ -77,6 +78,8 @@ _STOP: Final = object()
 _OVERFLOW_LOG_INTERVAL: Final = 10.0
 #: outcomes taken off the queue at once (their transitions saved once per incident)
 _BATCH: Final = 256
+#: Longest wait before a failed journal write is tried again (seconds).
+_JOURNAL_BACKOFF_CAP: Final = 300.0
 
 
 def _utc_now() -> datetime:
@@ -118,7 +121,7 @@ class IncidentWorker:
         journal: keep one NetBox journal entry per incident (``None``: no journal).
         journal_retry: seconds before a journal write that failed is tried again
             (a resolve must still reach its entry; a failing outbox must not slow
-            correlation down).
+            correlation down); doubled while writes keep failing, up to 5 minutes.
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class IncidentWorker:
         #: (at most every _JOURNAL_RETRY_INTERVAL) until written or superseded
         self._unjournaled: dict[str, IncidentTransition] = {}
         self._journal_retry = journal_retry
+        self._journal_backoff = journal_retry  # doubles while writes keep failing
         self._journal_retry_at = 0.0
         self._last_now: datetime | None = None
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
@@ -345,7 +349,6 @@ class IncidentWorker:
             retried: list[IncidentTransition] = []
             if self._unjournaled and time.monotonic() >= self._journal_retry_at:
                 retried, self._unjournaled = list(self._unjournaled.values()), {}
-                self._journal_retry_at = time.monotonic() + self._journal_retry
             if newest or retried:
                 await self._to_journal(
                     self._journal,
@@ -391,7 +394,7 @@ class IncidentWorker:
                     await journal.flush()
             except Exception as exc:  # noqa: BLE001 - supersede what is committed; the rest is held
                 self._failed("journal", wanted[0], exc)
-        written = False
+        written = failed = False
         for transition in wanted:
             incident = transition.incident
             iid = incident.incident_id
@@ -405,7 +408,7 @@ class IncidentWorker:
             except Exception as exc:  # noqa: BLE001 - a failing outbox must not stop correlation
                 self._failed("journal", transition, exc)
                 self._unjournaled[iid] = transition  # tried again later (a resolve too)
-                self._journal_retry_at = time.monotonic() + self._journal_retry
+                failed = True
                 continue
             if incident.state is IncidentState.RESOLVED:
                 self._journaled.discard(iid)
@@ -417,6 +420,11 @@ class IncidentWorker:
                 version=incident.version,
                 superseded=superseded,
             )
+        if failed:  # back off before trying again
+            self._journal_retry_at = time.monotonic() + self._journal_backoff
+            self._journal_backoff = min(self._journal_backoff * 2, _JOURNAL_BACKOFF_CAP)
+        else:
+            self._journal_backoff = self._journal_retry
         if written and journal.notify is not None:
             journal.notify()
 

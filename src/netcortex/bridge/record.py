@@ -177,6 +177,8 @@ class EventRecorder:
         batch_size: events written (and flushed) at once at most.
         flush_interval: longest an event waits for its batch to fill (seconds).
         pattern: the subject pattern recorded (default every sensory event).
+        append: append to an existing file (``netcortex run --record``); ``False``
+            starts it afresh (``netcortex demo --record``: one fresh engine's events).
 
     Construction does no I/O; ``start``/``stop`` (or ``async with``) do.
     """
@@ -191,10 +193,12 @@ class EventRecorder:
         batch_size: int = 256,
         flush_interval: float = 0.2,
         pattern: str = RECORD_PATTERN,
+        append: bool = True,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
         self.path = Path(path)
+        self._append = append
         self._bus = bus
         self._pattern = pattern
         self._queue: asyncio.Queue[bytes | object] = asyncio.Queue(maxsize=queue_size)
@@ -251,18 +255,19 @@ class EventRecorder:
 
     def _open(self) -> IO[bytes]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "ab+")  # noqa: SIM115 - closed by stop()
-        try:
-            # A recording cut off mid-line (a crash, a full disk) would glue its torn
-            # last line to our first one, losing both: end it first.
-            if fh.seek(0, 2) > 0:
-                fh.seek(-1, 2)
-                if fh.read(1) != b"\n":
-                    fh.write(b"\n")
-                    fh.flush()
-        except BaseException:
-            fh.close()
-            raise
+        if not self._append:
+            return open(self.path, "wb")
+        # A recording cut off mid-line (a crash, a full disk) would glue its torn last
+        # line to our first one, losing both: end it first.
+        torn = _ends_mid_line(self.path)
+        fh = open(self.path, "ab")  # noqa: SIM115 - closed by stop()
+        if torn:
+            try:
+                fh.write(b"\n")
+                fh.flush()
+            except BaseException:
+                fh.close()
+                raise
         return fh
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -411,6 +416,21 @@ class EventRecorder:
             raise
         self._torn = False
         return len(lines), invalid
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether ``path`` is a regular file whose last byte is not ``\\n`` (a FIFO or a
+    device is never read here: opening one to read could block)."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as fh:
+            if fh.seek(0, 2) == 0:
+                return False
+            fh.seek(-1, 2)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _lines(batch: list[bytes]) -> tuple[list[bytes], int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -255,3 +256,40 @@ def test_a_timeout_without_a_deadline_is_a_usage_error(
 
     assert main(["demo", "--embedded", "--timeout", timeout]) == 2
     assert "--timeout must be a positive number" in capsys.readouterr().err
+
+
+async def test_embedded_record_holds_only_this_runs_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``demo --embedded --record FILE`` starts FILE afresh: each run is a fresh engine,
+    so an older run's events in the file would be replayed as if one engine saw both."""
+    import io
+
+    from netcortex.bridge.demo import runner
+    from netcortex.bridge.record import encode_line, read_recording
+    from netcortex.contracts.codec import encode_event
+    from netcortex.testing import make_event
+
+    record = tmp_path / "demo.jsonl"
+    record.write_bytes(encode_line(make_event("link_down", interface="Gi9/9")))  # a past run
+    fresh = make_event("link_up", interface="Gi1/0/1")
+
+    async def play(target: runner.Target, **kwargs: object) -> Report:
+        bus = engine_bus[0]
+        await bus.publish(fresh.subject, encode_event(fresh), msg_id=fresh.id)
+        return _report()
+
+    engine_bus: list[Any] = []
+    from netcortex.app import Engine
+
+    original_start = Engine.start
+
+    async def start(self: Engine, *args: Any, **kwargs: Any) -> None:
+        await original_start(self, *args, **kwargs)
+        engine_bus.append(self.bus)
+
+    monkeypatch.setattr(Engine, "start", start)
+    monkeypatch.setattr(runner, "play", play)
+    report = await runner.play_embedded(timeout=5.0, progress=io.StringIO(), record=record)
+    assert read_recording(record).events == [fresh]
+    assert report.recorded_events == 1

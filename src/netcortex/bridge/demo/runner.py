@@ -501,7 +501,9 @@ async def play_embedded(*, timeout: float, progress: TextIO, record: Path | None
         recorder: EventRecorder | None = None
         try:
             if record is not None:
-                recorder = EventRecorder(engine.bus, record)
+                # This run's events only: an older file's would be replayed on the
+                # same virtual clock, as if one engine had seen both runs.
+                recorder = EventRecorder(engine.bus, record, append=False)
                 await recorder.start()
             trap_host, trap_port = engine.bound_addresses["trap"]
             _, http_port = engine.bound_addresses["http"]
