@@ -205,6 +205,7 @@ class TestFaults:
         registry = Registry()
         worker = make_worker(outbox, netbox, registry, batch_size=100, concurrency=4)
         with capture_logs() as logs:
+            began = time.monotonic()
             await worker.start()
             try:
                 await wait_until(
@@ -214,6 +215,8 @@ class TestFaults:
                     ),
                     what="every job to fail once",
                 )
+                outage = time.monotonic() - began
+                failures = value(registry, "netcortex_journal_failures_total", reason="unavailable")
                 netbox.start()
                 await wait_until(lambda: delivered(outbox, 1000), timeout=40, what="1000")
             finally:
@@ -225,7 +228,10 @@ class TestFaults:
         names = [e["event"] for e in logs]
         assert "journal_recovered" in names
         warnings = names.count("journal_unavailable")
-        assert 1 <= warnings <= 20  # rate-limited: one per warn_interval, not one per failure
+        # rate-limited: one per warn_interval (0.5 s) of outage, not one per failure (the
+        # bound follows the outage's wall time: a loaded machine makes it longer)
+        assert 1 <= warnings <= outage / 0.5 + 2
+        assert warnings < failures / 10
 
     async def test_429_and_503_bursts_are_ridden_out(
         self, outbox: Outbox, enqueue: Enqueue, netbox: FakeNetbox
