@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from netcortex.config import StoreConfig
@@ -461,4 +462,35 @@ def test_page_stays_responsive_with_10k_outcomes_and_1k_incidents(
             page.locator("#inc-next").click()
             expect(page.locator("#inc-page")).to_have_text("2 / 20")
             assert not opened.errors, opened.errors
+        engine.stop_cleanly()
+
+
+@pytest.mark.browser
+def test_demo_incidents_appear_live_on_the_page(tmp_path: Path, browser: Browser) -> None:
+    """Issue 9's newcomer path: an engine on the examples' inventory (what ``make run``
+    uses), the page open and live, then ``netcortex demo`` against that engine → its
+    open incidents (the switch reboot, the BGP flap) appear on the page without a
+    reload, and the live outcome list shows the demo's devices."""
+    root = Path(__file__).resolve().parents[2]
+    inventory = {"backend": "file", "path": str(root / "examples" / "inventory.yaml")}
+    with EngineProcess(tmp_path, {"inventory": inventory}) as engine:
+        config = dict(engine.config_data)
+        config["trap"] = {**config["trap"], "port": engine.trap_port}
+        config["http"] = {**config["http"], "port": engine.http_port}
+        demo_config = tmp_path / "demo.yaml"
+        demo_config.write_text(yaml.safe_dump(config), encoding="utf-8")
+        with Opened(browser, engine, DESKTOP, f"#token={engine.api_token}") as opened:
+            page = opened.page
+            expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+            page.evaluate("window.__sameDocument = true")
+            done = engine.cli("demo", "--config", str(demo_config), timeout=120.0)
+            assert done.returncode == 0, (done.stdout, done.stderr)
+            incidents = page.locator("#incidents li.inc")
+            for rule in ("device_root", "flapping"):
+                expect(incidents.filter(has_text=rule)).to_have_count(1, timeout=WAIT_MS)
+            outcomes = page.locator("#outcomes li.out")
+            for device in ("sw1-north", "r1-south", "mx-west"):
+                expect(outcomes.filter(has_text=device).first).to_be_visible(timeout=WAIT_MS)
+            assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+            assert opened.errors == []
         engine.stop_cleanly()
