@@ -101,6 +101,7 @@ OPERATIONS = [
     ("GET", "/api/v1/outbox", [POSITIVE, NEGATIVE]),
     ("POST", "/api/v1/outbox/retry-dead", [POSITIVE, NEGATIVE]),
     ("GET", "/api/v1/status", [POSITIVE, NEGATIVE]),
+    ("GET", "/api/v1/accounting", [POSITIVE, NEGATIVE]),
     # Not fuzzed, on purpose: a valid request to the stream (Server-Sent Events)
     # never ends, so a generated case would hang until the test times out. Its
     # refusals (400, 401) are validated against the document in

@@ -17,6 +17,8 @@ health and the OpenAPI document):
                                             also ``?access_token=``)
 ``GET  /api/v1/status``                     intake/rejection rates, outbox, inventory,
                                             maintenance (``routes_status``)
+``GET  /api/v1/accounting``                 where every input went, per source
+                                            (``routes_accounting``)
 ``GET  /api/v1/openapi.json``, ``/docs``    the API description
 ``GET  /``, ``/static/{name}``              the status page, no auth (``routes_page``)
 ==========================================  ===================================
@@ -50,6 +52,7 @@ from netcortex import __version__
 from netcortex.bridge.http.auth import bearer_auth
 from netcortex.bridge.http.context import ApiContext
 from netcortex.bridge.http.middleware import BodyCapMiddleware, ObservabilityMiddleware
+from netcortex.bridge.http.routes_accounting import accounting_router
 from netcortex.bridge.http.routes_health import health_router
 from netcortex.bridge.http.routes_incidents import incidents_router
 from netcortex.bridge.http.routes_maintenance import maintenance_router
@@ -158,6 +161,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(maintenance_router(ctx, auth))
     app.include_router(outbox_router(ctx, auth))
     app.include_router(status_router(ctx, auth))
+    app.include_router(accounting_router(ctx, auth))
     # The stream also takes ?access_token= (EventSource cannot send headers).
     app.include_router(
         stream_router(ctx, bearer_auth(ctx.config.http, ctx.metrics, query_param="access_token"))

@@ -10,6 +10,14 @@ is counted in ``netcortex_received_total{source="snmp.trap"}`` (the name every
 receiver counts on) and in ``netcortex_trap_received_total``; accepted events
 not yet published are ``netcortex_queue_depth{queue="trap_publish"}``.
 
+Datagrams the kernel dropped before the receiver saw them (its socket's receive
+buffer was full) are read from the ``drops`` column of ``/proc/net/udp`` and
+``/proc/net/udp6`` for this receiver's own socket (matched by inode, not port)
+and exported as ``netcortex_udp_kernel_drops_total{listener="trap"}`` — read at
+every scrape and every ``log_interval`` seconds, logged as ``udp_kernel_drops``
+(a warning, at most once per ``log_interval``) when it rises. Where that is not
+readable (not Linux) the metric is absent and one debug line says why.
+
 Every ``IngestError`` stops at this boundary: counted in
 ``netcortex_rejected_total{source="snmp.trap",reason}`` and logged as
 ``trap_rejected`` at most once per (agent, reason) per ``log_interval`` seconds
@@ -27,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
+import os
 import socket
 import time
 from datetime import UTC, datetime
@@ -47,7 +57,7 @@ from netcortex.sensory._publish import publish_event
 from netcortex.sensory.trap.decode import TrapDecoder
 from netcortex.sensory.trap.normalize import SOURCE, Normalizer
 
-__all__ = ["TrapReceiver", "read_udp_rcvbuf_errors"]
+__all__ = ["TrapReceiver", "read_udp_rcvbuf_errors", "read_udp_socket_drops"]
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +91,35 @@ def read_udp_rcvbuf_errors(
     return total
 
 
+#: ``/proc/net/udp*`` row fields (whitespace-split): the socket's inode and its drops.
+_INODE_FIELD: Final = 9
+_DROPS_FIELD: Final = 12
+UDP_SOCKET_TABLES: Final = ("/proc/net/udp", "/proc/net/udp6")
+
+
+def read_udp_socket_drops(inode: int, paths: tuple[str, ...] = UDP_SOCKET_TABLES) -> int | None:
+    """Datagrams the kernel dropped for the UDP socket with ``inode`` (its ``drops`` column).
+
+    Reads ``/proc/net/udp`` and ``/proc/net/udp6`` (one row per socket; the
+    inode is ``os.fstat(sock.fileno()).st_ino``). Returns ``None`` when no table
+    is readable (not Linux) or no row has that inode.
+    """
+    wanted = str(inode)
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="ascii")
+        except (OSError, ValueError):
+            continue
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > _DROPS_FIELD and fields[_INODE_FIELD] == wanted:
+                try:
+                    return int(fields[_DROPS_FIELD])
+                except ValueError:
+                    return None
+    return None
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, receiver: TrapReceiver) -> None:
         self._receiver = receiver
@@ -104,7 +143,9 @@ class TrapReceiver:
         publishers: concurrent publisher tasks (pipelining on NATS).
         drain_timeout: how long ``close`` waits for accepted events to publish.
         log_interval: at most one ``trap_rejected`` line per (agent, reason) per
-            this many seconds.
+            this many seconds; the socket's kernel drops are read every this many
+            seconds (at least 1) and at every scrape, a rise logged as
+            ``udp_kernel_drops`` at most once per interval.
         log_new_agents: at most this many (agent, reason) pairs start logging per
             ``log_interval``; the rest are summed into one ``agent="*"`` line per
             reason (at the next interval, or at ``close``).
@@ -149,6 +190,12 @@ class TrapReceiver:
         self._bound: tuple[str, int] | None = None
         self._closed = False
         self._rcvbuf_errors_start: int | None = None
+        self._log_interval = log_interval
+        self._inode: int | None = None  # the bound socket's, for its kernel drops
+        self._drops_seen = 0  # kernel drops already counted
+        self._drops_exported = False
+        self._drops_readable = True  # until a read fails (then one debug line, no metric)
+        self._drops_logged_at = -math.inf
 
         reg = metrics if metrics is not None else Registry()
         self.metrics = reg
@@ -183,7 +230,13 @@ class TrapReceiver:
             "netcortex_udp_rcvbuf_errors",
             "kernel UDP RcvbufErrors (system-wide, from /proc/net/snmp) at start/close",
         )
+        self._kernel_drops = reg.counter(
+            "netcortex_udp_kernel_drops_total",
+            "UDP datagrams the kernel dropped for a listener's socket (receive buffer full)",
+            ["listener"],
+        )
         reg.queue_depth("trap_publish", self.queue_depth)
+        reg.add_collector(self._collect_kernel_drops)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -230,6 +283,10 @@ class TrapReceiver:
             for i in range(self._publishers)
         ]
         self._rcvbuf_errors_start = self.refresh_kernel_stats()
+        with contextlib.suppress(OSError):
+            self._inode = os.fstat(sock.fileno()).st_ino
+        self.refresh_kernel_drops()
+        self._tasks.append(asyncio.create_task(self._watch_drops(), name="trap-kernel-drops"))
         log.info(
             "trap_receiver_started",
             host=self._bound[0],
@@ -277,6 +334,53 @@ class TrapReceiver:
             self._rcvbuf_gauge.set(value)
         return value
 
+    def refresh_kernel_drops(self) -> int | None:
+        """Read the socket's kernel drops into ``netcortex_udp_kernel_drops_total``.
+
+        Cheap (one read of ``/proc/net/udp*``); run at every scrape. A rise is
+        logged as ``udp_kernel_drops`` (warning) at most once per ``log_interval``.
+        Returns the socket's drops, or ``None`` when they cannot be read.
+        """
+        if not self._drops_readable or self._inode is None or self._transport is None:
+            return None
+        if self._closed:
+            return self._drops_seen
+        drops = read_udp_socket_drops(self._inode)
+        if drops is None:
+            self._drops_readable = False
+            log.debug(
+                "udp_kernel_drops_unavailable",
+                listener="trap",
+                reason="/proc/net/udp has no row for the socket (not Linux?)",
+            )
+            return None
+        rise = drops - self._drops_seen
+        if rise > 0 or not self._drops_exported:
+            self._kernel_drops.inc(max(rise, 0), listener="trap")  # 0: the series exists
+            self._drops_exported = True
+        if rise > 0:
+            self._drops_seen = drops
+            now = time.monotonic()
+            if now - self._drops_logged_at >= self._log_interval:
+                self._drops_logged_at = now
+                log.warning(
+                    "udp_kernel_drops",
+                    listener="trap",
+                    drops=drops,
+                    hint="the socket receive buffer overflowed: raise trap.recv_buffer "
+                    "and net.core.rmem_max",
+                )
+        return drops
+
+    def _collect_kernel_drops(self) -> None:
+        self.refresh_kernel_drops()
+
+    async def _watch_drops(self) -> None:
+        # Also without scrapes, a rise is logged within one interval.
+        while self._drops_readable:
+            await asyncio.sleep(max(self._log_interval, 1.0))
+            self.refresh_kernel_drops()
+
     async def close(self) -> None:
         """Stop receiving, publish what was already accepted, stop the publishers.
 
@@ -285,9 +389,11 @@ class TrapReceiver:
         """
         if self._closed:
             return
-        self._closed = True
         if self._transport is None:
+            self._closed = True
             return
+        self.refresh_kernel_drops()  # the last read, while the socket still exists
+        self._closed = True
         self._transport.close()
         queue = self._queue
         if queue is not None and self._tasks:
@@ -312,6 +418,7 @@ class TrapReceiver:
             received=int(self._received.total()),
             published=int(self._published.total()),
             rejected=int(self._rejected.by_label("source").get(SOURCE, 0)),
+            kernel_drops=self._drops_seen if self._drops_exported else None,
             kernel_rcvbuf_errors_delta=(
                 None
                 if errors is None or self._rcvbuf_errors_start is None

@@ -441,6 +441,7 @@ class TestOpenApi:
             "/api/v1/outbox",
             "/api/v1/outbox/retry-dead",
             "/api/v1/status",
+            "/api/v1/accounting",
             "/api/v1/stream",
         }
         webhook = paths["/webhooks/meraki"]["post"]
