@@ -20,6 +20,10 @@ can write within ``graph.timeout_seconds``), the correlator
 incident store, the store (flushed) and the bus. Swapping a backend is a change
 of ``bus.backend`` / ``store.backend`` in the config, never of code.
 
+``engine.role`` (``netcortex.roles``, the one place that decides it) leaves
+out the reflex side on a ``receiver`` and the receivers on a ``worker``; the
+order above holds for what remains.
+
 ``Engine`` also runs in-process for fast scenario tests (as Alertmanager's
 ``app`` package does); ``run_engine`` is what ``netcortex run`` calls.
 """
@@ -42,6 +46,7 @@ from netcortex.association import Correlator
 from netcortex.association.engine import IncidentJournal, IncidentWorker
 from netcortex.bridge.http import ApiContext, HttpServer, create_app
 from netcortex.bridge.http.hub import StreamHub
+from netcortex.bridge.http.intake import create_intake_app
 from netcortex.bridge.http.status import StatusSampler
 from netcortex.bridge.record import EventRecorder
 from netcortex.config import (
@@ -83,6 +88,7 @@ from netcortex.reflex.protocol import Sink
 from netcortex.reflex.registry import builtin_handlers, builtin_registry
 from netcortex.reflex.runner import ReflexRunner
 from netcortex.reflex.sinks import AssociationSink, GraphSink
+from netcortex.roles import RolePlan, role_plan, role_warnings
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.sensory.poll.state_postgres import PostgresPollState
@@ -305,8 +311,13 @@ class Engine:
     Attributes:
         config: the configuration it was built from.
         metrics: this engine's metrics ``Registry`` (one per engine).
+        plan: what this process runs (``engine.role``; ``roles.RolePlan``): a
+            ``receiver`` has no reflex side (``store``, ``calendar``, ``dedup``,
+            ``pipeline``, ``runner``, correlation, journal, graph are ``None``)
+            and its HTTP server carries only the webhook and health; a ``worker``
+            has no receivers and no webhook.
         bus: the ``EventBus`` picked by ``bus.backend``.
-        store: the ``OutcomeStore`` picked by ``store.backend``.
+        store: the ``OutcomeStore`` picked by ``store.backend`` (``None`` on a receiver).
         webhook: the Meraki webhook receiver (``http.enabled`` and ``meraki.enabled``).
         http: the HTTP server (``http.enabled``): API, webhooks, metrics.
         bound_addresses: listener name (``trap``, ``poll``, ``http``) → ``(host, port)``
@@ -324,95 +335,37 @@ class Engine:
         # Regions in flow order: metrics → bus → store → reflex → receivers.
         self.metrics = Registry()
         self.bus: EventBus = _make_bus(config.bus, self.metrics)
-        # journal.enabled: the store writes a journal job with each outcome the
-        # policy wants (one transaction); the delivery worker drains them to NetBox.
-        self.outbox: SqliteOutbox | PostgresOutbox | None = None
-        self.journal: JournalDelivery | None = None
-        hook: JournalHook | None = None
-        policy: JournalPolicy | None = None
-        if config.journal.enabled:
-            _check_journal_handlers(config)
-            self.outbox = make_outbox(config.store)
-            self.journal = JournalDelivery.from_config(self.outbox, config.journal, self.metrics)
-            policy = JournalPolicy.from_config(config.journal)
-            # With association, one entry per incident (issue 8): outcome jobs wait
-            # incident_hold_seconds, so an incident can supersede them first.
-            hold = config.journal.incident_hold_seconds if config.association.enabled else 0.0
-            hook = JournalHook(
-                wants=policy.wants, committed=self._journal_committed, hold_seconds=hold
-            )
-        self.store: OutcomeStore = make_store(config.store, self.metrics, journal=hook)
-        # Semantic memory, the maintenance calendar (kept beside the outcomes) and
-        # dedup state feed the gates: enrich → maintenance → dedup.
+        # engine.role: which parts this process runs, decided in one place (roles.py).
+        self.plan: RolePlan = role_plan(config)
+        # Semantic memory serves both sides: receivers name devices, gates enrich.
         self.memory: SemanticMemory | None = _make_memory(config.inventory, self.metrics)
         windows = _maintenance_windows(config.maintenance, config.source)
-        self.calendar: MaintenanceCalendar = make_calendar(config, windows, self.metrics)
-        _check_dedup_windows(config.dedup, config.source)
-        self.dedup: DedupStore = _make_dedup(config.dedup, config.bus, self.metrics)
-        self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
-        self.pipeline = build_pipeline(
-            store=self.store,
-            bus=self.bus,
-            metrics=self.metrics,
-            bus_inflight=config.bus.max_inflight,
-            memory=self.memory,
-            calendar=self.calendar,
-            dedup=self.dedup,
-            dedup_windows=config.dedup.windows,
-        )
-        # graph.enabled: every outcome handed to the store is mirrored into the
-        # Bolt graph too, off the hot path (issue 6, item 2).
+        # The reflex side (roles all, worker): store, gates, runner, sinks, correlation,
+        # journal, graph. A receiver has none of it (all None).
+        self.outbox: SqliteOutbox | PostgresOutbox | None = None
+        self.journal: JournalDelivery | None = None
+        self.store: OutcomeStore | None = None
+        self.calendar: MaintenanceCalendar | None = None
+        self.dedup: DedupStore | None = None
+        self.pipeline: Pipeline | None = None
         self.graph: GraphMirror | None = None
-        if config.graph.enabled:
-            self.graph = GraphMirror(config.graph, self.metrics)
-            self.pipeline = _with_sink_after(self.pipeline, "store", GraphSink(self.graph.submit))
-        # association.enabled: every outcome handed to the store (and the graph) is
-        # offered to the correlator too (bounded queue, its own task); incidents are
-        # saved beside the outcomes and published on incident.<kind>.<id> (issue 8).
         self.incident_store: SqliteIncidentStore | PostgresIncidentStore | None = None
         self.incidents: IncidentWorker | None = None
-        if config.association.enabled:
-            self.incident_store = make_incident_store(config.store)
-            self.incidents = IncidentWorker(
-                Correlator(self.memory, config.association),
-                self.incident_store,
-                self.bus,
-                subject=incident_subject,
-                metrics=self.metrics,
-                queue_size=config.association.queue_size,
-                journal=(
-                    None
-                    if policy is None or self.outbox is None
-                    else IncidentJournal(
-                        wants=policy.wants_incident,
-                        outbox=self.outbox,
-                        notify=self._journal_committed_now,
-                        flush=self.store.flush,
-                    )
-                ),
-            )
-            after = "graph" if self.graph is not None else "store"
-            self.pipeline = _with_sink_after(
-                self.pipeline, after, AssociationSink(self.incidents.submit)
-            )
-        self.runner = ReflexRunner(
-            self.registry,
-            self.bus,
-            self.pipeline,
-            metrics=self.metrics,
-            drain_timeout=drain_timeout,
-        )
+        self.runner: ReflexRunner | None = None
+        self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
+        if self.plan.reflexes:
+            self._build_reflexes(windows, drain_timeout)
         # --record FILE: every sensory event on the bus appended as JSON lines, off
         # the hot path (bounded; overflow dropped and counted), for `netcortex replay`.
         self.recorder: EventRecorder | None = None
         if record is not None:
             self.recorder = EventRecorder(self.bus, record, metrics=self.metrics)
         self.receivers: dict[str, _Receiver] = {}
-        if config.trap.enabled:
+        if self.plan.intake and config.trap.enabled:
             self.receivers["trap"] = TrapReceiver(
                 config.trap, self.bus, self.metrics, memory=self.memory
             )
-        if config.poll.enabled:
+        if self.plan.intake and config.poll.enabled:
             # Its "listener" is the SNMP client's local UDP socket (answers come back there).
             self.receivers["poll"] = PollReceiver(
                 config.poll,
@@ -429,7 +382,29 @@ class Engine:
         # rate sampler of GET /api/v1/status; both live as long as the HTTP server.
         self.stream_hub: StreamHub | None = None
         self.status_sampler: StatusSampler | None = None
-        if config.http.enabled:
+        if config.http.enabled and self.plan.intake and config.meraki.enabled:
+            self.webhook = MerakiWebhookReceiver(
+                config.meraki, self.bus, self.metrics, memory=self.memory
+            )
+        if config.http.enabled and not self.plan.api:
+            # A receiver: the webhook and health only (bridge/http/intake.py).
+            self.http = HttpServer(
+                create_intake_app(
+                    config=config,
+                    metrics=self.metrics,
+                    bus=self.bus,
+                    memory=self.memory,
+                    webhook=self.webhook,
+                    ready=lambda: self._ready,
+                ),
+                config.http,
+                metrics=self.metrics,
+                trusted_proxies=config.http.trusted_proxies,
+            )
+        elif config.http.enabled:
+            # plan.api implies plan.reflexes: the store and the calendar exist.
+            assert self.store is not None
+            assert self.calendar is not None
             self.stream_hub = StreamHub(
                 self.bus,
                 self.metrics,
@@ -437,10 +412,6 @@ class Engine:
                 max_clients=config.http.stream_max_clients,
             )
             self.status_sampler = StatusSampler(self.metrics)
-            if config.meraki.enabled:
-                self.webhook = MerakiWebhookReceiver(
-                    config.meraki, self.bus, self.metrics, memory=self.memory
-                )
             api = ApiContext(
                 config=config,
                 metrics=self.metrics,
@@ -474,6 +445,80 @@ class Engine:
         self._summary: EngineSummary | None = None
         self._stats_task: asyncio.Task[None] | None = None
 
+    def _build_reflexes(self, windows: Sequence[MaintenanceWindow], drain_timeout: float) -> None:
+        """The reflex side (``RolePlan.reflexes``): journal outbox, outcome store,
+        calendar, dedup, pipeline (+ graph and correlator sinks) and the runner."""
+        config = self.config
+        # journal.enabled: the store writes a journal job with each outcome the
+        # policy wants (one transaction); the delivery worker drains them to NetBox.
+        hook: JournalHook | None = None
+        policy: JournalPolicy | None = None
+        if config.journal.enabled:
+            _check_journal_handlers(config)
+            self.outbox = make_outbox(config.store)
+            self.journal = JournalDelivery.from_config(self.outbox, config.journal, self.metrics)
+            policy = JournalPolicy.from_config(config.journal)
+            # With association, one entry per incident (issue 8): outcome jobs wait
+            # incident_hold_seconds, so an incident can supersede them first.
+            hold = config.journal.incident_hold_seconds if config.association.enabled else 0.0
+            hook = JournalHook(
+                wants=policy.wants, committed=self._journal_committed, hold_seconds=hold
+            )
+        self.store = store = make_store(config.store, self.metrics, journal=hook)
+        # Semantic memory, the maintenance calendar (kept beside the outcomes) and
+        # dedup state feed the gates: enrich → maintenance → dedup.
+        self.calendar = make_calendar(config, windows, self.metrics)
+        _check_dedup_windows(config.dedup, config.source)
+        self.dedup = _make_dedup(config.dedup, config.bus, self.metrics)
+        pipeline = build_pipeline(
+            store=store,
+            bus=self.bus,
+            metrics=self.metrics,
+            bus_inflight=config.bus.max_inflight,
+            memory=self.memory,
+            calendar=self.calendar,
+            dedup=self.dedup,
+            dedup_windows=config.dedup.windows,
+        )
+        # graph.enabled: every outcome handed to the store is mirrored into the
+        # Bolt graph too, off the hot path (issue 6, item 2).
+        if config.graph.enabled:
+            self.graph = GraphMirror(config.graph, self.metrics)
+            pipeline = _with_sink_after(pipeline, "store", GraphSink(self.graph.submit))
+        # association.enabled: every outcome handed to the store (and the graph) is
+        # offered to the correlator too (bounded queue, its own task); incidents are
+        # saved beside the outcomes and published on incident.<kind>.<id> (issue 8).
+        if config.association.enabled:
+            self.incident_store = make_incident_store(config.store)
+            self.incidents = IncidentWorker(
+                Correlator(self.memory, config.association),
+                self.incident_store,
+                self.bus,
+                subject=incident_subject,
+                metrics=self.metrics,
+                queue_size=config.association.queue_size,
+                journal=(
+                    None
+                    if policy is None or self.outbox is None
+                    else IncidentJournal(
+                        wants=policy.wants_incident,
+                        outbox=self.outbox,
+                        notify=self._journal_committed_now,
+                        flush=store.flush,
+                    )
+                ),
+            )
+            after = "graph" if self.graph is not None else "store"
+            pipeline = _with_sink_after(pipeline, after, AssociationSink(self.incidents.submit))
+        self.pipeline = pipeline
+        self.runner = ReflexRunner(
+            self.registry,
+            self.bus,
+            pipeline,
+            metrics=self.metrics,
+            drain_timeout=drain_timeout,
+        )
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self, *, ready_timeout: float = 30.0) -> None:
@@ -495,7 +540,8 @@ class Engine:
             self._started_at = time.monotonic()
             try:
                 await self.bus.start()
-                await self.store.start()
+                if self.store is not None:
+                    await self.store.start()
                 if self.outbox is not None and self.journal is not None:
                     await self.outbox.start()
                     await self.journal.start()
@@ -508,12 +554,15 @@ class Engine:
                 if self.incident_store is not None and self.incidents is not None:
                     await self.incident_store.start()
                     await self.incidents.start()
-                await self.calendar.start()
-                await self.dedup.start()
-                await self.runner.start()
-                # Handlers must be subscribed before the first datagram is accepted.
-                async with asyncio.timeout(ready_timeout):
-                    await self.runner.ready_event.wait()
+                if self.calendar is not None:
+                    await self.calendar.start()
+                if self.dedup is not None:
+                    await self.dedup.start()
+                if self.runner is not None:
+                    await self.runner.start()
+                    # Handlers must be subscribed before the first datagram is accepted.
+                    async with asyncio.timeout(ready_timeout):
+                        await self.runner.ready_event.wait()
                 if self.recorder is not None:
                     await self.recorder.start()  # before the first event is accepted
                 for name, receiver in self.receivers.items():
@@ -541,16 +590,21 @@ class Engine:
                 # Its parts are closed now; a new Engine is needed to try again.
                 self._started, self._stopped = False, True
                 raise
+            for warning in role_warnings(self.config):
+                log.warning("role_warning", role=self.plan.role, warning=warning)
             log.info(
                 "engine_started",
+                role=self.plan.role,
                 bus=self.config.bus.backend,
                 store=self.config.store.backend,
                 graph=self.config.graph.enabled,
                 association=self.config.association.enabled,
                 inventory=self.config.inventory.backend,
                 dedup=self.config.dedup.backend,
-                maintenance_windows=len(self.calendar.windows()),
-                handlers=sorted(h.id for h in self.registry.all_handlers()),
+                maintenance_windows=0 if self.calendar is None else len(self.calendar.windows()),
+                handlers=[]
+                if self.runner is None
+                else sorted(h.id for h in self.registry.all_handlers()),
                 listeners={k: f"{h}:{p}" for k, (h, p) in self.bound_addresses.items()},
             )
             if self.config.log.stats_interval > 0:
@@ -608,7 +662,8 @@ class Engine:
         # The runner's stop processes every event the receivers accepted (bounded
         # by drain_timeout) before closing its subscriptions; a forced shutdown
         # after a failed start has nothing in flight.
-        await self._step("stop_runner", self.runner.stop())
+        if self.runner is not None:
+            await self._step("stop_runner", self.runner.stop())
         # The runner has drained: the mirror writes what it can (bounded), then the store.
         if self.graph is not None:
             await self._step("close_graph", self.graph.close())
@@ -623,11 +678,14 @@ class Engine:
             await self._step("stop_journal", self.journal.stop())
         if self.outbox is not None:
             await self._step("close_outbox", self.outbox.close())
-        await self._step("close_dedup", self.dedup.close())
-        await self._step("close_calendar", self.calendar.close())
+        if self.dedup is not None:
+            await self._step("close_dedup", self.dedup.close())
+        if self.calendar is not None:
+            await self._step("close_calendar", self.calendar.close())
         if self.memory is not None:
             await self._step("close_inventory", self.memory.close())
-        await self._step("close_store", self.store.close())
+        if self.store is not None:
+            await self._step("close_store", self.store.close())
         await self._step("close_bus", self.bus.close())
 
     def _journal_committed(self, jobs: int) -> None:

@@ -38,10 +38,12 @@ from netcortex.errors import ConfigError
 __all__ = [
     "AUTH_PROTOCOLS",
     "PRIV_PROTOCOLS",
+    "ROLES",
     "AssociationConfig",
     "BusConfig",
     "Config",
     "DedupConfig",
+    "EngineConfig",
     "GraphConfig",
     "HttpConfig",
     "InventoryConfig",
@@ -593,6 +595,19 @@ class ReflexConfig(_Section):
     disabled: list[str] = Field(default_factory=list)
 
 
+#: What one ``netcortex run`` process does (``engine.role`` / ``--role``; see ``netcortex.roles``).
+ROLES: tuple[Literal["all", "receiver", "worker"], ...] = ("all", "receiver", "worker")
+
+
+class EngineConfig(_Section):
+    """``engine``: which part of the work this process does (``docs/DEPLOYMENT.md``)."""
+
+    #: ``all`` (one process does everything), ``receiver`` (traps, webhooks, pollers
+    #: → JetStream) or ``worker`` (reflexes, store, correlation, outbox, API);
+    #: ``receiver`` and ``worker`` need ``bus.backend: nats``. ``run --role`` overrides it.
+    role: Literal["all", "receiver", "worker"] = "all"
+
+
 class LogConfig(_Section):
     """``log``: structured logging."""
 
@@ -741,6 +756,7 @@ class AssociationConfig(_Section):
 class Config(_Section):
     """The whole configuration tree."""
 
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     trap: TrapConfig = Field(default_factory=TrapConfig)
@@ -776,6 +792,21 @@ class Config(_Section):
                         input=target.v3_user,
                     )
                 )
+        if self.engine.role != "all" and self.bus.backend != "nats":
+            # Receivers and workers are separate processes: only JetStream joins them.
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "value_error",
+                        "is {backend}, but role {role} needs 'nats': receivers and workers "
+                        "meet on JetStream (set bus.backend: nats and bus.nats_url, or run "
+                        "role 'all')",
+                        {"backend": repr(self.bus.backend), "role": repr(self.engine.role)},
+                    ),
+                    loc=("bus", "backend"),
+                    input=self.bus.backend,
+                )
+            )
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
 
@@ -829,13 +860,17 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    role: str | None = None,
 ) -> Config:
     """Read ``path`` (YAML), apply ``NETCORTEX_<SECTION>__<KEY>`` overrides, validate.
 
     Args:
         path: the YAML file; ``None`` means defaults plus environment.
         environ: the environment to read overrides from (default ``os.environ``).
+        role: ``netcortex run --role``: replaces ``engine.role`` (file and environment).
 
     Raises:
         ConfigError: the file is missing or not YAML, or any key is invalid; the
@@ -865,6 +900,8 @@ def load_config(
         data = loaded
     overrides = _env_overrides(env)
     merged = _merge(data, overrides)
+    if role is not None:
+        merged = _merge(merged, {"engine": {"role": role}})
     try:
         return Config.model_validate({**merged, "source": where})
     except ValidationError as exc:

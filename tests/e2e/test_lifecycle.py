@@ -94,7 +94,7 @@ def test_check_config_ok(tmp_path: Path) -> None:
     result = run_cli("check-config", str(example), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        f"OK: {example} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
+        f"OK: {example} (role=all, bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
         "http=127.0.0.1:8162, meraki=POST /webhooks/meraki, poll=off, graph=off, journal=off)"
     )
 

@@ -4,6 +4,7 @@ Subcommands::
 
     netcortex run --config FILE        run the engine until SIGINT/SIGTERM, then drain
                 [--record FILE]        (and append every sensory event to FILE)
+                [--role ROLE]          all | receiver | worker (docs/DEPLOYMENT.md)
     netcortex replay FILE [--speed N]  run recorded events through the reflex pipeline
                                        and the correlator on a virtual clock
     netcortex check-config FILE        validate a config file (all problems at once)
@@ -61,7 +62,7 @@ from netcortex.bridge.views import (
     parse_when,
     window_rows,
 )
-from netcortex.config import Config, LogConfig, load_config
+from netcortex.config import ROLES, Config, LogConfig, load_config
 from netcortex.contracts.codec import outcome_to_dict
 from netcortex.contracts.incidents import Incident, IncidentCursor, IncidentStore
 from netcortex.contracts.memory import OutcomeCursor, OutcomeQuery, OutcomeStore
@@ -175,10 +176,13 @@ def _run_async(coro: Coroutine[Any, Any, _T]) -> _T:
         return runner.run(coro)
 
 
-def _load(path: str | None, err: TextIO, *, check_handlers: bool = False) -> Config | None:
-    """Load and validate ``path``; print every problem to ``err`` and return ``None``."""
+def _load(
+    path: str | None, err: TextIO, *, check_handlers: bool = False, role: str | None = None
+) -> Config | None:
+    """Load and validate ``path`` (``role``: ``run --role``, over ``engine.role``); print
+    every problem to ``err`` and return ``None``."""
     try:
-        config = load_config(path)
+        config = load_config(path, role=role)
         if check_handlers:
             _check_handlers(config)
             _check_windows(config)
@@ -220,7 +224,7 @@ def _check_handlers(config: Config) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config, sys.stderr, check_handlers=True)
+    config = _load(args.config, sys.stderr, check_handlers=True, role=args.role)
     if config is None:
         return EXIT_USAGE
 
@@ -230,7 +234,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(config.log)
     log = structlog.get_logger("netcortex.bridge.cli")
-    log.info("engine_starting", config=config.source, version=__version__)
+    log.info("engine_starting", config=config.source, version=__version__, role=config.engine.role)
     try:
         _run_async(_serve(config, record=getattr(args, "record", None)))
     except asyncio.CancelledError:  # a second signal aborted the drain
@@ -279,6 +283,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file, sys.stderr, check_handlers=True)
     if config is None:
         return EXIT_USAGE
+    from netcortex.roles import role_plan, role_warnings
+
+    plan = role_plan(config)
     trap = (
         f"{config.trap.host}:{config.trap.port}, {len(config.trap.v3_users)} v3 users"
         if config.trap.enabled
@@ -318,10 +325,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         from netcortex.logs import redact_url
 
         journal = f"{redact_url(config.journal.netbox_url)} (min {config.journal.min_severity})"
+    store: str = config.store.backend
+    if not plan.intake:  # a worker: no trap socket, no pollers, no webhook route
+        trap = poll = meraki = "n/a"
+    if not plan.reflexes:  # a receiver: no store, graph or journal
+        store = graph = journal = "n/a"
     print(
-        f"OK: {args.file} (bus={bus}, store={config.store.backend}, trap={trap}, "
+        f"OK: {args.file} (role={plan.role}, bus={bus}, store={store}, trap={trap}, "
         f"http={http}, meraki={meraki}, poll={poll}, graph={graph}, journal={journal})"
     )
+    for warning in role_warnings(config):
+        print(f"warning: {warning}")
     return EXIT_OK
 
 
@@ -1556,6 +1570,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "append every sensory event to FILE as JSON lines (one event object with "
             "its received_at per line) for 'netcortex replay'"
+        ),
+    )
+    run.add_argument(
+        "--role",
+        choices=ROLES,
+        default=None,
+        help=(
+            "what this process does (default: engine.role, else all): 'receiver' runs "
+            "traps, webhooks and pollers and publishes to JetStream; 'worker' runs "
+            "reflexes, store, correlation, outbox and the API; both need bus.backend: nats"
         ),
     )
     run.set_defaults(func=_cmd_run)

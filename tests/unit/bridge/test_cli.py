@@ -107,7 +107,7 @@ class TestCheckConfig:
         """The shipped example passes with a one-line summary."""
         assert main(["check-config", str(EXAMPLE)]) == 0
         assert capsys.readouterr().out.strip() == (
-            f"OK: {EXAMPLE} (bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
+            f"OK: {EXAMPLE} (role=all, bus=memory, store=sqlite, trap=127.0.0.1:1162, 1 v3 users, "
             "http=127.0.0.1:8162, meraki=POST /webhooks/meraki, poll=off, graph=off, journal=off)"
         )
 
