@@ -68,6 +68,7 @@ bench: venv tools  ## print benchmark figures (see docs/PERFORMANCE.md)
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_journal.py --count 100 --rate 20 --enqueue 1000 --commits 100
 	$(PY) benchmarks/bench_association.py
+	$(PY) benchmarks/bench_scaleout.py --rate 5000 --seconds 2
 
 clean:  ## remove the environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
