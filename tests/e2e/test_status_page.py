@@ -198,7 +198,7 @@ def test_wheel_ships_the_page(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     uv = Path(sys.executable).with_name("uv")
     if not uv.exists():
-        pytest.skip("uv is not in the environment (make venv installs it)")
+        pytest.fail(f"{uv} not found: `make venv` installs uv into the environment")
     built = subprocess.run(
         [str(uv), "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(root)],
         capture_output=True,

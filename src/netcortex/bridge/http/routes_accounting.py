@@ -19,6 +19,7 @@ from netcortex.bridge.http.accounting import accounting
 from netcortex.bridge.http.auth import AUTH_RESPONSES
 from netcortex.bridge.http.context import ApiContext
 from netcortex.bridge.http.models import responses
+from netcortex.bridge.http.routes_status import expected_sources
 from netcortex.bridge.http.status import StatusSampler
 
 __all__ = ["accounting_router"]
@@ -86,16 +87,7 @@ def accounting_router(ctx: ApiContext, auth: Callable[..., Awaitable[None]]) -> 
     """``GET /api/v1/accounting`` (bearer auth)."""
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)], tags=["status"])
     sampler = ctx.sampler if ctx.sampler is not None else StatusSampler(ctx.metrics)
-    config = ctx.config
-    expected = [
-        label
-        for label, enabled in (
-            ("snmp.trap", config.trap.enabled),
-            ("snmp.poll", config.poll.enabled),
-            ("meraki.webhook", config.meraki.enabled and ctx.webhook is not None),
-        )
-        if enabled
-    ]
+    expected = expected_sources(ctx)
 
     @router.get(
         "/accounting",

@@ -146,12 +146,10 @@ def _maintenance(
     }
 
 
-def status_router(ctx: ApiContext, auth: Callable[..., Awaitable[None]]) -> APIRouter:
-    """``GET /api/v1/status`` (bearer auth)."""
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)], tags=["status"])
-    sampler = ctx.sampler if ctx.sampler is not None else StatusSampler(ctx.metrics)
+def expected_sources(ctx: ApiContext) -> list[str]:
+    """The intake sources this engine runs (listed even before their first event)."""
     config = ctx.config
-    expected = [
+    return [
         label
         for label, enabled in (
             ("snmp.trap", config.trap.enabled),
@@ -160,6 +158,13 @@ def status_router(ctx: ApiContext, auth: Callable[..., Awaitable[None]]) -> APIR
         )
         if enabled
     ]
+
+
+def status_router(ctx: ApiContext, auth: Callable[..., Awaitable[None]]) -> APIRouter:
+    """``GET /api/v1/status`` (bearer auth)."""
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)], tags=["status"])
+    sampler = ctx.sampler if ctx.sampler is not None else StatusSampler(ctx.metrics)
+    expected = expected_sources(ctx)
 
     @router.get(
         "/status",
