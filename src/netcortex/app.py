@@ -231,6 +231,7 @@ def _make_dedup(config: DedupConfig, bus: BusConfig, metrics: Registry) -> Dedup
             namespace=bus.namespace,
             max_window=max([3600.0, *config.windows.values()]),
             metrics=metrics,
+            replicas=bus.replicas,
         )
     return InMemoryDedupStore(max_keys=config.max_keys, metrics=metrics)
 

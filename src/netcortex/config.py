@@ -122,6 +122,12 @@ class BusConfig(_Section):
     storage: Literal["file", "memory"] = "file"
     #: JetStream: duplicate window for Nats-Msg-Id deduplication (seconds)
     duplicate_window: Annotated[float, Field(gt=0)] = 120.0
+    #: JetStream: messages a consumer may have delivered but not yet acked (per
+    #: handler, across the fleet); workers ack only once outcomes are stored, in batches
+    max_ack_pending: Annotated[int, Field(ge=1)] = 20_000
+    #: JetStream: copies of every stream, consumer and key-value bucket (3 on a
+    #: three-node cluster; 1 on a single server)
+    replicas: Annotated[int, Field(ge=1, le=5)] = 1
 
     @field_validator("namespace")
     @classmethod

@@ -13,10 +13,10 @@ overflows and nothing sleeps. Every wait is on a condition with a deadline.
 A receiver serves no ``/api/v1/accounting`` (only ``/metrics``), so its trap
 accounting is read from the counters that endpoint is built from.
 
-The kill test is ``xfail`` (non-strict, only for ``OutcomesLost``): the runner
-acks a message once the store has *queued* its outcome, so a SIGKILL inside the
-store's flush interval loses those acked outcomes (seen: 2,992/3,000 stored,
-with all 3,000 published). Drop the mark when the ack waits for the commit.
+The kill test found a real defect (fixed, ``reflex.settle``): the runner used to
+ack a message once the store had *queued* its outcome, so a SIGKILL inside the
+store's flush interval lost those acked outcomes (seen: 2,992/3,000 stored, with
+all 3,000 published). Now the ack waits for the commit.
 
 Sizes: the issue asks for 20,000 traps (kill test) and 10,000 identical
 linkDowns (storm test). On this 2-core machine, shared with other jobs (load
@@ -259,15 +259,6 @@ def make_fleet(
             proc.__exit__(None, None, None)
 
 
-@pytest.mark.xfail(
-    raises=OutcomesLost,
-    strict=False,
-    reason="known defect, issue 10 item 2 (open): the reflex runner acks a message once the "
-    "store sink has queued its outcome, before the store commits it (reflex/runner.py, "
-    "'Durability'; docs/DEPLOYMENT.md 'Known gap'); a SIGKILL in that window loses a few "
-    "acked outcomes for good. Only OutcomesLost is expected: a duplicate or a wrong count "
-    "still fails. Remove the mark when the ack waits for the commit",
-)
 def test_kill_one_of_three_workers_mid_stream(
     make_fleet: Callable[[int], list[FleetProcess]], postgres_dsn: str, fleet_schema: str
 ) -> None:

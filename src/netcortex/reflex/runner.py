@@ -8,7 +8,7 @@ handler's patterns and, per message::
                     and adds to the event's decision trace)
       → handler.handle(event) → outcome (None: nothing recorded)
       → trace, site and role put on the outcome
-      → every sink in order → ack
+      → every sink in order → held by the settler → ack once durable
 
 A ``suppressed`` stop (maintenance) still runs the handler: the outcome is a
 shadow — what would have fired, with kind ``suppressed``. A ``skipped`` stop
@@ -27,10 +27,13 @@ bus to redeliver; the task never dies of it.
 
 Per event the runner does no I/O of its own besides the sinks and the ack.
 
-Durability: the ack follows the sinks, and the store sink only queues the
-outcome (the store commits it within its ``flush_interval``). A process crash
-in that window loses the outcome of an already-acked event; an orderly
-shutdown stops the runner before closing the store, which flushes.
+Durability (``reflex.settle``): a processed message is not acked by its handler
+task but handed to the runner's one ``AckSettler``, which acks in batches only
+after the sinks flushed — the outcome store committed the rows (and their
+journal jobs). A process killed at any moment leaves unacked the messages whose
+outcomes may not be stored, and the bus redelivers them (same outcome ids, which
+the store ignores when it has them). While the store refuses writes the settler
+retries with back-off and the handler tasks pause before their next message.
 
 May import: ``contracts``, ``errors``, ``metrics`` (no concrete bus or store).
 """
@@ -40,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +67,7 @@ from netcortex.reflex.protocol import (
     outcome_id_for,
 )
 from netcortex.reflex.registry import HandlerRegistry
+from netcortex.reflex.settle import AckSettler
 from netcortex.thalamus.subjects import compile_patterns
 
 __all__ = ["DIAGNOSTIC_LIMIT", "ReflexRunner", "truncate_traceback"]
@@ -210,9 +214,12 @@ class ReflexRunner:
         self._facts = FactTracker()
         self._watcher: asyncio.Task[None] | None = None
         self._reevaluating = False  # the watcher is emitting re-evaluated outcomes
-        self._metrics = _Metrics(metrics if metrics is not None else Registry())
+        registry_ = metrics if metrics is not None else Registry()
+        self._metrics = _Metrics(registry_)
         self._drain_timeout = drain_timeout
         self._workers: list[_Worker] = []
+        self._durable = tuple(s for s in self._sinks if getattr(s, "durable", False))
+        self._settler = AckSettler(self._flush_sinks, self._rerecord, registry_)
         self._lock = asyncio.Lock()
         self._running = False
         self._stopping = False
@@ -249,6 +256,7 @@ class ReflexRunner:
                 )
             self._workers = workers
             self._running = True
+            self._settler.start()
             if self._calendar is not None:
                 self._watcher = asyncio.create_task(
                     self._watch_windows(self._calendar), name="reflex-window-watch"
@@ -296,6 +304,9 @@ class ReflexRunner:
                 await asyncio.gather(*tasks, return_exceptions=True)
             for worker in self._workers:
                 await self._sweep(worker, deadline)
+            # Ack what was processed once it is durable (the settler flushes), then
+            # flush once more for outcomes that have no message (re-evaluations).
+            await self._settler.close(max(deadline - asyncio.get_running_loop().time(), 0.0))
             await self._flush_sinks()
             for worker in self._workers:
                 await _close_quietly(worker.subscription)
@@ -303,14 +314,36 @@ class ReflexRunner:
             self._running = False
             log.info("reflex_stopped")
 
-    async def _flush_sinks(self) -> None:
-        """Let buffering sinks deliver what they hold; a failing one is logged and counted."""
+    async def _flush_sinks(self) -> bool:
+        """Let buffering sinks deliver what they hold; a failing one is logged and counted.
+
+        Returns ``True`` when every durable sink (the store) flushed: what the
+        settler needs before it acks.
+        """
+        ok = True
         for sink in self._sinks:
             try:
                 await sink.flush()
             except Exception as exc:  # noqa: BLE001 - one sink must not stop the others' flush
                 self._metrics.sink_failures.inc(sink=sink.name)
                 log.error("sink_flush_failed", sink=sink.name, error=f"{type(exc).__name__}: {exc}")
+                if sink in self._durable:
+                    ok = False
+        return ok
+
+    async def _rerecord(self, outcomes: Sequence[ReflexOutcome]) -> None:
+        """Hand ``outcomes`` to the durable sinks again (their flush failed: the rows
+        may be lost); a sink that still refuses is logged, the next flush tells."""
+        for sink in self._durable:
+            for outcome in outcomes:
+                try:
+                    await sink.emit(outcome)
+                except Exception as exc:  # noqa: BLE001 - the settler retries the flush anyway
+                    self._metrics.sink_failures.inc(sink=sink.name)
+                    log.warning(
+                        "sink_rerecord_failed", sink=sink.name, error=f"{type(exc).__name__}: {exc}"
+                    )
+                    break
 
     async def _sweep(self, worker: _Worker, deadline: float) -> None:
         """Process what the subscription already holds locally, until empty or ``deadline``.
@@ -384,6 +417,10 @@ class ReflexRunner:
         sub = worker.subscription
         structlog.contextvars.bind_contextvars(handler_id=handler.id)
         while not self._stopping:
+            if not self._settler.healthy:
+                # The store refuses writes: take no new message until it is back.
+                await self._settler.wait_healthy()
+                continue
             try:
                 msg = await sub.next()
             except BusUnavailable:
@@ -443,13 +480,15 @@ class ReflexRunner:
             return
         outcome = await self._outcome(handler, event)
         if outcome is not None:
-            await self._emit(outcome)
+            outcome = await self._emit(outcome)
             elapsed = (self._clock() - event.received_at).total_seconds()
             self._metrics.e2e_seconds.observe(max(elapsed, 0.0), handler=hid)
-        await self._ack(hid, msg)
+        self._settler.hold(hid, msg, outcome)
 
-    async def _emit(self, outcome: ReflexOutcome) -> None:
-        """Count ``outcome`` and hand it to every sink; a failing sink is logged and counted."""
+    async def _emit(self, outcome: ReflexOutcome) -> ReflexOutcome:
+        """Count ``outcome`` and hand it to every sink; a failing sink is logged and counted.
+
+        Returns the outcome as the sinks got it (stamped with the clock on replay)."""
         metrics = self._metrics
         if self._stamp:
             outcome = replace(outcome, recorded_at=self._clock())
@@ -468,6 +507,7 @@ class ReflexRunner:
                     outcome_id=outcome.outcome_id,
                     error=f"{type(exc).__name__}: {exc}",
                 )
+        return outcome
 
     async def _watch_windows(self, calendar: MaintenanceCalendar) -> None:
         """Wake when a window starts or ends (or every ``_WINDOW_POLL`` s, to see

@@ -53,6 +53,9 @@ class StoreSink:
     """Hands each outcome to the ``OutcomeStore`` (which batches; idempotent on outcome_id)."""
 
     name = "store"
+    #: the runner acks a message only once this sink's ``flush`` succeeded, and
+    #: hands the outcomes to it again when the flush failed (``reflex.settle``)
+    durable = True
 
     def __init__(self, store: OutcomeStore) -> None:
         """Write outcomes to ``store`` (started and closed by its owner, not by the sink)."""

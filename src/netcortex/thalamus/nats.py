@@ -12,19 +12,20 @@ publish or subscribe (JetStream subjects cannot express "everything else", and
 one stream per root keeps retention and consumers per concern). With
 ``namespace = N`` every wire subject is ``N.<subject>`` and streams and consumers
 are suffixed ``_N`` (``SENSORY_N`` on ``N.sensory.>``). Storage, ``max_age`` and
-the ``Nats-Msg-Id`` duplicate window come from ``BusConfig``. Consequence: a
+the ``Nats-Msg-Id`` duplicate window and the replica count come from ``BusConfig``. Consequence: a
 subscription pattern must start with a concrete root (``sensory.>`` is fine,
 ``>`` or ``*.x`` is not: ``InvalidSubject``).
 
 Consumers. ``subscribe(patterns, durable=name)`` uses one durable pull consumer
-``name`` per root stream (explicit ack, ``ack_wait``, ``max_deliver``, the
-patterns as filter subjects) shared by every subscription of that name: a work
-queue that survives restarts and resumes where it left off. A brand-new durable
-(and every ephemeral subscription) delivers only messages published after it was
-created. Each consumer has a fetch loop: a pull request for ``fetch_batch``
-messages that lingers on the server, messages delivered to the subscription as
-they arrive (no waiting for a full batch), and the next request issued when the
-batch is used up, the request expires, or the connection comes back.
+``name`` per root stream (explicit ack, ``ack_wait``, ``max_deliver``,
+``max_ack_pending``, ``replicas``, the patterns as filter subjects) shared by
+every subscription of that name: a work queue that survives restarts and
+resumes where it left off. A brand-new durable (and every ephemeral
+subscription) delivers only messages published after it was created. Each
+consumer has a fetch loop: a pull request for ``fetch_batch`` messages that
+lingers on the server, messages delivered to the subscription as they arrive
+(no waiting for a full batch), and the next request issued when the batch is
+used up, the request expires, or the connection comes back.
 
 Connection. ``start`` gives up after ``publish_timeout`` seconds
 (``BusUnavailable``); once connected, the client reconnects forever (a fixed
@@ -337,6 +338,8 @@ class _PullConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=cfg.ack_wait,
             max_deliver=cfg.max_deliver,
+            max_ack_pending=cfg.max_ack_pending,
+            num_replicas=cfg.replicas if self._durable else None,
             filter_subject=self._filters[0] if one else None,
             filter_subjects=None if one else list(self._filters),
             inactive_threshold=None if self._durable else EPHEMERAL_INACTIVE,
@@ -360,6 +363,8 @@ class _PullConsumer:
                 sorted(have.filter_subjects or [have.filter_subject or ""]) != sorted(self._filters)
                 or have.ack_wait != want.ack_wait
                 or have.max_deliver != want.max_deliver
+                or have.max_ack_pending != want.max_ack_pending
+                or (have.num_replicas or 0) != (want.num_replicas or 0)
             ):
                 # The deliver policy of an existing consumer cannot change; keep it.
                 want.deliver_policy = have.deliver_policy
@@ -792,6 +797,7 @@ class NatsEventBus:
                 storage=StorageType.FILE if self._config.storage == "file" else StorageType.MEMORY,
                 max_age=self._config.stream_max_age,
                 duplicate_window=min(self._config.duplicate_window, self._config.stream_max_age),
+                num_replicas=self._config.replicas,
             )
             with nats_errors(f"stream {cfg.name}"):
                 try:

@@ -153,6 +153,23 @@ class TestStreamsAndConsumers:
             f"{ns}.sensory.*.*.link_up.>",
         ]
 
+    async def test_max_ack_pending_and_replicas_are_applied_and_updated(
+        self, bus_factory: BusFactory, js_client: NatsClient
+    ) -> None:
+        """``bus.max_ack_pending`` and ``bus.replicas`` reach the durable consumer and the
+        streams; a later process with another ``max_ack_pending`` updates the consumer."""
+        ns = "t" + uuid.uuid4().hex[:12]
+        first = await bus_factory("nats", namespace=ns, max_ack_pending=123, replicas=1)
+        await first.subscribe("sensory.>", durable="reflex-link")
+        js = js_client.jetstream()
+        info = await js.consumer_info(f"SENSORY_{ns}", f"reflex-link_{ns}")
+        assert info.config.max_ack_pending == 123
+        assert (await js.stream_info(f"SENSORY_{ns}")).config.num_replicas == 1
+        second = await bus_factory("nats", namespace=ns, max_ack_pending=456)
+        await second.subscribe("sensory.>", durable="reflex-link")
+        info = await js.consumer_info(f"SENSORY_{ns}", f"reflex-link_{ns}")
+        assert info.config.max_ack_pending == 456
+
     async def test_ephemeral_consumer_is_deleted_on_close(
         self, bus_factory: BusFactory, js_client: NatsClient
     ) -> None:

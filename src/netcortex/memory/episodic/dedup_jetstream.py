@@ -238,6 +238,8 @@ class JetStreamDedupStore:
         metrics: the engine's registry (a private one when omitted).
         storage: ``file`` (survives a server restart) or ``memory``.
         timeout: seconds for connecting and for each request to the server.
+        replicas: copies of the bucket's stream (``bus.replicas``; 3 on a
+            three-node cluster). ``start`` updates an existing bucket to it.
 
     Raises:
         ValueError: an invalid bucket or namespace name, or ``max_window <= 0``.
@@ -253,6 +255,7 @@ class JetStreamDedupStore:
         metrics: Registry | None = None,
         storage: Literal["file", "memory"] = "file",
         timeout: float = 2.0,
+        replicas: int = 1,
     ) -> None:
         name = f"{bucket}_{namespace}" if namespace else bucket
         if not _NAME.fullmatch(name):
@@ -267,6 +270,9 @@ class JetStreamDedupStore:
         self._max_window = float(max_window)
         self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
         self._timeout = timeout
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        self._replicas = replicas
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._closed = False
@@ -356,7 +362,7 @@ class JetStreamDedupStore:
             allow_msg_ttl=True,
             max_consumers=-1,
             max_msgs=-1,
-            num_replicas=1,
+            num_replicas=self._replicas,
         )
         with _errors(f"dedup bucket {self.bucket}", starting=True):
             try:
