@@ -281,6 +281,18 @@ class TestIntakeApp:
             assert (await client.get("/metrics")).status_code in (401, 403)
             auth = {"Authorization": f"Bearer {TOKEN}"}
             assert (await client.get("/api/v1/metrics", headers=auth)).status_code == 200
+            # The receiver's half of the accounting: its sources, nothing handled here.
+            assert (await client.get("/api/v1/accounting")).status_code in (401, 403)
+            metrics.counter(
+                "netcortex_received_total", "Inputs received, by source.", ("source",)
+            ).inc(3, source="snmp.trap")
+            metrics.counter(
+                "netcortex_trap_published_total", "Traps published.", ("event_class",)
+            ).inc(3, event_class="link_down")
+            account = (await client.get("/api/v1/accounting", headers=auth)).json()
+            trap = next(s for s in account["sources"] if s["source"] == "trap")
+            assert (trap["received"], trap["published"], trap["balanced"]) == (3, 3, True)
+            assert account["handled"]["total"] == 0
             for path in ("/api/v1/outcomes", "/api/v1/incidents", "/api/v1/stream", "/"):
                 assert (await client.get(path, headers=auth)).status_code == 404, path
             # meraki disabled here (webhook=None): no route

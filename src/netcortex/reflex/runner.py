@@ -115,6 +115,12 @@ class _Metrics:
             "Outcomes produced, by handler, kind and severity.",
             ("handler", "kind", "severity"),
         )
+        self.handled = registry.counter(
+            "netcortex_reflex_handled_total",
+            "Bus messages a handler took and decoded (each yields at most one outcome), "
+            "by handler.",
+            ("handler",),
+        )
         self.errors = registry.counter(
             "netcortex_reflex_handler_errors_total",
             "Handler (or gate) exceptions turned into errored outcomes.",
@@ -478,6 +484,7 @@ class ReflexRunner:
             log.warning("event_rejected", reason=exc.reason, error=str(exc), msg_id=msg.msg_id)
             await self._ack(hid, msg)
             return
+        self._metrics.handled.inc(handler=hid)
         outcome = await self._outcome(handler, event)
         if outcome is not None:
             outcome = await self._emit(outcome)

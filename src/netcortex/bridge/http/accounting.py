@@ -11,8 +11,9 @@ so an input lost anywhere between the socket and the bus (a publish that
 failed for good included) shows as ``false``. ``poll`` counts successful polls,
 not events (a poll yields zero or more), so it has no identity: ``null``.
 
-Engine-wide: events the reflex runner handled per handler (every event a handler
-takes yields exactly one outcome; a maintenance window that ends re-evaluates
+Engine-wide: events the reflex runner handled per handler
+(``netcortex_reflex_handled_total``: bus messages a handler took and decoded;
+each yields at most one outcome — a maintenance window that ends re-evaluates
 held events and adds one each), messages it could not decode (by reason),
 outcomes by kind, outcome rows stored (and ignored as already stored),
 store batches that failed to commit, and kernel UDP receive-buffer drops per
@@ -69,6 +70,7 @@ INTAKE: Final = {
 _NOT_INTAKE: Final = frozenset({"reflex", "http.api"})
 
 OUTCOMES: Final = "netcortex_reflex_outcomes_total"
+HANDLED: Final = "netcortex_reflex_handled_total"
 REJECTED: Final = "netcortex_rejected_total"
 STORE_ROWS: Final = "netcortex_store_rows_total"
 STORE_DUPLICATES: Final = "netcortex_store_duplicates_total"
@@ -136,7 +138,7 @@ def accounting(
                 "balanced": balanced,
             }
         )
-    by_handler = _by(metrics, OUTCOMES, "handler")
+    by_handler = _by(metrics, HANDLED, "handler")
     undecodable = _by(metrics, REJECTED, "reason", source="reflex")
     by_kind = _by(metrics, OUTCOMES, "kind")
     return {

@@ -8,6 +8,8 @@ so it serves only what intake needs:
                                             404 with ``meraki.enabled: false``)
 ``GET  /healthz``, ``/readyz``              liveness, readiness (also under ``/api/v1``)
 ``GET  /metrics``                           Prometheus text, bearer token (also under ``/api/v1``)
+``GET  /api/v1/accounting``                 where every input went (``routes_accounting``):
+                                            the receiver's half of the fleet's accounting
 ==========================================  ===================================
 
 Every other path (outcomes, incidents, the stream ...) is 404: those live on
@@ -33,6 +35,7 @@ from netcortex import __version__
 from netcortex.bridge.http.auth import bearer_auth
 from netcortex.bridge.http.context import ApiContext
 from netcortex.bridge.http.middleware import BodyCapMiddleware, ObservabilityMiddleware
+from netcortex.bridge.http.routes_accounting import accounting_router
 from netcortex.bridge.http.routes_health import METRICS_CONTENT_TYPE
 from netcortex.bridge.http.routes_webhook import WEBHOOK_PATH, webhook_router
 from netcortex.config import Config
@@ -88,21 +91,24 @@ def create_intake_app(
         docs_url=None,
         redoc_url=None,
     )
+    # The webhook and accounting routers read only ctx.config, ctx.metrics and
+    # ctx.webhook; a receiver has no store or calendar, and no route of this app
+    # reaches for them.
+    ctx = ApiContext(
+        config=config,
+        metrics=metrics,
+        store=cast(OutcomeStore, None),
+        calendar=cast(MaintenanceCalendar, None),
+        config_window_ids=frozenset(),
+        bus=bus,
+        memory=memory,
+        webhook=webhook,
+        ready=ready,
+    )
     if webhook is not None:
-        # webhook_router reads only ctx.config (the body cap); a receiver has no
-        # store or calendar, and no route of this app reaches for them.
-        ctx = ApiContext(
-            config=config,
-            metrics=metrics,
-            store=cast(OutcomeStore, None),
-            calendar=cast(MaintenanceCalendar, None),
-            config_window_ids=frozenset(),
-            bus=bus,
-            memory=memory,
-            webhook=webhook,
-            ready=ready,
-        )
         app.include_router(webhook_router(ctx, webhook))
+    auth = bearer_auth(config.http, metrics)
+    app.include_router(accounting_router(ctx, auth))
     app.include_router(_health_router(metrics, bus, memory, ready, config))
     fixed = frozenset(
         path for route in app.routes if "{" not in (path := getattr(route, "path", "{"))

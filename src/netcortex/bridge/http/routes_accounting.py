@@ -50,7 +50,9 @@ class HandledAccount(_Model):
     """What the reflex runner took off the bus."""
 
     total: int
-    by_handler: dict[str, int] = Field(description="events handled (one outcome each)")
+    by_handler: dict[str, int] = Field(
+        description="bus messages each handler took and decoded (at most one outcome each)"
+    )
     rejected: int = Field(description="bus messages that were not a valid event")
     rejected_by_reason: dict[str, int]
 

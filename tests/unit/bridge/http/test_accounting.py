@@ -37,6 +37,10 @@ def _registry() -> Registry:
     outcomes.inc(4, handler="link_down", kind="logged", severity="high")
     outcomes.inc(1, handler="link_down", kind="skipped", severity="high")
     outcomes.inc(2, handler="security_webhook", kind="logged", severity="warn")
+    # one link_down message yielded no outcome (a handler may return None)
+    handled = reg.counter("netcortex_reflex_handled_total", "h", ("handler",))
+    handled.inc(6, handler="link_down")
+    handled.inc(2, handler="security_webhook")
     reg.counter("netcortex_store_rows_total", "h", ("backend",)).inc(7, backend="sqlite")
     reg.counter("netcortex_store_duplicates_total", "h", ("backend",)).inc(1, backend="sqlite")
     reg.counter("netcortex_store_write_failures_total", "h", ("backend",)).inc(1, backend="sqlite")
@@ -69,12 +73,13 @@ def test_sources_balance_or_show_the_loss() -> None:
 
 
 def test_engine_wide_figures() -> None:
-    """Handled per handler, undecodable messages, outcomes by kind, rows, failures."""
+    """Handled per handler (its own counter, not outcomes), undecodable messages,
+    outcomes by kind, rows, failures."""
     reg = _registry()
     body = accounting(reg, StatusSampler(reg))
     assert body["handled"] == {
-        "total": 7,
-        "by_handler": {"link_down": 5, "security_webhook": 2},
+        "total": 8,
+        "by_handler": {"link_down": 6, "security_webhook": 2},
         "rejected": 1,
         "rejected_by_reason": {"bad_json": 1},
     }
