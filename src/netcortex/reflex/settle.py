@@ -176,7 +176,11 @@ class AckSettler:
         if left:
             log.warning("reflex_unacked_at_stop", messages=left)
         self._held = []
+        self._settling = []
         self._held_gauge.set(0)
+        # A stop during an outage must not leave a restarted runner's handlers paused.
+        self._healthy.set()
+        self._paused.set(0)
 
     async def _run(self) -> None:
         while True:

@@ -227,3 +227,12 @@ async def test_stop_with_the_store_down_leaves_the_message_unacked(
         await runner.stop()
     assert spy_bus.acked == []
     assert next(e for e in logs if e["event"] == "reflex_unacked_at_stop")["messages"] == 1
+    # Started again with the store back: the handlers are not left paused.
+    sink.down = False
+    await runner.start()
+    try:
+        event_id = await _publish(spy_bus, "Gi0/9")
+        await spy_bus.wait_acked(1)
+        assert spy_bus.acked == [event_id]
+    finally:
+        await runner.stop()
