@@ -364,7 +364,11 @@ class Engine:
         self.receivers: dict[str, _Receiver] = {}
         if self.plan.intake and config.trap.enabled:
             self.receivers["trap"] = TrapReceiver(
-                config.trap, self.bus, self.metrics, memory=self.memory
+                config.trap,
+                self.bus,
+                self.metrics,
+                memory=self.memory,
+                outage_buffer_seconds=config.bus.outage_buffer_seconds,
             )
         if self.plan.intake and config.poll.enabled:
             # Its "listener" is the SNMP client's local UDP socket (answers come back there).
@@ -385,7 +389,11 @@ class Engine:
         self.status_sampler: StatusSampler | None = None
         if config.http.enabled and self.plan.intake and config.meraki.enabled:
             self.webhook = MerakiWebhookReceiver(
-                config.meraki, self.bus, self.metrics, memory=self.memory
+                config.meraki,
+                self.bus,
+                self.metrics,
+                memory=self.memory,
+                outage_buffer_seconds=config.bus.outage_buffer_seconds,
             )
         if config.http.enabled and not self.plan.api:
             # A receiver: the webhook and health only (bridge/http/intake.py).

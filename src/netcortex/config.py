@@ -122,6 +122,13 @@ class BusConfig(_Section):
     storage: Literal["file", "memory"] = "file"
     #: JetStream: duplicate window for Nats-Msg-Id deduplication (seconds)
     duplicate_window: Annotated[float, Field(gt=0)] = 120.0
+    #: receivers: seconds of bus outage (nats-server restarting, unreachable) during
+    #: which accepted events are kept in memory (the receiver's queue bounds the count)
+    #: and re-published, oldest first, once the bus is back; beyond it they are counted in
+    #: ``publish_failed{error="bus_outage"}`` and new input is refused (``bus_unavailable``,
+    #: a webhook 503) until the bus answers again. Keep it <= ``duplicate_window``: a
+    #: retry later than that could be stored twice (workers still handle it once)
+    outage_buffer_seconds: Annotated[float, Field(gt=0)] = 120.0
     #: JetStream: messages a consumer may have delivered but not yet acked (per
     #: handler, across the fleet); workers ack only once outcomes are stored, in batches
     max_ack_pending: Annotated[int, Field(ge=1)] = 20_000

@@ -53,7 +53,7 @@ import structlog
 from netcortex.contracts.bus import BusMessage, EventBus, Subscription
 from netcortex.contracts.codec import decode_event
 from netcortex.contracts.memory import MaintenanceCalendar
-from netcortex.errors import BusError, BusUnavailable, DecodeError
+from netcortex.errors import BusError, BusUnavailable, DecodeError, StoreError
 from netcortex.metrics import Registry
 from netcortex.reflex.facts import FactTracker, HeldFact
 from netcortex.reflex.pipeline import Pipeline
@@ -91,6 +91,22 @@ _WINDOW_TRACE_KEYS = frozenset({"window_id", "decided_by"})
 _RESUBSCRIBE_MAX_DELAY = 5.0
 #: ``sink_flush_failed`` at most this often per sink while its flushes keep failing
 _FLUSH_LOG_INTERVAL = 10.0
+#: A gate whose backend is unavailable: retry the event in place after this
+#: delay (doubling to the max), for at most the budget, then leave it to the bus.
+_GATE_RETRY_DELAY = 0.1
+_GATE_RETRY_MAX_DELAY = 2.0
+_GATE_RETRY_BUDGET = 60.0
+#: gate failures that mean "its backend is away", not "this event is bad"
+_UNAVAILABLE = (StoreError, BusError)
+
+
+class _GateUnavailable(Exception):
+    """A gate failed because its backend is unavailable (``_UNAVAILABLE``)."""
+
+    def __init__(self, gate: str, error: Exception) -> None:
+        super().__init__(f"gate {gate!r} unavailable: {error}")
+        self.gate = gate
+        self.error = error
 
 
 def truncate_traceback(exc: BaseException, limit: int = DIAGNOSTIC_LIMIT) -> str:
@@ -127,6 +143,12 @@ class _Metrics:
             "netcortex_reflex_handler_errors_total",
             "Handler (or gate) exceptions turned into errored outcomes.",
             ("handler",),
+        )
+        self.gate_unavailable = registry.counter(
+            "netcortex_reflex_gate_unavailable_total",
+            "Gate calls that failed because the gate's backend was unavailable (the "
+            "event is retried, not recorded as errored), by gate.",
+            ("gate",),
         )
         self.stopped = registry.counter(
             "netcortex_reflex_stopped_total",
@@ -509,12 +531,64 @@ class ReflexRunner:
             await self._ack(hid, msg)
             return
         self._metrics.handled.inc(handler=hid)
-        outcome = await self._outcome(handler, event)
+        settle, outcome = await self._outcome_retrying(handler, event, msg)
+        if not settle:
+            return  # left unacked: the bus redelivers it (see _outcome_retrying)
         if outcome is not None:
             outcome = await self._emit(outcome)
             elapsed = (self._clock() - event.received_at).total_seconds()
             self._metrics.e2e_seconds.observe(max(elapsed, 0.0), handler=hid)
         self._settler.hold(hid, msg, outcome)
+
+    async def _outcome_retrying(
+        self, handler: ReflexHandler, event: SensoryEvent, msg: BusMessage
+    ) -> tuple[bool, ReflexOutcome | None]:
+        """``_outcome``, retried in place while a gate's backend is unavailable;
+        ``(settle, outcome)``.
+
+        A dedup bucket on a NATS server that is restarting fails the dedup gate
+        with ``StoreError``; recording that as an ``errored`` outcome (and acking
+        it) would make a lost fact out of an outage. Instead the same event is
+        tried again after 0.1 s doubling to 2 s, for up to ``_GATE_RETRY_BUDGET``
+        seconds (order kept, no delivery attempt used): the handler task waits,
+        like the settler's pause. Past the budget, or when the runner stops, the
+        message is left unsettled (``settle`` false) for the bus to redeliver.
+        A first attempt that timed out may have been applied; dedup recognises the
+        retry of its own first event (``first_event_id``).
+        """
+        hid = handler.id
+        delay = _GATE_RETRY_DELAY
+        started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                outcome = await self._outcome(handler, event, retry_unavailable=True)
+            except _GateUnavailable as exc:
+                failures += 1
+                self._metrics.gate_unavailable.inc(gate=exc.gate)
+                if failures == 1:
+                    log.warning(
+                        "reflex_gate_unavailable",
+                        gate=exc.gate,
+                        event_id=event.id,
+                        error=f"{type(exc.error).__name__}: {exc.error}",
+                    )
+                if self._stopping or time.monotonic() - started > _GATE_RETRY_BUDGET:
+                    log.error(
+                        "reflex_gate_gave_up",
+                        gate=exc.gate,
+                        event_id=event.id,
+                        msg_id=msg.msg_id,
+                        attempts=failures,
+                        hint="left unacked: the bus redelivers it",
+                    )
+                    return False, None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _GATE_RETRY_MAX_DELAY)
+                continue
+            if failures:
+                log.info("reflex_gate_recovered", handler_id=hid, attempts=failures + 1)
+            return True, outcome
 
     async def _emit(self, outcome: ReflexOutcome) -> ReflexOutcome:
         """Count ``outcome`` and hand it to every sink; a failing sink is logged and counted.
@@ -649,6 +723,7 @@ class ReflexRunner:
         gates: tuple[Gate, ...] | None = None,
         trace: dict[str, Any] | None = None,
         track: bool = True,
+        retry_unavailable: bool = False,
     ) -> ReflexOutcome | None:
         """Gates then the handler; any exception becomes an ``errored`` outcome.
 
@@ -656,6 +731,8 @@ class ReflexRunner:
         each gate adds to it, the runner adds ``decided_by`` and puts it on the
         outcome. ``gates`` defaults to the pipeline's; ``track`` lets the fact
         tracker see the event (off when re-evaluating a held fact).
+        ``retry_unavailable``: a gate failing with ``StoreError`` or ``BusError``
+        (its backend is unreachable) raises ``_GateUnavailable`` instead.
         """
         trace = {} if trace is None else trace
         stage = "gate"
@@ -701,7 +778,11 @@ class ReflexRunner:
                 )
             stage = "handler"
             outcome = await self._handle(handler, event)
-        except Exception as exc:  # noqa: BLE001 - failure is data: an errored outcome
+        except Exception as exc:  # failure is data: an errored outcome (or a retry, below)
+            if retry_unavailable and stage == "gate" and isinstance(exc, _UNAVAILABLE):
+                # The gate's backend (the dedup bucket on NATS) is away, not the
+                # event at fault: the caller retries it instead of recording it errored.
+                raise _GateUnavailable(decided_by, exc) from exc
             trace["decided_by"] = decided_by if stage == "gate" else "handler"
             return _with_trace(self._errored(handler, event, stage, exc), trace)
         if outcome is None:

@@ -17,6 +17,7 @@ from netcortex.contracts.codec import decode_outcome, encode_event
 from netcortex.contracts.events import SensoryEvent, Severity
 from netcortex.contracts.memory import OutcomeQuery
 from netcortex.contracts.reflex import OutcomeKind, ReflexHandler, ReflexOutcome, outcome_id_for
+from netcortex.errors import StoreError
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.metrics import Registry
 from netcortex.reflex.handlers import LinkDownHandler, LinkUpHandler
@@ -119,6 +120,27 @@ class RaisingGate:
         self, handler: ReflexHandler, event: SensoryEvent, trace: dict[str, Any]
     ) -> SensoryEvent:
         raise KeyError("gate bug")
+
+
+class UnavailableGate:
+    """A gate whose backend is away (``StoreError``) until ``back`` is set."""
+
+    name = "dedup"
+
+    def __init__(self) -> None:
+        self.back = asyncio.Event()
+        self.calls = 0
+        self.failed = asyncio.Event()
+
+    async def __call__(
+        self, handler: ReflexHandler, event: SensoryEvent, trace: dict[str, Any]
+    ) -> SensoryEvent:
+        self.calls += 1
+        if not self.back.is_set():
+            if self.calls >= 3:
+                self.failed.set()
+            raise StoreError("dedup write: nats: timeout (test)")
+        return event
 
 
 @asynccontextmanager
@@ -387,6 +409,37 @@ class TestGates:
             await publish(bus, make_event())
             await rec.wait_for(1, WAIT)
         assert handler.seen[0].payload["site"] == "branch-west"
+
+    async def test_gate_backend_unavailable_is_retried_not_errored(
+        self, bus: InMemoryEventBus
+    ) -> None:
+        """A gate failing with StoreError (its backend away, e.g. the dedup bucket while
+        nats-server restarts) is retried in place: no errored outcome, one normal
+        outcome once it answers, counted and logged once each way."""
+        handler = EchoHandler()
+        gate = UnavailableGate()
+        pipeline, rec = recording_pipeline(gates=(gate,))
+        metrics = Registry()
+        runner = ReflexRunner(HandlerRegistry([handler]), bus, pipeline, metrics)
+        with capture_logs() as logs:
+            async with running(runner):
+                await publish(bus, make_event())
+                async with asyncio.timeout(WAIT):
+                    await gate.failed.wait()  # three failed attempts, nothing recorded
+                assert rec.outcomes == []
+                gate.back.set()
+                (outcome,) = await rec.wait_for(1, WAIT)
+        assert outcome.kind is OutcomeKind.LOGGED
+        assert len(handler.seen) == 1
+        failures = gate.calls - 1
+        assert failures >= 3
+        assert f'netcortex_reflex_gate_unavailable_total{{gate="dedup"}} {failures}' in (
+            metrics.render()
+        )
+        events = [e["event"] for e in logs]
+        assert events.count("reflex_gate_unavailable") == 1
+        assert events.count("reflex_gate_recovered") == 1
+        assert "handler_failed" not in events
 
     async def test_raising_gate_yields_errored(self, bus: InMemoryEventBus) -> None:
         """A gate that raises yields an errored outcome and the handler is not called."""

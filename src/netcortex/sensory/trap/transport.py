@@ -10,6 +10,15 @@ is counted in ``netcortex_received_total{source="snmp.trap"}`` (the name every
 receiver counts on) and in ``netcortex_trap_received_total``; accepted events
 not yet published are ``netcortex_queue_depth{queue="trap_publish"}``.
 
+A bus outage (nats-server restarting) is ridden out for ``outage_buffer_seconds``
+(``bus.outage_buffer_seconds``, see ``sensory._publish``): accepted events stay
+in the queue (and with the publishers), retried with back-off, and go out once
+the bus is back, each counted ``published`` once. Past the budget, while the
+bus is still not connected, held events are counted in
+``netcortex_trap_publish_failed_total{error="bus_outage"}`` and new datagrams are
+rejected as ``bus_unavailable`` (informs are then not answered, so their
+senders retry).
+
 Datagrams the kernel dropped before the receiver saw them (its socket's receive
 buffer was full) are read from the ``drops`` column of ``/proc/net/udp`` and
 ``/proc/net/udp6`` for this receiver's own socket (matched by inode, not port)
@@ -53,7 +62,7 @@ from netcortex.errors import IngestError
 from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
 from netcortex.sensory._batch import take_batch
-from netcortex.sensory._publish import publish_event
+from netcortex.sensory._publish import BusOutage, publish_event
 from netcortex.sensory.trap.decode import TrapDecoder
 from netcortex.sensory.trap.normalize import SOURCE, Normalizer
 
@@ -142,6 +151,8 @@ class TrapReceiver:
         queue_size: accepted events waiting for a publisher, at most.
         publishers: concurrent publisher tasks (pipelining on NATS).
         drain_timeout: how long ``close`` waits for accepted events to publish.
+        outage_buffer_seconds: how long a bus outage is ridden out (see the module
+            docstring; ``bus.outage_buffer_seconds``).
         log_interval: at most one ``trap_rejected`` line per (agent, reason) per
             this many seconds; the socket's kernel drops are read every this many
             seconds (at least 1) and at every scrape, a rise logged as
@@ -162,6 +173,7 @@ class TrapReceiver:
         queue_size: int = 10_000,
         publishers: int = 32,
         drain_timeout: float = 10.0,
+        outage_buffer_seconds: float = 120.0,
         log_interval: float = 10.0,
         log_new_agents: int = 100,
         memory: SemanticMemory | None = None,
@@ -175,6 +187,12 @@ class TrapReceiver:
         self._queue_size = queue_size
         self._publishers = publishers
         self._drain_timeout = drain_timeout
+        self._outage = BusOutage(
+            outage_buffer_seconds,
+            what="trap",
+            logger=log,
+            connected=lambda: bool(getattr(bus, "connected", True)),
+        )
         self._rejections = RejectionLog(
             log,
             "trap_rejected",
@@ -384,8 +402,8 @@ class TrapReceiver:
     async def close(self) -> None:
         """Stop receiving, publish what was already accepted, stop the publishers.
 
-        Idempotent; safe without ``start``. Events still queued after
-        ``drain_timeout`` are counted as ``publish_failed{error="drain_timeout"}``.
+        Idempotent; safe without ``start``. Events still queued or being published
+        after ``drain_timeout`` are counted as ``publish_failed{error="drain_timeout"}``.
         """
         if self._closed:
             return
@@ -404,7 +422,9 @@ class TrapReceiver:
             except TimeoutError:
                 drained = False
             if not drained:
-                left = queue.qsize()
+                # Queued and held by a publisher (retrying through a bus outage):
+                # the publishers are cancelled next, so both are lost — and counted.
+                left = queue.qsize() + self._in_hand
                 self._publish_failed.inc(left, error="drain_timeout")
                 log.error("trap_drain_timeout", left=left)
         for task in self._tasks:
@@ -473,6 +493,11 @@ class TrapReceiver:
             return
         self._decode_seconds.observe(time.perf_counter() - t0)
         self._decoded.inc(event_class=event.event_class)
+        if self._outage.down and self._outage.shedding():
+            # The bus has been gone longer than the budget: accepting would only
+            # turn the datagram into a bus_outage failure a moment later.
+            self._reject(event.agent or host, "bus_unavailable", "the bus is unavailable")
+            return
         queue = self._queue
         assert queue is not None  # set in start() before the transport delivers
         try:
@@ -514,4 +539,5 @@ class TrapReceiver:
             published=self._published,
             failed=self._publish_failed,
             logger=log,
+            outage=self._outage,
         )

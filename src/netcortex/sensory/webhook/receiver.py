@@ -28,7 +28,10 @@ checks run in this order, each refusal counted in
    body under ``http.max_body_bytes`` can still be refused here;
 10. the publish queue is full, or its events already hold ``max_queued_bytes``
    → 503 ``overloaded`` (``Retry-After: 1``; Meraki retries, so an alert is
-   never accepted and then lost);
+   never accepted and then lost); the bus has been unavailable for longer than
+   ``outage_buffer_seconds`` and is still not connected → 503
+   ``bus_unavailable`` (``Retry-After: 1``): the alert could not be handed to
+   the bus within its time budget, so Meraki keeps it;
 11. otherwise → 202 ``accepted`` with the event id, class and subject.
 
 A bug in the receiver answers 500 ``internal_error`` (logged, never raised).
@@ -43,11 +46,18 @@ are kept (oldest forgotten first).
 
 Accepted events wait on a bounded queue (``meraki.queue_size``) for a pool of
 publisher tasks, which take batches like the trap receiver's. A publish the bus
-refuses for a transient reason (``BusUnavailable``, ``PublishTimeout``) is
-retried after 0.1, 0.25, 0.5, 1, 2, then every 2 s for as long as the receiver
-runs: an accepted alert is never dropped while the engine runs (the event id is
-the message id, so JetStream drops a copy that did land). Any other failure is
-counted in ``netcortex_webhook_publish_failed_total{error}`` and logged
+refuses for a transient reason (``BusUnavailable``, ``PublishTimeout``: a
+nats-server restart) starts a bus outage (``sensory._publish.BusOutage``, shared
+by the publishers) and is retried after 0.1, 0.25, 0.5, 1, 2, then every 2 s
+(the event id is the message id, so JetStream drops a copy that did land; the
+event is counted ``published`` once). The outage is ridden out for
+``outage_buffer_seconds`` (``bus.outage_buffer_seconds``); past it, a held
+alert whose retry fails — or, while the bus is still not connected, every held
+alert without another try — is counted in
+``netcortex_webhook_publish_failed_total{error="bus_outage"}`` and logged
+(``webhook_publish_failed``, the first few per outage; the number in
+``webhook_bus_recovered``). Any other failure is counted in
+``netcortex_webhook_publish_failed_total{error}`` and logged
 (``webhook_publish_failed``). ``close`` refuses new alerts, publishes what was
 accepted within ``drain_timeout``, and counts (``error="lost_at_close"``) and
 logs (``webhook_lost``) each one still unpublished.
@@ -88,6 +98,7 @@ from netcortex.errors import BusError, BusUnavailable, InvalidSubject, PublishTi
 from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
 from netcortex.sensory._batch import take_batch
+from netcortex.sensory._publish import BUS_OUTAGE, BusOutage
 from netcortex.sensory.webhook.auth import SharedSecretAuth
 from netcortex.sensory.webhook.normalize import REDACTED, SOURCE, MerakiNormalizer
 from netcortex.sensory.webhook.schema import MerakiAlert, validation_detail
@@ -231,6 +242,9 @@ class MerakiWebhookReceiver:
         max_event_bytes: largest encoded event accepted (413 beyond); keep it
             under the bus's message limit (NATS ``max_payload`` less headers).
         max_queued_bytes: most encoded bytes waiting to be published (503 beyond).
+        outage_buffer_seconds: how long a bus outage is ridden out before held
+            alerts are given up and new ones answered 503 ``bus_unavailable``
+            (``bus.outage_buffer_seconds``).
         clock: ``time.time``-like wall clock (seconds): the replay window,
             idempotency window and publish latency are measured with it.
 
@@ -251,6 +265,7 @@ class MerakiWebhookReceiver:
         drain_timeout: float = 10.0,
         max_event_bytes: int = MAX_EVENT_BYTES,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        outage_buffer_seconds: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if publishers < 1:
@@ -264,6 +279,12 @@ class MerakiWebhookReceiver:
         self._queued_bytes = 0  # encoded bytes queued or being published
         self._config = config
         self._bus = bus
+        self._outage = BusOutage(
+            outage_buffer_seconds,
+            what="webhook",
+            logger=log,
+            connected=lambda: bool(getattr(bus, "connected", True)),
+        )
         secret = config.shared_secret
         self._auth = SharedSecretAuth(secret) if secret is not None else None
         self._secret_bytes = (
@@ -577,6 +598,13 @@ class MerakiWebhookReceiver:
             )
         if self._queued_bytes + size > self._max_queued_bytes and self._queued_bytes:
             raise _Rejected(503, "overloaded", "publish queue full; retry later")
+        if self._outage.down and self._outage.shedding():
+            raise _Rejected(
+                503,
+                "bus_unavailable",
+                f"the event bus has been unavailable for more than "
+                f"{self._outage.budget:g} s; retry later",
+            )
         alert_id = _loggable(alert.alert_id, self._secret_bytes)
         try:
             self._queue.put_nowait(_Pending(event, data, now, alert_id))
@@ -705,11 +733,27 @@ class MerakiWebhookReceiver:
 
     async def _publish_once(self, pending: _Pending) -> None:
         event = pending.event
+        outage = self._outage
         attempt = 0
         while True:
+            if outage.shedding():
+                self._give_up(pending, attempt)
+                return
             try:
-                await self._bus.publish(event.subject, pending.data, msg_id=event.id)
-            except (BusUnavailable, PublishTimeout) as exc:
+                if outage.down:
+                    # A publish to a disconnected NATS client waits the whole
+                    # publish_timeout; no attempt may outlast the outage budget.
+                    async with asyncio.timeout(max(outage.remaining(), _RETRY_DELAYS[0])):
+                        await self._bus.publish(event.subject, pending.data, msg_id=event.id)
+                else:
+                    await self._bus.publish(event.subject, pending.data, msg_id=event.id)
+            except (BusUnavailable, PublishTimeout, TimeoutError) as exc:
+                outage.mark_down()
+                if not attempt:
+                    outage.count_retry()
+                if outage.over_budget():
+                    self._give_up(pending, attempt + 1)
+                    return
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 attempt += 1
                 self._publish_retries.inc()
@@ -723,7 +767,7 @@ class MerakiWebhookReceiver:
                         error=type(exc).__name__,
                         detail=str(exc),
                     )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, max(outage.remaining(), 0.01)))
             except BusError as exc:  # not transient (e.g. an invalid subject): no retry
                 self._publish_failed.inc(error=type(exc).__name__)
                 log.error(
@@ -746,6 +790,21 @@ class MerakiWebhookReceiver:
                 )
                 return
             else:
+                outage.mark_up()
                 self._published.inc(event_class=event.event_class)
                 self._publish_latency.observe(max(0.0, self._clock() - pending.received_at))
                 return
+
+    def _give_up(self, pending: _Pending, attempts: int) -> None:
+        """Count (and, for the first few per outage, log) an alert the outage cost."""
+        self._publish_failed.inc(error=BUS_OUTAGE)
+        if self._outage.count_failure():
+            log.error(
+                "webhook_publish_failed",
+                event_id=pending.event.id,
+                alert_id=pending.alert_id,
+                subject=pending.event.subject,
+                attempts=attempts,
+                error=BUS_OUTAGE,
+                detail=f"the bus has been unavailable for more than {self._outage.budget:g} s",
+            )

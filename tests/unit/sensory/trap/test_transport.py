@@ -154,15 +154,19 @@ async def test_transient_publish_failure_is_retried_with_the_same_id() -> None:
 
 
 async def test_publish_failure_past_retries_is_counted_and_survived() -> None:
-    """A bus refusing every retry gets the event counted and logged as lost; the next goes on."""
-    bus = GatedBus(fail=4)  # the first try and all three retries fail
+    """A bus refusing every retry for longer than the outage budget gets the event counted
+    (``bus_outage``) and logged as lost; once the bus takes publishes the next goes on."""
+    bus = GatedBus(fail=1_000_000)
     bus.gate.set()
     registry = Registry()
-    async with TrapReceiver(trap_config(), bus, registry, publishers=1) as receiver:
+    async with TrapReceiver(
+        trap_config(), bus, registry, publishers=1, outage_buffer_seconds=0.3
+    ) as receiver:
         with capture_logs() as logs:
             send_raw(receiver.bound_address[1], _link_down(1))
             failed = registry.counter("netcortex_trap_publish_failed_total", "", ["error"])
-            await wait_until(lambda: failed.value(error="PublishTimeout") == 1, within=10)
+            await wait_until(lambda: failed.value(error="bus_outage") == 1, within=10)
+        bus.fail = 0
         send_raw(receiver.bound_address[1], _link_down(2))
         await bus.wait_for(1)
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["trap_publish_failed"]
