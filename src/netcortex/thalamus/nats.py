@@ -42,7 +42,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Final
@@ -95,6 +97,8 @@ START_ROOTS: Final = (SENSORY, REFLEX)
 CONNECT_TIMEOUT: Final = 2.0
 #: seconds between reconnect attempts (nats-py retries forever)
 RECONNECT_WAIT: Final = 0.5
+#: ``bus_error`` at most once per this many seconds (the rest counted in ``suppressed``)
+_ERROR_LOG_INTERVAL: Final = 10.0
 #: seconds a pull request lingers on the server before it is renewed
 PULL_EXPIRES: Final = 5.0
 #: an ephemeral consumer whose client vanished is removed after this many seconds
@@ -622,9 +626,14 @@ class NatsEventBus:
         self._dead_letters = bus_metrics.dead_letters
         self._connection_events = registry.counter(
             "netcortex_bus_connection_events_total",
-            "NATS connection state changes (disconnected, reconnected, closed).",
+            "NATS connection state changes (disconnected, reconnected, closed) and "
+            "client errors (error).",
             ("event",),
         )
+        # bus_error lines: at most one per _ERROR_LOG_INTERVAL (a reconnect loop
+        # reports an error per attempt, every RECONNECT_WAIT seconds)
+        self._error_logged_at = -math.inf
+        self._errors_suppressed = 0
         self._publish_seconds = registry.histogram(
             "netcortex_bus_publish_seconds",
             "Publish latency until the bus accepted the message.",
@@ -728,7 +737,18 @@ class NatsEventBus:
             log.info("bus_connected", backend=_BACKEND, url=self._url)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("bus_error", backend=_BACKEND, error=_describe(exc))
+        self._connection_events.inc(event="error")
+        now = time.monotonic()
+        if now - self._error_logged_at < _ERROR_LOG_INTERVAL:
+            self._errors_suppressed += 1
+            return
+        log.warning(
+            "bus_error",
+            backend=_BACKEND,
+            error=_describe(exc),
+            suppressed=self._errors_suppressed,
+        )
+        self._error_logged_at, self._errors_suppressed = now, 0
 
     async def _on_disconnected(self) -> None:
         if self._running:
@@ -737,6 +757,7 @@ class NatsEventBus:
 
     async def _on_reconnected(self) -> None:
         self._connection_events.inc(event="reconnected")
+        self._error_logged_at = -math.inf  # the next outage's first error is logged
         log.info("bus_reconnected", backend=_BACKEND, url=self._url)
         for sub in list(self._subs):
             for consumer in sub._consumers:

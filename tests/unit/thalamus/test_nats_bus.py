@@ -326,6 +326,26 @@ class TestConnection:
             await bus.close()
             await asyncio.to_thread(server.cleanup)
 
+    async def test_reconnect_errors_are_counted_and_logged_once(
+        self, bus_factory: BusFactory
+    ) -> None:
+        """While the server is away the client reports an error per reconnect attempt
+        (every 0.5 s): each is counted, one ``bus_error`` line is logged per 10 s."""
+        server = NatsServer()
+        await asyncio.to_thread(server.start)
+        metrics = Registry()
+        try:
+            with capture_logs() as logs:
+                bus = await bus_factory("nats", nats_url=server.url, metrics=metrics)
+                await asyncio.to_thread(server.stop)
+                async with asyncio.timeout(RECEIPT):
+                    while 'event="error"} 3' not in metrics.render():
+                        await asyncio.sleep(0.05)
+            assert [e["event"] for e in logs].count("bus_error") == 1
+        finally:
+            await bus.close()
+            await asyncio.to_thread(server.cleanup)
+
     async def test_memory_storage_restart_loses_nothing_published_after(
         self, bus_factory: BusFactory
     ) -> None:
