@@ -284,6 +284,20 @@ def _build_query(table: str, query: OutcomeQuery) -> tuple[str, list[Any]] | Non
     return sql, params
 
 
+async def _light_reset(conn: asyncpg.Connection) -> None:
+    """Before a connection goes back to the pool: roll back a transaction left open
+    (none should be), nothing else.
+
+    asyncpg's default reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL``) is a round trip per release, i.e. per batch the writer commits;
+    this pool never holds session state — no session advisory locks (migrations
+    take ``pg_advisory_xact_lock``), cursors outside transactions, ``LISTEN`` or
+    ``SET`` — so there is nothing for it to undo.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 @dataclass(slots=True)
 class _Flush:
     """A marker on the write queue: answered once everything before it is committed."""
@@ -402,7 +416,12 @@ class PostgresOutcomeStore:
             if self._open:
                 return
             pool = await create_pool(
-                self._dsn, where=self._where, min_size=1, max_size=4, command_timeout=60
+                self._dsn,
+                where=self._where,
+                min_size=1,
+                max_size=4,
+                command_timeout=60,
+                reset=_light_reset,
             )
             try:
                 if self._read_only:
