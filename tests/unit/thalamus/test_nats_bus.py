@@ -338,8 +338,10 @@ class TestConnection:
             with capture_logs() as logs:
                 bus = await bus_factory("nats", nats_url=server.url, metrics=metrics)
                 await asyncio.to_thread(server.stop)
-                async with asyncio.timeout(RECEIPT):
-                    while 'event="error"} 3' not in metrics.render():
+                async with asyncio.timeout(RECEIPT):  # polls the counter the client bumps
+                    while True:
+                        if 'event="error"} 3' in metrics.render():
+                            break
                         await asyncio.sleep(0.05)
             assert [e["event"] for e in logs].count("bus_error") == 1
         finally:
