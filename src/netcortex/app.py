@@ -44,6 +44,8 @@ import structlog
 from netcortex import __version__
 from netcortex.association import Correlator
 from netcortex.association.engine import IncidentJournal, IncidentWorker
+from netcortex.association.fleet import FleetCorrelator, fleet_enabled
+from netcortex.association.lease import JetStreamLease
 from netcortex.bridge.http import ApiContext, HttpServer, create_app
 from netcortex.bridge.http.hub import StreamHub
 from netcortex.bridge.http.intake import create_intake_app
@@ -352,6 +354,8 @@ class Engine:
         self.graph: GraphMirror | None = None
         self.incident_store: SqliteIncidentStore | PostgresIncidentStore | None = None
         self.incidents: IncidentWorker | None = None
+        # association.fleet (issue 10): one correlator for the fleet, on the lease holder
+        self.fleet: FleetCorrelator | None = None
         self.runner: ReflexRunner | None = None
         self.registry = builtin_registry(disabled=tuple(config.reflex.disabled))
         if self.plan.reflexes:
@@ -517,8 +521,42 @@ class Engine:
                     )
                 ),
             )
-            after = "graph" if self.graph is not None else "store"
-            pipeline = _with_sink_after(pipeline, after, AssociationSink(self.incidents.submit))
+            if fleet_enabled(config):
+                # association.fleet (issue 10): no AssociationSink; the lease holder
+                # correlates every worker's outcomes, read back from reflex.>.
+                self.fleet = FleetCorrelator(
+                    self.incidents,
+                    JetStreamLease(
+                        nats_url=config.bus.nats_url,
+                        bucket=config.association.lease_bucket,
+                        namespace=config.bus.namespace,
+                        ttl=config.association.lease_ttl,
+                        storage=config.bus.storage,
+                        replicas=config.bus.replicas,
+                    ),
+                    self.bus,
+                    store,
+                    config=config.association,
+                    memory=self.memory,
+                    metrics=self.metrics,
+                    drain_timeout=drain_timeout,
+                )
+            else:
+                if (
+                    config.association.fleet == "auto"
+                    and config.bus.backend == "nats"
+                    and config.engine.role == "all"
+                ):
+                    # Several `all` processes on one NATS share the events, so each would
+                    # correlate only its own share: say so (the default stays as it is).
+                    log.warning(
+                        "association_fleet_off",
+                        role=config.engine.role,
+                        hint="each process correlates only the outcomes it handles; with "
+                        "more than one process on this NATS set association.fleet: on",
+                    )
+                after = "graph" if self.graph is not None else "store"
+                pipeline = _with_sink_after(pipeline, after, AssociationSink(self.incidents.submit))
         self.pipeline = pipeline
         self.runner = ReflexRunner(
             self.registry,
@@ -562,7 +600,10 @@ class Engine:
                 # peers): open incidents are restored before the first outcome.
                 if self.incident_store is not None and self.incidents is not None:
                     await self.incident_store.start()
-                    await self.incidents.start()
+                    if self.fleet is not None:
+                        await self.fleet.start()  # contends for the lease in the background
+                    else:
+                        await self.incidents.start()
                 if self.calendar is not None:
                     await self.calendar.start()
                 if self.dedup is not None:
@@ -678,7 +719,9 @@ class Engine:
             await self._step("close_graph", self.graph.close())
         # The runner has drained: the correlator handles what is queued (bounded),
         # then its store closes (before the outcome store).
-        if self.incidents is not None:
+        if self.fleet is not None:  # drains, then releases the lease (immediate takeover)
+            await self._step("stop_association", self.fleet.stop(self.drain_timeout))
+        elif self.incidents is not None:
             await self._step("stop_association", self.incidents.stop(self.drain_timeout))
         if self.incident_store is not None:
             await self._step("close_incident_store", self.incident_store.close())

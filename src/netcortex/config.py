@@ -756,6 +756,16 @@ class AssociationConfig(_Section):
     fact_ttl: Annotated[float, Field(gt=0)] = 3600.0
     #: evidence kept per incident (the rest is counted in ``details``)
     max_evidence: Annotated[int, Field(ge=1)] = 1000
+    #: one correlator for the whole fleet (issue 10): ``auto`` = on for ``engine.role:
+    #: worker`` on ``bus.backend: nats``; ``on`` needs NATS. The leader (a lease in the
+    #: JetStream KV bucket ``lease_bucket``) consumes ``reflex.>``; the others do not
+    #: correlate. ``off``: every process correlates the outcomes it handled itself.
+    fleet: Literal["auto", "on", "off"] = "auto"
+    #: seconds a correlator lease lasts without renewal (renewed every third of it); a
+    #: dead leader's successor takes over at most this long (plus a poll) after it died
+    lease_ttl: Annotated[float, Field(ge=1, le=300)] = 10.0
+    #: JetStream KV bucket of the leases (``_<bus.namespace>`` appended)
+    lease_bucket: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "netcortex_leases"
 
     @model_validator(mode="after")
     def _hysteresis(self) -> AssociationConfig:

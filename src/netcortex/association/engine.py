@@ -36,9 +36,12 @@ A failing (or hanging, bounded by ``op_timeout``) store or bus is logged
 (``netcortex_incidents_failures_total{op}``, ``op`` = ``save``, ``publish``,
 ``journal``); the worker keeps going (a journal write that failed is tried
 again ``journal_retry`` seconds later, backing off up to 5 minutes, until it is
-written or a newer version replaces it). The store and the bus are ``contracts``
-Protocols and the subject builder is passed in, so this region stays blind to
-the concrete backends (``app.py`` wires them).
+written or a newer version replaces it). A save or publish that failed is tried
+again too (1 s later, backing off up to 30 s; a newer saved version replaces an
+unsaved one) and, until it got through, ``failing`` is True: ``association.fleet``
+does not ack the outcomes of such a transition meanwhile (issue 10). The store
+and the bus are ``contracts`` Protocols and the subject builder is passed in, so
+this region stays blind to the concrete backends (``app.py`` wires them).
 ``netcortex_incidents_open`` is the number of open incidents.
 
 May import: contracts, config, metrics, logs.
@@ -49,14 +52,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 import structlog
 
-from netcortex.association.correlator import Correlator
+from netcortex.association._facts import DEVICE
+from netcortex.association.correlator import DOWN_HANDLERS, UP_HANDLERS, Correlator
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.codec import encode_incident
 from netcortex.contracts.incidents import (
@@ -69,7 +73,7 @@ from netcortex.contracts.outbox import Outbox
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.metrics import Registry
 
-__all__ = ["IncidentJournal", "IncidentWorker"]
+__all__ = ["IncidentJournal", "IncidentWorker", "outcome_member"]
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +84,20 @@ _OVERFLOW_LOG_INTERVAL: Final = 10.0
 _BATCH: Final = 256
 #: Longest wait before a failed journal write is tried again (seconds).
 _JOURNAL_BACKOFF_CAP: Final = 300.0
+#: First and longest wait before a failed save or publish is tried again (seconds).
+_RETRY_FIRST: Final = 1.0
+_RETRY_CAP: Final = 30.0
+
+
+def outcome_member(outcome: ReflexOutcome) -> str | None:
+    """The member whose state ``outcome`` reports (as the correlator keys it: the
+    device for device handlers, the target otherwise); ``None`` when it reports none."""
+    kind = DOWN_HANDLERS.get(outcome.handler_id) or UP_HANDLERS.get(outcome.handler_id)
+    if kind is None:
+        return None
+    if kind == DEVICE:
+        return outcome.device or outcome.target.partition("|")[0]
+    return outcome.target
 
 
 def _utc_now() -> datetime:
@@ -158,6 +176,14 @@ class IncidentWorker:
         self._journal_backoff = journal_retry  # doubles while writes keep failing
         self._journal_retry_at = 0.0
         self._last_now: datetime | None = None
+        #: newest transition of incidents whose save failed, and transitions whose
+        #: publish failed: tried again with back-off (``failing`` until they got through)
+        self._unsaved: dict[str, IncidentTransition] = {}
+        self._unpublished: dict[tuple[str, int], IncidentTransition] = {}
+        self._retry_backoff = _RETRY_FIRST
+        self._retry_at = 0.0
+        #: incidents a replay rebuilt behind the store (resolved or newer there): never emitted
+        self._stale: set[str] = set()
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -187,23 +213,147 @@ class IncidentWorker:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> int:
-        """Restore the store's open incidents into the correlator, then start the task.
+    async def start(
+        self, *, correlator: Correlator | None = None, replay: Sequence[ReflexOutcome] = ()
+    ) -> int:
+        """Restore the store's open incidents into the correlator, replay ``replay``,
+        then start the task.
 
-        Idempotent. Returns how many open incidents were restored.
+        Idempotent while running; after ``stop`` it starts again (a new leadership
+        term in ``association.fleet``), with ``correlator`` replacing the old one
+        (whose state is stale by then). Returns how many open incidents were restored.
+
+        Args:
+            correlator: a fresh correlator to own from now on (``None``: keep it).
+            replay: outcomes the store recorded recently, oldest first, correlated
+                before any submitted one, each at its own ``recorded_at``; of the
+                transitions they give, only those the store does not hold yet are
+                emitted (see ``_catch_up``).
 
         Raises:
             StoreError: the open incidents could not be read.
         """
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             return 0
+        if correlator is not None or self._task is not None:
+            # a new term (association.fleet): its state starts empty
+            self.correlator = correlator if correlator is not None else self.correlator
+            self._task = None
+            self._queue = asyncio.Queue(maxsize=self._queue.maxsize)
+            self._journaled.clear()
+            self._unjournaled.clear()
+            self._unsaved.clear()
+            self._unpublished.clear()
+            self._stale.clear()
+            self._retry_backoff, self._retry_at = _RETRY_FIRST, 0.0
+            self._submitted = self._handled = 0
+            self._last_now = None  # the replay runs on the outcomes' own times
         restored = list(await self._store.open_incidents())
         self.correlator.restore(restored)
-        self._accepting = True
-        self._task = asyncio.create_task(self._run(), name="association")
         if restored:
             log.info("incidents_restored", open=len(restored))
+        if replay:
+            await self._catch_up(restored, replay)
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="association")
         return len(restored)
+
+    async def _catch_up(
+        self, restored: Sequence[Incident], outcomes: Sequence[ReflexOutcome]
+    ) -> None:
+        """Correlate what the store does not reflect yet, on top of ``restored``.
+
+        The store is the snapshot: an outcome about a member of a restored (open)
+        incident is skipped unless it is newer (``recorded_at``) than that incident's
+        last update, and so is one already in a restored incident's evidence; the
+        other outcomes (lone facts, flap counts) are correlated in full, oldest first,
+        each at its own ``recorded_at``. Of the transitions this gives, only those of
+        incidents the store does not hold at that version or newer (nor resolved) are
+        emitted: what a previous correlator saved is neither repeated nor moved
+        backwards, what it never got to save is. An incident the replay rebuilt
+        although the store holds it resolved or newer is marked stale (never emitted;
+        ``incident_replay_stale``). A failing lookup emits (saves are version-guarded,
+        publishes deduplicated by message id)."""
+        reflected: dict[str, datetime] = {}
+        known: set[str] = set()
+        restored_ids: set[str] = set()
+        for incident in restored:
+            if incident.state is not IncidentState.OPEN:
+                continue
+            restored_ids.add(incident.incident_id)
+            known.update(incident.evidence)
+            known.update(incident.inhibited)
+            for member in incident.members:
+                at = reflected.get(member)
+                if at is None or incident.updated_at > at:
+                    reflected[member] = incident.updated_at
+        transitions: list[IncidentTransition] = []
+        skipped = 0
+        for outcome in outcomes:
+            about = outcome_member(outcome)
+            last = reflected.get(about) if about is not None else None
+            if outcome.outcome_id in known or (last is not None and outcome.recorded_at <= last):
+                skipped += 1  # the restored incident holds it already
+                continue
+            now = outcome.recorded_at
+            if self._last_now is not None and now < self._last_now:
+                now = self._last_now
+            self._last_now = now
+            try:
+                transitions.extend(self.correlator.observe(outcome, now))
+            except Exception:
+                self._failures.inc(op="observe")
+                log.error(
+                    "incident_correlation_failed",
+                    op="replay",
+                    outcome_id=outcome.outcome_id,
+                    exc_info=True,
+                )
+        stored: dict[str, Incident | None] = {}
+
+        async def lookup(iid: str, transition: IncidentTransition | None) -> Incident | None:
+            if iid not in stored:
+                try:
+                    async with asyncio.timeout(self._op_timeout):
+                        stored[iid] = await self._store.get(iid)
+                except Exception as exc:  # noqa: BLE001 - unknown: emit (idempotent sinks)
+                    if transition is not None:
+                        self._failed("save", transition, exc)
+                    stored[iid] = None
+            return stored[iid]
+
+        kept: list[IncidentTransition] = []
+        for transition in transitions:
+            have = await lookup(transition.incident.incident_id, transition)
+            if have is None or (
+                have.state is not IncidentState.RESOLVED
+                and have.version < transition.incident.version
+            ):
+                kept.append(transition)
+        for incident in self.correlator.open_incidents():
+            iid = incident.incident_id
+            if iid in restored_ids:
+                continue
+            have = await lookup(iid, None)
+            if have is not None and (
+                have.state is IncidentState.RESOLVED or have.version >= incident.version
+            ):
+                self._stale.add(iid)
+                log.warning(
+                    "incident_replay_stale",
+                    incident_id=iid,
+                    version=incident.version,
+                    stored_version=have.version,
+                    stored_state=have.state.value,
+                )
+        await self._emit(kept)
+        log.info(
+            "incidents_caught_up",
+            outcomes=len(outcomes),
+            skipped=skipped,
+            transitions=len(transitions),
+            emitted=len(kept),
+        )
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop taking outcomes, process those queued (within ``timeout``), then end.
@@ -224,6 +374,13 @@ class IncidentWorker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._unsaved or self._unpublished:
+            # not acked by association.fleet: the next leader's replay redoes them
+            log.warning(
+                "incident_unsaved_at_stop",
+                unsaved=len(self._unsaved),
+                unpublished=len(self._unpublished),
+            )
 
     # ------------------------------------------------------------------- hot path
 
@@ -258,6 +415,16 @@ class IncidentWorker:
         target = self._submitted
         async with self._progress:
             await self._progress.wait_for(lambda: self._handled >= target or not self.running)
+
+    async def settled(self) -> None:
+        """Return once no save or publish waits to be tried again (or the task ended)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: not self.failing or not self.running)
+
+    @property
+    def failing(self) -> bool:
+        """True while a transition's save or publish failed and was not yet redone."""
+        return bool(self._unsaved or self._unpublished)
 
     @property
     def running(self) -> bool:
@@ -296,11 +463,63 @@ class IncidentWorker:
                 transitions.extend(self._correlate("tick", None))
                 next_tick = loop.time() + self._tick_interval
             await self._emit(transitions)
+            if self.failing and not stop and time.monotonic() >= self._retry_at:
+                await self._retry()
             self._handled = self._submitted if stop else self._handled + len(batch)
             async with self._progress:
                 self._progress.notify_all()
             if stop:
                 return
+
+    async def _retry(self) -> None:
+        """Save and publish again what failed; back off (1 s doubling up to 30 s) while
+        it keeps failing."""
+        unsaved, self._unsaved = self._unsaved, {}
+        unpublished, self._unpublished = self._unpublished, {}
+        for transition in unsaved.values():
+            await self._save(transition)
+        for transition in unpublished.values():
+            await self._publish(transition)
+        if self.failing:
+            self._retry_backoff = min(self._retry_backoff * 2, _RETRY_CAP)
+            self._retry_at = time.monotonic() + self._retry_backoff
+        else:
+            self._retry_backoff = _RETRY_FIRST
+            log.info("incident_retry_succeeded", saved=len(unsaved), published=len(unpublished))
+
+    async def _save(self, transition: IncidentTransition) -> None:
+        iid = transition.incident.incident_id
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await self._store.save(transition.incident)
+        except Exception as exc:  # noqa: BLE001 - a failing store must not stop correlation
+            self._failed("save", transition, exc)
+            held = self._unsaved.get(iid)
+            if held is None or held.incident.version < transition.incident.version:
+                self._unsaved[iid] = transition  # tried again (the newest version)
+            self._schedule_retry()
+            return
+        held = self._unsaved.get(iid)
+        if held is not None and held.incident.version <= transition.incident.version:
+            del self._unsaved[iid]  # a newer version saved replaces the unsaved one
+
+    async def _publish(self, transition: IncidentTransition) -> None:
+        incident = transition.incident
+        try:
+            subject = self._subject(transition.kind, incident.incident_id)
+            data = encode_incident(incident)
+            async with asyncio.timeout(self._op_timeout):
+                await self._bus.publish(
+                    subject, data, msg_id=f"{incident.incident_id}:{incident.version}"
+                )
+        except Exception as exc:  # noqa: BLE001 - a failing bus must not stop correlation
+            self._failed("publish", transition, exc)
+            self._unpublished[(incident.incident_id, incident.version)] = transition
+            self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        if self._retry_at <= time.monotonic():
+            self._retry_at = time.monotonic() + self._retry_backoff
 
     def _correlate(self, op: str, outcome: ReflexOutcome | None) -> list[IncidentTransition]:
         try:
@@ -321,6 +540,8 @@ class IncidentWorker:
     async def _emit(self, transitions: list[IncidentTransition]) -> None:
         """Log and count each transition, save the newest version of each incident,
         then publish each transition (a subscriber reading the store finds it)."""
+        if self._stale:
+            transitions = [t for t in transitions if t.incident.incident_id not in self._stale]
         newest: dict[str, IncidentTransition] = {}
         for transition in transitions:
             incident = transition.incident
@@ -338,11 +559,7 @@ class IncidentWorker:
             )
             newest[incident.incident_id] = transition
         for transition in newest.values():
-            try:
-                async with asyncio.timeout(self._op_timeout):
-                    await self._store.save(transition.incident)
-            except Exception as exc:  # noqa: BLE001 - a failing store must not stop correlation
-                self._failed("save", transition, exc)
+            await self._save(transition)
         if self._journal is not None:
             for iid in newest:  # a newer version replaces one whose write failed
                 self._unjournaled.pop(iid, None)
@@ -356,16 +573,7 @@ class IncidentWorker:
                     {**{t.incident.incident_id: t for t in retried}, **newest},
                 )
         for transition in transitions:
-            incident = transition.incident
-            try:
-                subject = self._subject(transition.kind, incident.incident_id)
-                data = encode_incident(incident)
-                async with asyncio.timeout(self._op_timeout):
-                    await self._bus.publish(
-                        subject, data, msg_id=f"{incident.incident_id}:{incident.version}"
-                    )
-            except Exception as exc:  # noqa: BLE001 - a failing bus must not stop correlation
-                self._failed("publish", transition, exc)
+            await self._publish(transition)
 
     async def _to_journal(
         self,
