@@ -92,6 +92,7 @@ from netcortex.reflex.runner import ReflexRunner
 from netcortex.reflex.sinks import AssociationSink, GraphSink
 from netcortex.roles import RolePlan, role_plan, role_warnings
 from netcortex.sensory.poll.scheduler import PollReceiver
+from netcortex.sensory.poll.shard import JetStreamMembership
 from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.sensory.poll.state_postgres import PostgresPollState
 from netcortex.sensory.trap import TrapReceiver
@@ -206,6 +207,68 @@ def make_poll_state(config: Config) -> PollState:
         assert store.postgres_dsn is not None  # validated by StoreConfig
         return PostgresPollState(store.postgres_dsn.get_secret_value(), store.postgres_schema)
     return SqlitePollState(config.poll.state_path)
+
+
+def poll_sharding(config: Config) -> bool:
+    """Whether the poller shares its targets with the other receivers (``poll.sharding``):
+    ``auto`` means on for a ``receiver`` on ``bus.backend: nats``.
+
+    Raises:
+        ConfigError: ``poll.sharding: on`` without ``bus.backend: nats`` (naming the
+            key and the file).
+    """
+    mode = config.poll.sharding
+    if mode == "on" and config.bus.backend != "nats":
+        msg = (
+            f"is 'on', but bus.backend is {config.bus.backend!r}: the receivers meet "
+            "in a JetStream key-value bucket (set bus.backend: nats, or poll.sharding: off)"
+        )
+        raise ConfigError(
+            f"1 configuration problem(s):\n  {config.source}: poll.sharding: {msg}",
+            [(config.source, "poll.sharding", msg)],
+        )
+    if mode == "auto":
+        return config.bus.backend == "nats" and config.engine.role == "receiver"
+    return mode == "on"
+
+
+def _make_poll_membership(config: Config, metrics: Registry) -> JetStreamMembership | None:
+    """The pollers' membership (not started) when ``poll_sharding``, else ``None``.
+
+    ``auto`` is off for role ``all``, which cannot tell whether it runs alone: it
+    logs ``poll_shard_off_for_all`` (warning) on NATS, where several ``all``
+    processes with the same targets would each poll every device.
+    """
+    if not poll_sharding(config):
+        if (
+            config.poll.sharding == "auto"
+            and config.engine.role == "all"
+            and config.bus.backend == "nats"
+        ):
+            log.warning(
+                "poll_shard_off_for_all",
+                hint="poll.sharding is 'auto', which is off for role 'all': several 'all' "
+                "processes polling the same targets each poll every device; set "
+                "poll.sharding: on to share them (or off to silence this)",
+            )
+        return None
+    if config.store.backend != "postgres":
+        # Each receiver's SQLite state is its own: a device taken over is diffed
+        # against what this receiver last saw of it (possibly long ago).
+        log.warning(
+            "poll_shard_unshared_state",
+            store=config.store.backend,
+            hint="with poll sharding, store.backend: postgres shares the poll state",
+        )
+    return JetStreamMembership(
+        nats_url=config.bus.nats_url,
+        bucket=config.poll.membership_bucket,
+        namespace=config.bus.namespace,
+        heartbeat=config.poll.membership_heartbeat_seconds,
+        metrics=metrics,
+        replicas=config.bus.replicas,
+        storage=config.bus.storage,
+    )
 
 
 def _make_memory(config: InventoryConfig, metrics: Registry) -> SemanticMemory | None:
@@ -383,6 +446,9 @@ class Engine:
                 memory=self.memory,
                 v3_users=config.trap.v3_users,
                 state=make_poll_state(config),
+                # poll.sharding: only this receiver's share of the targets (issue 10)
+                membership=_make_poll_membership(config, self.metrics),
+                outage_buffer_seconds=config.bus.outage_buffer_seconds,
             )
         # The webhook receiver has no socket of its own: the HTTP server feeds it.
         self.webhook: MerakiWebhookReceiver | None = None

@@ -493,6 +493,18 @@ class PollConfig(_Section):
     bgp: bool = True
     #: the last known state of every device (durable: a restart neither re-fires nor misses)
     state_path: Path = Path("var/poll_state.db")
+    #: share the targets among the receivers polling them, each device polled by one
+    #: (issue 10): ``auto`` = on with ``bus.backend: nats`` and role ``receiver``;
+    #: ``on`` (needs ``bus.backend: nats``; also for several ``all`` processes); ``off``
+    sharding: Literal["auto", "on", "off"] = "auto"
+    #: sharding: seconds between two heartbeats of a receiver in the membership
+    #: bucket; one that misses three is gone and its targets move to the others
+    membership_heartbeat_seconds: Annotated[float, Field(ge=0.1, le=600)] = 2.0
+    #: sharding: the JetStream key-value bucket the receivers meet in
+    #: (``_<bus.namespace>`` appended)
+    membership_bucket: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,200}$")] = (
+        "netcortex_members"
+    )
     targets: list[PollTargetConfig] = Field(default_factory=list)
 
     @field_validator("targets")
@@ -832,6 +844,37 @@ class Config(_Section):
             )
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
+
+    @model_validator(mode="after")
+    def _poll_membership_bucket_alone(self) -> Config:
+        # The poll membership, the dedup and the lease buckets are all JetStream KV
+        # buckets named ``<bucket>_<bus.namespace>``: one name would be one stream,
+        # created with the settings of whichever started first (and keys mixed up).
+        clash = [
+            key
+            for key, bucket in (
+                ("dedup.bucket", self.dedup.bucket),
+                ("association.lease_bucket", self.association.lease_bucket),
+            )
+            if bucket == self.poll.membership_bucket
+        ]
+        if clash:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "value_error",
+                            "is {bucket}, the same bucket as {other}: the receivers' "
+                            "membership needs a JetStream key-value bucket of its own",
+                            {"bucket": repr(self.poll.membership_bucket), "other": clash[0]},
+                        ),
+                        loc=("poll", "membership_bucket"),
+                        input=self.poll.membership_bucket,
+                    )
+                ],
+            )
+        return self
 
 
 def _is_list_field(section: str, key: str) -> bool:

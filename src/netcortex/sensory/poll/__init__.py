@@ -12,6 +12,9 @@ Parts, in flow order:
 * ``diff`` — two snapshots of a device → ``SensoryEvent``s (link, BGP, reboot;
   ``FailureTracker`` for device down/up), with the trap receiver's targets and
   payload keys so a poll-seen and a trap-seen fact are one;
+* ``shard`` — which receiver polls which target: rendezvous hashing over the
+  live members of a JetStream key-value bucket (``JetStreamMembership``,
+  ``poll.sharding``), so several receivers never poll a device twice;
 * ``state`` — ``PollState``, the last known snapshot per device, durable:
   ``SqlitePollState`` (``poll.state_path``) or ``PostgresPollState``
   (``state_postgres``; beside the outcomes with ``store.backend: postgres``).
@@ -19,5 +22,6 @@ Parts, in flow order:
 Imports: stdlib, netcortex.contracts, netcortex.thalamus.subjects,
 netcortex.errors, sibling modules (``snmp`` and ``state`` also use structlog;
 ``snmp`` pydantic's ``SecretStr`` and the ``sensory.trap.ber`` codec;
-``state_postgres`` asyncpg, netcortex.logs and netcortex.pg).
+``state_postgres`` asyncpg, netcortex.logs and netcortex.pg; ``shard`` nats-py,
+netcortex.logs/metrics/nats_errors).
 """

@@ -50,6 +50,38 @@ using that ``trap.v3_users`` entry's user, protocols and keys (the agent's
 engine ID is discovered); one naming an unknown user is skipped with a
 ``poll_target_skipped reason=unknown_v3_user`` warning (never polled with v2c).
 
+Sharding (issue 10). With a ``membership`` (``poll.sharding``; ``shard``) the
+receiver polls only its share: the targets whose rendezvous hash over the live
+members picks it. After every membership change it:
+
+* gives up devices: stops their schedules, forgets their last snapshot and
+  failure count (the new owner's word counts now), and waits for their reports
+  under way (publish + save) to finish, at most one heartbeat
+  (``poll_shard_release_slow`` past that; the report still finishes), so they
+  are in the state before the new owner reads it;
+* takes devices over: their first poll here waits ``2 * heartbeat`` plus a
+  random part of an interval (one heartbeat for every previous owner to notice
+  the change, one for its reports under way), and right before it reads the
+  device's last snapshot and down flag from the state again (one read of the
+  state serves every device waiting for one). With ``store.backend: postgres``
+  that is what the previous owner saved, so a change it reported is not
+  reported again and a device it saw go down gets its ``device_up`` here. If
+  that read fails (``poll_shard_state_reload_failed``, counted), the first poll
+  is a fresh baseline: recorded, no events (a change during the handover, or the
+  ``device_up`` of a device the previous owner had marked down, is missed).
+
+A receiver that starts while others are live treats its first share as taken
+over (the same wait and read). A report of the previous owner that takes
+longer than those two heartbeats (a very slow state store) can still be read
+too early and be reported once more by the new owner. ``close`` leaves the
+membership only after the last report is saved. A membership that cannot reach
+NATS keeps its last view (``shard``), so polling never stops. Metrics
+``netcortex_poll_shard_owned_targets``,
+``netcortex_poll_shard_changes_total{direction}`` and
+``netcortex_poll_shard_handover_problems_total{problem}`` (``reload_failed``,
+``release_slow``); one ``poll_shard_changed`` line per change (counts, and up to
+20 device names each way).
+
 Metrics: ``netcortex_received_total{source="snmp.poll"}`` (one per successful
 poll), ``netcortex_poll_duration_seconds``, ``netcortex_poll_failures_total{reason}``
 (``timeout``, ``agent_error``, ``auth_error``, ``poll_error``),
@@ -66,7 +98,7 @@ import asyncio
 import ipaddress
 import random
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -87,7 +119,7 @@ from netcortex.errors import (
 )
 from netcortex.logs import RejectionLog
 from netcortex.metrics import Registry
-from netcortex.sensory._publish import publish_event
+from netcortex.sensory._publish import BusOutage, publish_event
 from netcortex.sensory.poll.diff import (
     SOURCE,
     BgpPeerState,
@@ -96,6 +128,7 @@ from netcortex.sensory.poll.diff import (
     InterfaceState,
     diff,
 )
+from netcortex.sensory.poll.shard import PollMembership, owned
 from netcortex.sensory.poll.snmp import PollTarget, SnmpClient, UsmCredentials
 from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.sensory.trap.ber import VarBind
@@ -118,6 +151,15 @@ _INET_IPV4: Final = 1  # InetAddressType ipv4
 _INET_IPV6: Final = 2  # InetAddressType ipv6
 
 _POLL_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """One read of the whole state, begun at ``at`` (``time.monotonic``)."""
+
+    at: float
+    snapshots: Mapping[str, DeviceSnapshot]
+    down: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +190,11 @@ class PollReceiver:
         state: where the last known snapshots and down flags are kept (started
             and closed by this receiver, its only user); ``SqlitePollState`` on
             ``config.state_path`` when ``None``.
+        membership: the live pollers to share the targets with (``poll.sharding``;
+            started and closed by this receiver, its only user); ``None`` polls
+            every target.
+        outage_buffer_seconds: how long a bus outage is ridden out by a report's
+            publish (``bus.outage_buffer_seconds``, ``sensory._publish``).
     """
 
     def __init__(
@@ -163,9 +210,20 @@ class PollReceiver:
         log_interval: float = 60.0,
         rng: random.Random | None = None,
         state: PollState | None = None,
+        membership: PollMembership | None = None,
+        outage_buffer_seconds: float = 120.0,
     ) -> None:
         self._config = config
         self._bus = bus
+        # A bus outage (nats-server restarting) is ridden out like the trap receiver's
+        # (``sensory._publish``): a report's publish retries for the budget, shared by
+        # every device, then counts its events publish_failed{error="bus_outage"}.
+        self._outage = BusOutage(
+            outage_buffer_seconds,
+            what="poll",
+            logger=log,
+            connected=lambda: bool(getattr(bus, "connected", True)),
+        )
         self._memory = memory
         self._v3_users = {u.user: u for u in v3_users}
         self._own_client = client is None
@@ -174,10 +232,24 @@ class PollReceiver:
         self._rng = rng if rng is not None else random.Random()  # scheduling, not secrets
         self._state: PollState = state if state is not None else SqlitePollState(config.state_path)
         self._last: dict[str, DeviceSnapshot] = {}
-        self._tracker = FailureTracker(config.failure_threshold, memory=memory)
+        #: one tracker per device, so a device taken over can be reset from the state
+        self._trackers: dict[str, FailureTracker] = {}
         self._limit = asyncio.Semaphore(config.concurrency)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._reports: set[asyncio.Task[None]] = set()
+        #: the running schedules, by device (only the owned devices with sharding)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._membership = membership
+        self._owned: frozenset[str] = frozenset()
+        self._reshard = asyncio.Event()
+        self._reshard_task: asyncio.Task[None] | None = None
+        #: devices taken over whose state is read again right before their first poll
+        #: here: device → the monotonic time a read must have begun at (or after)
+        self._reload_due: dict[str, float] = {}
+        #: the latest read of the whole state, and the one under way (shared by the
+        #: devices waiting for a read)
+        self._loaded: _Loaded | None = None
+        self._loading: tuple[float, asyncio.Task[_Loaded]] | None = None
+        #: reports (publish + save) under way, with their device
+        self._reports: dict[asyncio.Task[None], str] = {}
         self._targets: list[_Target] = []
         self._in_progress = 0
         self._started = False
@@ -207,6 +279,24 @@ class PollReceiver:
         )
         in_progress = reg.gauge("netcortex_poll_in_progress", "devices being polled right now")
         reg.add_collector(lambda: in_progress.set(self._in_progress))
+        if membership is not None:
+            owned_gauge = reg.gauge(
+                "netcortex_poll_shard_owned_targets",
+                "poll targets this receiver polls (its share of the targets)",
+            )
+            reg.add_collector(lambda: owned_gauge.set(len(self._owned)))
+            self._shard_changes = reg.counter(
+                "netcortex_poll_shard_changes_total",
+                "changes of the targets this receiver polls, by direction",
+                ["direction"],
+            )
+            self._handover_problems = reg.counter(
+                "netcortex_poll_shard_handover_problems_total",
+                "handovers of a device that may re-report or miss a change: the state "
+                "could not be read again (reload_failed), or a report of a device given "
+                "up outlasted the wait (release_slow)",
+                ["problem"],
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -226,8 +316,13 @@ class PollReceiver:
 
     @property
     def targets(self) -> tuple[str, ...]:
-        """The device names being polled (after ``start``)."""
+        """Every device name this receiver may poll (after ``start``)."""
         return tuple(t.device for t in self._targets)
+
+    @property
+    def owned(self) -> frozenset[str]:
+        """The device names this receiver polls now: its share with sharding, else all."""
+        return self._owned
 
     @property
     def in_progress(self) -> int:
@@ -248,13 +343,19 @@ class PollReceiver:
             return
         await self._state.start()
         try:
+            # Join before reading the state: the members giving devices up hear of
+            # this one first, so their last reports are (almost always) in the state.
+            if self._membership is not None:
+                await self._membership.start()
+            loaded_at = time.monotonic()
             self._last = await self._state.load_all()
             down = await self._state.load_down()
-            self._tracker = FailureTracker(
-                self._config.failure_threshold, memory=self._memory, down=down
-            )
+            self._loaded = _Loaded(loaded_at, dict(self._last), down)
+            self._trackers = {d: self._new_tracker(d, down=True) for d in down}
             await self._client.start()
         except BaseException:
+            if self._membership is not None:
+                await self._membership.close()
             await self._state.close()
             if self._own_client:
                 self._client.close()
@@ -262,20 +363,201 @@ class PollReceiver:
         self._targets = self._build_targets()
         self._started = True
         interval = self._config.interval_seconds
-        self._tasks = [
-            asyncio.create_task(
-                self._schedule(target, self._rng.uniform(0, interval)), name=f"poll-{target.device}"
-            )
-            for target in self._targets
-        ]
+        self._owned = self._ownership()
+        # Others are live: this share was theirs a moment ago (their last reports may
+        # still be on the way to the state), so it is taken over like any other.
+        hold = 0.0
+        if self._membership is not None and len(self._membership.members()) > 1:
+            hold = self._handover_hold()
+            due = time.monotonic() + hold
+            self._reload_due.update(dict.fromkeys(self._owned, due))
+        for target in self._targets:
+            if target.device in self._owned:
+                self._start_schedule(target, hold=hold)
+        if self._membership is not None:
+            self._membership.on_change(self._reshard.set)
+            self._reshard_task = asyncio.create_task(self._resharder(), name="poll-reshard")
         log.info(
             "poll_started",
             targets=len(self._targets),
+            owned=len(self._owned),
+            sharding=self._membership is not None,
+            owned_devices=_some(self._owned),
             interval_seconds=interval,
             concurrency=self._config.concurrency,
             known_states=len(self._last),
             known_down=len(down),
         )
+
+    def _new_tracker(self, device: str, *, down: bool = False) -> FailureTracker:
+        """A tracker for ``device`` alone, which is down already when ``down``."""
+        return FailureTracker(
+            self._config.failure_threshold,
+            memory=self._memory,
+            down=frozenset({device}) if down else frozenset(),
+        )
+
+    def _tracker(self, device: str) -> FailureTracker:
+        """``device``'s failure tracker (a fresh one the first time)."""
+        tracker = self._trackers.get(device)
+        if tracker is None:
+            tracker = self._trackers[device] = self._new_tracker(device)
+        return tracker
+
+    def _start_schedule(self, target: _Target, *, hold: float = 0.0) -> None:
+        """Start ``target``'s schedule; its first poll after ``hold`` seconds plus a
+        random part of an interval."""
+        delay = hold + self._rng.uniform(0, self._config.interval_seconds)
+        self._tasks[target.device] = asyncio.create_task(
+            self._schedule(target, delay), name=f"poll-{target.device}"
+        )
+
+    # ------------------------------------------------------------------ sharding
+
+    def _ownership(self) -> frozenset[str]:
+        """The devices this receiver should poll under the current membership."""
+        devices = [t.device for t in self._targets]
+        membership = self._membership
+        if membership is None:
+            return frozenset(devices)
+        return owned(devices, membership.members(), membership.member_id)
+
+    async def _resharder(self) -> None:
+        """After every membership change: stop the devices given up, reload the state of
+        the devices taken over (another receiver polled them), start their schedules."""
+        while True:
+            await self._reshard.wait()
+            self._reshard.clear()
+            try:
+                await self._reshard_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad round end sharding
+                log.exception("poll_shard_reshard_failed")
+
+    def _handover_hold(self) -> float:
+        """Seconds before the first poll of a device taken over: one heartbeat for
+        every previous owner to notice the change, one for its reports under way."""
+        membership = self._membership
+        return 2 * membership.heartbeat if membership is not None else 0.0
+
+    async def _reshard_once(self) -> None:
+        new = self._ownership()
+        acquired, released = new - self._owned, self._owned - new
+        if not acquired and not released:
+            return
+        self._owned = new
+        stopping = [self._tasks.pop(d) for d in released if d in self._tasks]
+        for task in stopping:
+            task.cancel()  # a report being published finishes (it is shielded)
+        await asyncio.gather(*stopping, return_exceptions=True)
+        for device in released:
+            # the new owner's word counts now; taken back later, it is read again
+            self._trackers.pop(device, None)
+            self._last.pop(device, None)
+            self._reload_due.pop(device, None)
+        hold = self._handover_hold()
+        due = time.monotonic() + hold
+        for target in self._targets:
+            if target.device in acquired:
+                self._reload_due[target.device] = due
+                self._start_schedule(target, hold=hold)
+        await self._drain_released(released)
+        self._shard_changes.inc(len(acquired), direction="acquired")
+        self._shard_changes.inc(len(released), direction="released")
+        members = self._membership.members() if self._membership is not None else frozenset()
+        log.info(
+            "poll_shard_changed",
+            members=len(members),
+            owned=len(new),
+            targets=len(self._targets),
+            acquired=len(acquired),
+            released=len(released),
+            acquired_devices=_some(acquired),
+            released_devices=_some(released),
+        )
+
+    async def _drain_released(self, released: frozenset[str]) -> None:
+        """Wait (at most one heartbeat) for the reports under way of the devices given
+        up, so the new owner, which reads the state ``2 * heartbeat`` after the
+        change, finds them there. A slower one goes on (``close`` waits for it)."""
+        membership = self._membership
+        pending = [t for t, d in self._reports.items() if d in released]
+        if not pending or membership is None:
+            return
+        _, late = await asyncio.wait(pending, timeout=membership.heartbeat)
+        if late:
+            devices = frozenset(self._reports.get(t, "?") for t in late)
+            self._handover_problems.inc(len(late), problem="release_slow")
+            log.warning(
+                "poll_shard_release_slow",
+                reports=len(late),
+                devices=_some(devices),
+                waited_seconds=membership.heartbeat,
+                hint="the new owner may read the state before these reports are saved",
+            )
+
+    async def _reload_device(self, device: str) -> None:
+        """Right before the first poll of a device taken over: its last snapshot and
+        down flag from the state (what the previous owner saved, shared with
+        ``store.backend: postgres``), so that poll diffs against the previous
+        owner's last one. If the state cannot be read, the first poll is a fresh
+        baseline (nothing known here is trusted: it may be stale)."""
+        due = self._reload_due.pop(device, None)
+        if due is None:
+            return
+        try:
+            loaded = await self._read_state(since=due)
+        except StoreError as exc:
+            self._handover_problems.inc(problem="reload_failed")
+            log.error(
+                "poll_shard_state_reload_failed",
+                device=device,
+                error=str(exc),
+                action="first poll is a baseline (no events; a change or device_up "
+                "during the handover is missed)",
+            )
+            self._last.pop(device, None)
+            self._trackers[device] = self._new_tracker(device)
+            return
+        snapshot = loaded.snapshots.get(device)
+        if snapshot is not None:
+            self._last[device] = snapshot
+        else:
+            self._last.pop(device, None)
+        self._trackers[device] = self._new_tracker(device, down=device in loaded.down)
+
+    async def _read_state(self, *, since: float) -> _Loaded:
+        """A read of the whole state begun at ``since`` or later: the last one, the one
+        under way, or a new one (shared: a takeover of many devices reads it about
+        once, not once per device).
+
+        Raises:
+            StoreError: the state cannot be read.
+        """
+        loaded = self._loaded
+        if loaded is not None and loaded.at >= since:
+            return loaded
+        if self._loading is None or self._loading[0] < since:
+            at = time.monotonic()
+            task = asyncio.create_task(self._load_state(at), name="poll-state-reload")
+            # a failure every waiter already saw must not be reported as "never retrieved"
+            task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+            self._loading = (at, task)
+        # shielded: one schedule cancelled (its device given up) ends no other's read
+        return await asyncio.shield(self._loading[1])
+
+    async def _load_state(self, at: float) -> _Loaded:
+        try:
+            snapshots = await self._state.load_all()
+            down = await self._state.load_down()
+        finally:
+            if self._loading is not None and self._loading[0] == at:
+                self._loading = None
+        loaded = _Loaded(at, snapshots, down)
+        if self._loaded is None or self._loaded.at < at:
+            self._loaded = loaded
+        return loaded
 
     def _build_targets(self) -> list[_Target]:
         cfg = self._config
@@ -352,17 +634,28 @@ class PollReceiver:
             if self._own_client:
                 self._client.close()
             return
-        for task in self._tasks:
+        if self._reshard_task is not None:
+            self._reshard_task.cancel()
+            await asyncio.gather(self._reshard_task, return_exceptions=True)
+            self._reshard_task = None
+        tasks: list[asyncio.Task[Any]] = list(self._tasks.values())
+        if self._loading is not None:
+            tasks.append(self._loading[1])
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = {}
         if self._reports:
-            _, pending = await asyncio.wait(self._reports, timeout=self._drain_timeout)
+            _, pending = await asyncio.wait(list(self._reports), timeout=self._drain_timeout)
             for task in pending:
                 task.cancel()
             if pending:
                 log.error("poll_drain_timeout", left=len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
+        # Leave only now: every report is saved, so whoever takes a device over next
+        # starts from its last snapshot.
+        if self._membership is not None:
+            await self._membership.close()
         if self._own_client:
             self._client.close()
         await self._state.close()
@@ -372,7 +665,7 @@ class PollReceiver:
             polls=int(self._received.value(source=SOURCE)),
             failures=int(self._failures.total()),
             published=int(self._published.total()),
-            down=len(self._tracker.down),
+            down=sum(len(t.down) for t in self._trackers.values()),
         )
 
     async def __aenter__(self) -> PollReceiver:
@@ -396,6 +689,8 @@ class PollReceiver:
                 await asyncio.sleep(delay)
             started = loop.time()
             try:
+                if target.device in self._reload_due:  # taken over: read its state first
+                    await self._reload_device(target.device)
                 await self._poll(target)
             except asyncio.CancelledError:
                 raise
@@ -412,7 +707,7 @@ class PollReceiver:
         ``interval * 2**(n-1)``, capped at ``interval * poll.max_backoff_factor``.
         """
         interval = self._config.interval_seconds
-        failed = self._tracker.failures(target.device)
+        failed = self._tracker(target.device).failures(target.device)
         if failed <= 1:
             return interval
         cap = self._config.max_backoff_factor
@@ -443,13 +738,18 @@ class PollReceiver:
             return
         self._received.inc(source=SOURCE)
         events: list[SensoryEvent] = []
-        up = self._tracker.success(target.device, target.poll.host, snapshot.polled_at)
+        up = self._tracker(target.device).success(
+            target.device, target.poll.host, snapshot.polled_at
+        )
         if up is not None:
             log.info("poll_device_up", device=target.device, agent=target.poll.host)
             events.append(up)
         events.extend(diff(self._last.get(target.device), snapshot, memory=self._memory))
+        # which receiver polled which device, for the sharding checks (debug level only)
+        log.debug("poll_done", device=target.device, events=len(events))
         await self._report(
-            self._commit(target.device, events, snapshot, down=False if up is not None else None)
+            target.device,
+            self._commit(target.device, events, snapshot, down=False if up is not None else None),
         )
 
     async def _failed(
@@ -459,30 +759,33 @@ class PollReceiver:
         self._rejections.reject(
             target.device, reason, agent=target.poll.address, detail=detail, **fields
         )
-        down = self._tracker.failure(
-            target.device, target.poll.host, datetime.now(UTC), reason=reason
-        )
+        tracker = self._tracker(target.device)
+        down = tracker.failure(target.device, target.poll.host, datetime.now(UTC), reason=reason)
         if down is None:
             return
         log.warning(
             "poll_device_down",
             device=target.device,
             agent=target.poll.host,
-            consecutive_failures=self._tracker.failures(target.device),
+            consecutive_failures=tracker.failures(target.device),
             reason=reason,
         )
-        await self._report(self._commit(target.device, [down], None, down=True))
+        await self._report(target.device, self._commit(target.device, [down], None, down=True))
 
-    async def _report(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` (publish + save) in a task ``close`` waits for, and wait for it.
+    async def _report(self, device: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` (``device``'s publish + save) in a task ``close`` (and a reshard
+        giving the device up) waits for, and wait for it.
 
         The schedule waits for its report (one poll's report lands before the
         next poll's diff), but cancelling the schedule does not cancel the report.
         """
         task = asyncio.create_task(coro)
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
+        self._reports[task] = device
+        task.add_done_callback(self._forget_report)
         await asyncio.shield(task)
+
+    def _forget_report(self, task: asyncio.Task[None]) -> None:
+        self._reports.pop(task, None)
 
     async def _commit(
         self,
@@ -502,7 +805,7 @@ class PollReceiver:
                 await self._state.set_down(device, down)
         except StoreError as exc:
             log.error("poll_state_save_failed", device=device, error=str(exc))
-        if snapshot is not None:
+        if snapshot is not None and device in self._owned:  # not if given up meanwhile
             self._last[device] = snapshot
 
     async def _publish(self, event: SensoryEvent) -> None:
@@ -513,6 +816,7 @@ class PollReceiver:
             published=self._published,
             failed=self._publish_failed,
             logger=log,
+            outage=self._outage,
         )
 
     # ------------------------------------------------------------------ SNMP
@@ -600,6 +904,11 @@ class PollReceiver:
                 continue
             out[address] = BgpPeerState(address, state)
         return out
+
+
+def _some(devices: frozenset[str], limit: int = 20) -> list[str]:
+    """Up to ``limit`` of ``devices``, sorted, for a log line (the count is logged too)."""
+    return sorted(devices)[:limit]
 
 
 def _inet_address(suffix: str) -> str | None:
