@@ -36,7 +36,7 @@ Errors: nats-py exceptions are mapped in one place (``_errors``): ``start``
 raises ``BusUnavailable`` when the server cannot be reached and ``StoreError``
 when the bucket cannot be made; ``try_acquire``, ``renew`` and ``release`` raise
 ``StoreError`` (a conflict is not an error: it returns ``False``).
-May import: errors, logs, nats_errors (and nats-py).
+May import: errors, logs, nats_errors, nats_kv (and nats-py).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+from netcortex import nats_kv
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
 from netcortex.nats_errors import NATS_UNAVAILABLE
@@ -68,11 +68,8 @@ __all__ = ["JetStreamLease", "LeaseState", "default_holder"]
 
 log = structlog.get_logger(__name__)
 
-CONNECT_TIMEOUT: Final = 2.0
-RECONNECT_WAIT: Final = 0.5
 _EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST: Final = frozenset({10071, 10164})  # JSStreamWrongLastSequence(Constant)Err
-_STREAM_IN_USE: Final = 10058  # stream name already in use with other settings
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _CONNECTIVITY: Final[tuple[type[BaseException], ...]] = (
     nats.errors.TimeoutError,
@@ -179,7 +176,7 @@ class JetStreamLease:
         self.holder = holder if holder is not None else default_holder()
         self._stream = f"KV_{full}"
         self._subject = f"$KV.{full}.{name}"
-        self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+        self._storage = storage
         self._timeout = timeout
         self._replicas = replicas
         self._margin = min(self.ttl / 5, 2.0)
@@ -226,19 +223,14 @@ class JetStreamLease:
             raise BusUnavailable("the lease is closed")
         if self._nc is not None:
             return
-        nc = NatsClient()
+        with _errors(f"connect {self._url}", starting=True):
+            nc = await nats_kv.connect(
+                self._nats_url,
+                name="netcortex-lease",
+                timeout=self._timeout,
+                error_cb=self._on_error,
+            )
         try:
-            with _errors(f"connect {self._url}", starting=True):
-                async with asyncio.timeout(self._timeout):
-                    await nc.connect(
-                        servers=[self._nats_url],
-                        name="netcortex-lease",
-                        connect_timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]
-                        reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
-                        max_reconnect_attempts=-1,
-                        allow_reconnect=True,
-                        error_cb=self._on_error,
-                    )
             js = nc.jetstream(timeout=self._timeout)
             await self._ensure_bucket(js, starting=True)
         except BaseException:
@@ -248,26 +240,9 @@ class JetStreamLease:
         self._nc, self._js = nc, js
 
     async def _ensure_bucket(self, js: JetStreamContext, *, starting: bool = False) -> None:
-        cfg = StreamConfig(
-            name=self._stream,
-            subjects=[f"$KV.{self.bucket}.>"],
-            max_msgs_per_subject=1,
-            storage=self._storage,
-            discard=DiscardPolicy.NEW,
-            allow_rollup_hdrs=True,
-            deny_delete=True,
-            allow_direct=True,
-            max_consumers=-1,
-            max_msgs=-1,
-            num_replicas=self._replicas,
-        )
+        cfg = nats_kv.kv_stream_config(self.bucket, storage=self._storage, replicas=self._replicas)
         with _errors(f"lease bucket {self.bucket}", starting=starting):
-            try:
-                await js.add_stream(cfg)
-            except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_IN_USE:
-                    raise
-                await js.update_stream(cfg)
+            await nats_kv.ensure_stream(js, cfg)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("lease_client_error", lease=self.name, error=_describe(exc))

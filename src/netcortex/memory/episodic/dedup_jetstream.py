@@ -70,8 +70,8 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+from netcortex import nats_kv
 from netcortex.contracts.memory import DedupResult
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
@@ -91,12 +91,9 @@ TTL_SLACK: Final = 2
 MAX_ENCODED: Final = 200
 #: revisions remembered per store (saves a read before a compare-and-set)
 REVISION_CACHE: Final = 10_000
-CONNECT_TIMEOUT: Final = 2.0
-RECONNECT_WAIT: Final = 0.5
 _EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _TTL: Final = "Nats-TTL"
 _WRONG_LAST: Final = frozenset({10071, 10164})  # JSStreamWrongLastSequence(Constant)Err
-_STREAM_IN_USE: Final = 10058  # stream name already in use with other settings
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 _CONNECTIVITY: Final[tuple[type[BaseException], ...]] = (
@@ -268,7 +265,7 @@ class JetStreamDedupStore:
         self._stream = f"KV_{name}"
         self._prefix = f"$KV.{name}."
         self._max_window = float(max_window)
-        self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+        self._storage = storage
         self._timeout = timeout
         if replicas < 1:
             raise ValueError("replicas must be at least 1")
@@ -326,19 +323,14 @@ class JetStreamDedupStore:
                 raise BusUnavailable("the dedup store is closed")
             if self._nc is not None:
                 return
-            nc = NatsClient()
+            with _errors(f"connect {self._url}", starting=True):
+                nc = await nats_kv.connect(
+                    self._nats_url,
+                    name="netcortex-dedup",
+                    timeout=self._timeout,
+                    error_cb=self._on_error,
+                )
             try:
-                with _errors(f"connect {self._url}", starting=True):
-                    async with asyncio.timeout(self._timeout):
-                        await nc.connect(
-                            servers=[self._nats_url],
-                            name="netcortex-dedup",
-                            connect_timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]
-                            reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
-                            max_reconnect_attempts=-1,
-                            allow_reconnect=True,
-                            error_cb=self._on_error,
-                        )
                 js = nc.jetstream(timeout=self._timeout)
                 await self._ensure_bucket(js)
             except BaseException:
@@ -349,28 +341,15 @@ class JetStreamDedupStore:
             log.info("dedup_store_started", backend=_BACKEND, url=self._url, bucket=self.bucket)
 
     async def _ensure_bucket(self, js: JetStreamContext) -> None:
-        cfg = StreamConfig(
-            name=self._stream,
-            subjects=[f"{self._prefix}>"],
-            max_msgs_per_subject=1,
-            max_age=self._max_window + TTL_SLACK,
+        cfg = nats_kv.kv_stream_config(
+            self.bucket,
             storage=self._storage,
-            discard=DiscardPolicy.NEW,
-            allow_rollup_hdrs=True,
-            deny_delete=True,
-            allow_direct=True,
-            allow_msg_ttl=True,
-            max_consumers=-1,
-            max_msgs=-1,
-            num_replicas=self._replicas,
+            replicas=self._replicas,
+            max_age=self._max_window + TTL_SLACK,
+            msg_ttl=True,
         )
         with _errors(f"dedup bucket {self.bucket}", starting=True):
-            try:
-                await js.add_stream(cfg)
-            except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_IN_USE:
-                    raise
-                await js.update_stream(cfg)
+            await nats_kv.ensure_stream(js, cfg)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("dedup_store_error", backend=_BACKEND, error=_describe(exc))

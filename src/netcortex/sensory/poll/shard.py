@@ -86,8 +86,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+from netcortex import nats_kv
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
 from netcortex.metrics import Registry
@@ -109,13 +109,10 @@ log = structlog.get_logger(__name__)
 TTL_HEARTBEATS: Final = 3
 #: the bucket's ``max_age``: a backstop only (keys go by their own TTL)
 MAX_AGE: Final = 86_400.0
-CONNECT_TIMEOUT: Final = 2.0
-RECONNECT_WAIT: Final = 0.5
 #: the key prefix (one subject token) of the pollers' keys
 GROUP: Final = "poll"
 _TTL: Final = "Nats-TTL"
 _OPERATION: Final = "KV-Operation"
-_STREAM_IN_USE: Final = 10058
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -274,7 +271,7 @@ class JetStreamMembership:
         self._heartbeat = float(heartbeat)
         self._ttl = max(1, math.ceil(TTL_HEARTBEATS * self._heartbeat))
         self._replicas = replicas
-        self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+        self._storage = storage
         self._timeout = timeout
         #: per request: a slow server must not stretch the gap between two puts
         #: beyond the TTL (``TTL_HEARTBEATS`` heartbeats) and get this member dropped
@@ -362,19 +359,14 @@ class JetStreamMembership:
             raise BusUnavailable("the poll membership is closed")
         if self._nc is not None:
             return
-        nc = NatsClient()
+        with _errors(f"connect {self._url}", starting=True):
+            nc = await nats_kv.connect(
+                self._nats_url,
+                name="netcortex-poll-membership",
+                timeout=self._timeout,
+                error_cb=self._on_error,
+            )
         try:
-            with _errors(f"connect {self._url}", starting=True):
-                async with asyncio.timeout(self._timeout):
-                    await nc.connect(
-                        servers=[self._nats_url],
-                        name="netcortex-poll-membership",
-                        connect_timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]
-                        reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
-                        max_reconnect_attempts=-1,
-                        allow_reconnect=True,
-                        error_cb=self._on_error,
-                    )
             js = nc.jetstream(timeout=self._request_timeout)
             await self._ensure_bucket(js)
             self._nc, self._js = nc, js
@@ -398,27 +390,16 @@ class JetStreamMembership:
         )
 
     async def _ensure_bucket(self, js: JetStreamContext) -> None:
-        cfg = StreamConfig(
-            name=self._stream,
-            subjects=[f"$KV.{self.bucket}.>"],
-            max_msgs_per_subject=1,
-            max_age=MAX_AGE,
+        cfg = nats_kv.kv_stream_config(
+            self.bucket,
             storage=self._storage,
-            discard=DiscardPolicy.NEW,
-            allow_rollup_hdrs=True,
-            allow_direct=True,
-            allow_msg_ttl=True,
-            max_consumers=-1,
-            max_msgs=-1,
-            num_replicas=self._replicas,
+            replicas=self._replicas,
+            max_age=MAX_AGE,
+            msg_ttl=True,
+            deny_delete=False,
         )
         with _errors(f"poll membership bucket {self.bucket}", starting=True):
-            try:
-                await js.add_stream(cfg)
-            except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_IN_USE:
-                    raise
-                await js.update_stream(cfg)
+            await nats_kv.ensure_stream(js, cfg)
 
     async def close(self) -> None:
         """Stop heartbeating and delete this member's key (the others take its targets
