@@ -250,25 +250,59 @@ class TestOutcomeStore:
         rows = await _rows(pg.dsn, f'SELECT outcome_id FROM "{schema}".outcomes')
         assert [r["outcome_id"] for r in rows] == [mine.outcome_id]
 
-    async def test_a_refused_row_is_dropped_and_never_blocks_the_store(
+    async def test_a_refused_row_costs_only_itself(
+        self, pg: RestartablePostgres, schema: str
+    ) -> None:
+        """A batch refused for one row's data (text that cannot be encoded: a lone
+        surrogate) is not transient and not held: its rows are written one by one, the
+        good ones stored, the bad one counted and logged, and the flush succeeds (the
+        runner acks: retrying would refuse it again). A lone bad row's flush raises."""
+        metrics = Registry()
+        store = PostgresOutcomeStore(
+            StoreConfig(backend="postgres", postgres_dsn=SecretStr(pg.dsn), postgres_schema=schema),
+            metrics,
+            warn_interval=3600,
+        )
+        await store.start()
+        try:
+            await self._refused_row_costs_only_itself(pg, schema, store, metrics)
+        finally:
+            await store.close()
+
+    async def _refused_row_costs_only_itself(
+        self, pg: RestartablePostgres, schema: str, store: PostgresOutcomeStore, metrics: Registry
+    ) -> None:
+        good, bad, other = _outcome(1), replace(_outcome(2), summary="bad \ud800"), _outcome(3)
+        with capture_logs() as logs:
+            for outcome in (good, bad, other):
+                await store.record(outcome)
+            await store.flush()
+        rows = await _rows(pg.dsn, f'SELECT outcome_id FROM "{schema}".outcomes')
+        assert sorted(r["outcome_id"] for r in rows) == sorted([good.outcome_id, other.outcome_id])
+        refused = [e for e in logs if e["event"] == "store_row_refused"]
+        assert [e["outcome_id"] for e in refused] == [bad.outcome_id]
+        assert 'netcortex_store_rows_refused_total{backend="postgres"} 1' in metrics.render()
+        await store.record(replace(_outcome(4), summary="alone \ud800"))
+        with pytest.raises(StoreError) as info:
+            await store.flush()
+        assert not is_transient(info.value)
+        await store.record(_outcome(5))
+        await store.flush()  # nothing held: the store goes on
+
+    async def test_nul_in_text_is_replaced_not_refused(
         self,
         pg: RestartablePostgres,
         schema: str,
         outcome_store: tuple[PostgresOutcomeStore, Registry, list[int]],
     ) -> None:
-        """A batch PostgreSQL refuses for its data (a NUL character in a text column)
-        is not transient: its flush raises once, the rows are not held, and the next
-        outcomes are stored."""
+        """A NUL in a text column (an interface description from a device may carry one)
+        is stored as U+FFFD instead of making PostgreSQL refuse the batch."""
         store, _, _ = outcome_store
-        await store.record(replace(_outcome(1), summary="bad\x00summary"))
-        with pytest.raises(StoreError) as info:
-            await store.flush()
-        assert not is_transient(info.value)
-        good = _outcome(2)
-        await store.record(good)
+        outcome = replace(_outcome(1), summary="bad\x00summary")
+        await store.record(outcome)
         await store.flush()
-        rows = await _rows(pg.dsn, f'SELECT outcome_id FROM "{schema}".outcomes')
-        assert [r["outcome_id"] for r in rows] == [good.outcome_id]
+        rows = await _rows(pg.dsn, f'SELECT summary FROM "{schema}".outcomes')
+        assert [r["summary"] for r in rows] == ["bad\ufffdsummary"]
 
 
 class TestSideStores:

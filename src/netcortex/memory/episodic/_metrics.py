@@ -29,6 +29,12 @@ class StoreMetrics:
             "Batches that failed to commit (their rows are lost), by backend.",
             ("backend",),
         )
+        self.refused = registry.counter(
+            "netcortex_store_rows_refused_total",
+            "Rows the database refused on their own (written one by one after their batch "
+            "was refused; the rest of the batch was stored), by backend.",
+            ("backend",),
+        )
         self.batch_seconds = registry.histogram(
             "netcortex_store_batch_seconds", "Time to write one batch, by backend.", ("backend",)
         )

@@ -28,8 +28,12 @@ committed, and raises ``StoreError`` until then. So a caller's flush never
 reports rows that another caller's flush saw fail as committed, and a caller
 that records them again (the reflex runner, before it acks) adds nothing
 (``outcome_id``; at most ``_HELD_LIMIT`` rows are held). A batch refused for
-another reason (a bad row, a dropped table) is lost — one row must not block
-the store — and the next ``flush`` raises its error. ``record`` keeps accepting
+another reason is written again row by row (``_salvage``): a row refused on its
+own is dropped, counted (``netcortex_store_rows_refused_total``) and logged
+(``store_row_refused``) — one bad row must not block the store, nor cost the
+others — and the flush succeeds; when every row fails (a dropped table) the
+next ``flush`` raises the batch's error. NUL characters in text columns are
+replaced by U+FFFD (PostgreSQL text cannot hold them). ``record`` keeps accepting
 throughout. The pool needs no repair: asyncpg drops a connection the server
 closed and the next batch connects afresh. Logging is per failure *streak*:
 ``store_write_failed`` at the first failed batch, then at most every
@@ -192,20 +196,26 @@ def _json(value: Any, outcome_id: str, what: str) -> str:
     return text
 
 
+def _text(value: str | None) -> str | None:
+    """``value`` with NUL characters replaced (PostgreSQL text cannot hold them; an
+    interface description from a device may carry one)."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
 def _row(outcome: ReflexOutcome) -> _Row:
     return (
         outcome.outcome_id,
         outcome.handler_id,
         outcome.event_id,
-        outcome.subject,
+        _text(outcome.subject),
         outcome.kind.value,
         outcome.severity.value,
-        outcome.target,
-        outcome.device,
-        outcome.site,
-        outcome.summary,
-        outcome.diagnostic,
-        outcome.fact_key,
+        _text(outcome.target),
+        _text(outcome.device),
+        _text(outcome.site),
+        _text(outcome.summary),
+        _text(outcome.diagnostic),
+        _text(outcome.fact_key),
         _aware(outcome.occurred_at, "occurred_at"),
         _aware(outcome.recorded_at, "recorded_at"),
         _json(outcome.details, outcome.outcome_id, "details"),
@@ -654,9 +664,12 @@ class PostgresOutcomeStore:
             self._metrics.failure()
             if is_transient(error):
                 self._hold(rows, jobs)
-            else:
-                self._held, self._held_jobs = {}, {}
+                self._write_failed(len(rows), error)
+                return error
+            self._held, self._held_jobs = {}, {}
             self._write_failed(len(rows), error)
+            if len(rows) > 1 and await self._salvage(rows, jobs):
+                return None  # the good rows are stored; the bad ones counted and logged
             return error
         self._held, self._held_jobs = {}, {}
         self._metrics.batch(len(rows), written, time.perf_counter() - started)
@@ -673,6 +686,44 @@ class PostgresOutcomeStore:
         if jobs and hook is not None and hook.committed:
             hook.committed(len(jobs))
         return None
+
+    async def _salvage(self, rows: list[_Row], jobs: list[_Job]) -> bool:
+        """After a batch was refused for its data: write its rows one by one (each with
+        its journal job), so one bad row costs only itself. A row refused on its own is
+        counted (``netcortex_store_rows_refused_total``) and logged
+        (``store_row_refused``, with its outcome id). ``True`` when at least one row
+        was stored — the refusal was the rows', not the statement's; ``False`` when
+        every row failed (a dropped table, say): the batch's error stands."""
+        assert self._pool is not None
+        by_id = {job[0]: job for job in jobs}
+        stored = 0
+        for row in rows:
+            job = by_id.get(row[0])
+            started = time.perf_counter()
+            try:
+                async with (
+                    _pg_errors("write", self._where),
+                    self._pool.acquire() as conn,
+                    conn.transaction(),
+                ):
+                    status: str = await conn.execute(self._insert, *[[value] for value in row])
+                    if job is not None:
+                        await conn.execute(self._insert_jobs, *[[value] for value in job])
+            except Exception as exc:  # noqa: BLE001 - one row's refusal is counted, not raised
+                if is_transient(exc):
+                    return False  # the server went away meanwhile: the batch's error stands
+                self._metrics.refused.inc(backend=_BACKEND)
+                log.error(
+                    "store_row_refused", backend=_BACKEND, outcome_id=row[0],
+                    error=f"{type(exc).__name__}: {exc}",
+                )  # fmt: skip
+                continue
+            stored += 1
+            self._metrics.batch(1, int(status.rsplit(" ", 1)[-1]), time.perf_counter() - started)
+            hook = self._journal
+            if job is not None and hook is not None and hook.committed:
+                hook.committed(1)
+        return stored > 0
 
     def _hold(self, rows: list[_Row], jobs: list[_Job]) -> None:
         """Keep the rows (and jobs) of a batch that failed transiently for the next
