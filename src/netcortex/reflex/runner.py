@@ -67,7 +67,7 @@ from netcortex.reflex.protocol import (
     outcome_id_for,
 )
 from netcortex.reflex.registry import HandlerRegistry
-from netcortex.reflex.settle import AckSettler
+from netcortex.reflex.settle import MAX_HELD, AckSettler
 from netcortex.thalamus.subjects import compile_patterns
 
 __all__ = ["DIAGNOSTIC_LIMIT", "ReflexRunner", "truncate_traceback"]
@@ -89,13 +89,15 @@ _WATCH_RETRY_DELAY = 1.0
 #: trace keys of the maintenance decision, dropped from a re-evaluated fact's trace
 _WINDOW_TRACE_KEYS = frozenset({"window_id", "decided_by"})
 _RESUBSCRIBE_MAX_DELAY = 5.0
+#: the stop's last flush gets at least this long, even when the drain used the budget
+_FINAL_FLUSH_FLOOR = 0.5
 #: ``sink_flush_failed`` at most this often per sink while its flushes keep failing
 _FLUSH_LOG_INTERVAL = 10.0
 #: A gate whose backend is unavailable: retry the event in place after this
 #: delay (doubling to the max), for at most the budget, then leave it to the bus.
 _GATE_RETRY_DELAY = 0.1
 _GATE_RETRY_MAX_DELAY = 2.0
-_GATE_RETRY_BUDGET = 60.0
+_GATE_RETRY_BUDGET = 20.0  # below bus.ack_wait's default (30 s): no second worker meanwhile
 #: gate failures that mean "its backend is away", not "this event is bad"
 _UNAVAILABLE = (StoreError, BusError)
 
@@ -148,6 +150,12 @@ class _Metrics:
             "netcortex_reflex_gate_unavailable_total",
             "Gate calls that failed because the gate's backend was unavailable (the "
             "event is retried, not recorded as errored), by gate.",
+            ("gate",),
+        )
+        self.gate_gave_up = registry.counter(
+            "netcortex_reflex_gate_gave_up_total",
+            "Events handed back to the bus after a gate's backend stayed unavailable for "
+            "the whole in-place retry budget, by gate.",
             ("gate",),
         )
         self.stopped = registry.counter(
@@ -216,6 +224,7 @@ class ReflexRunner:
         *,
         drain_timeout: float = 5.0,
         clock: Callable[[], datetime] | None = None,
+        max_unacked: int = MAX_HELD,
     ) -> None:
         """Prepare (no I/O): handlers are read from ``registry`` at ``start``.
 
@@ -230,6 +239,8 @@ class ReflexRunner:
             clock: "now" (timezone-aware UTC) for the window watcher, re-evaluated
                 outcomes and the event-to-outcome latency; wall-clock time when
                 ``None``. ``netcortex replay`` passes its virtual clock.
+            max_unacked: processed messages held for the ack at most; the handlers
+                wait beyond it (a slow store flush).
         """
         self._clock: Callable[[], datetime] = clock if clock is not None else _utc_now
         # An injected clock also stamps recorded_at, so a replay's outcomes are the
@@ -251,7 +262,9 @@ class ReflexRunner:
         self._durable = tuple(s for s in self._sinks if getattr(s, "durable", False))
         # sink name -> (when its failure was last logged, failures not logged since)
         self._flush_failing: dict[str, tuple[float, int]] = {}
-        self._settler = AckSettler(self._flush_sinks, self._rerecord, registry_)
+        self._settler = AckSettler(
+            self._flush_sinks, self._rerecord, registry_, max_held=max_unacked
+        )
         self._lock = asyncio.Lock()
         self._running = False
         self._stopping = False
@@ -339,7 +352,13 @@ class ReflexRunner:
             # Ack what was processed once it is durable (the settler flushes), then
             # flush once more for outcomes that have no message (re-evaluations).
             await self._settler.close(max(deadline - asyncio.get_running_loop().time(), 0.0))
-            await self._flush_sinks()
+            remaining = max(deadline - asyncio.get_running_loop().time(), _FINAL_FLUSH_FLOOR)
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._flush_sinks()
+            except TimeoutError:
+                # The store's own close flushes again; the runner's stop stays bounded.
+                log.warning("reflex_final_flush_timeout", seconds=round(remaining, 3))
             for worker in self._workers:
                 await _close_quietly(worker.subscription)
             self._workers = []
@@ -473,6 +492,10 @@ class ReflexRunner:
                 # The store refuses writes: take no new message until it is back.
                 await self._settler.wait_healthy()
                 continue
+            if not self._settler.has_room:
+                # A flush is slow (not failed yet): hold no more than the settler's bound.
+                await self._settler.wait_room()
+                continue
             try:
                 msg = await sub.next()
             except BusUnavailable:
@@ -552,7 +575,7 @@ class ReflexRunner:
         tried again after 0.1 s doubling to 2 s, for up to ``_GATE_RETRY_BUDGET``
         seconds (order kept, no delivery attempt used): the handler task waits,
         like the settler's pause. Past the budget, or when the runner stops, the
-        message is left unsettled (``settle`` false) for the bus to redeliver.
+        message is nak'ed (``settle`` false) for the bus to redeliver.
         A first attempt that timed out may have been applied; dedup recognises the
         retry of its own first event (``first_event_id``).
         """
@@ -574,14 +597,19 @@ class ReflexRunner:
                         error=f"{type(exc.error).__name__}: {exc.error}",
                     )
                 if self._stopping or time.monotonic() - started > _GATE_RETRY_BUDGET:
+                    self._metrics.gate_gave_up.inc(gate=exc.gate)
                     log.error(
                         "reflex_gate_gave_up",
                         gate=exc.gate,
                         event_id=event.id,
                         msg_id=msg.msg_id,
                         attempts=failures,
-                        hint="left unacked: the bus redelivers it",
+                        hint="handed back to the bus for redelivery",
                     )
+                    try:
+                        await msg.nak(delay=_GATE_RETRY_MAX_DELAY)
+                    except BusError as nak_error:  # NATS away: redelivered after ack_wait
+                        log.warning("reflex_nak_failed", error=str(nak_error))
                     return False, None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _GATE_RETRY_MAX_DELAY)

@@ -32,6 +32,12 @@ stays unacked and the settler
   flush. A longer outage than ``bus.ack_wait`` makes JetStream redeliver the held
   messages meanwhile; their re-run outcomes have the same ids.
 
+Back-pressure: at most ``max_held`` messages are held; beyond that the handler
+tasks wait (``has_room``) — a slow flush that has not failed yet must not let a
+worker take the whole backlog. A flush that has not answered within
+``flush_timeout`` (20 s, below JetStream's default ``ack_wait``) counts as failed
+(``reflex_flush_timeout``) and the pause and retries above follow.
+
 ``close`` settles what is held (bounded by a deadline); what cannot be settled by
 then stays unacked for the bus to redeliver, logged as ``reflex_unacked_at_stop``.
 
@@ -60,6 +66,11 @@ log = structlog.get_logger(__name__)
 ACK_BATCH = 256
 #: How long the first held message waits for others before its batch is settled.
 ACK_LINGER = 0.02
+#: Messages held (processed, not yet acked) before the handlers wait for room.
+MAX_HELD = 4 * ACK_BATCH
+#: A flush that has not answered within this long counts as failed (kept below
+#: JetStream's default ack_wait of 30 s, so held messages are not redelivered).
+FLUSH_TIMEOUT = 20.0
 #: Back-off after a failed flush: first delay and ceiling (seconds).
 RETRY_DELAY = 0.1
 RETRY_MAX = 5.0
@@ -94,6 +105,8 @@ class AckSettler:
         linger: float = ACK_LINGER,
         retry_delay: float = RETRY_DELAY,
         retry_max: float = RETRY_MAX,
+        max_held: int = MAX_HELD,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self._flush = flush
         self._rerecord = rerecord
@@ -101,6 +114,10 @@ class AckSettler:
         self._linger = linger
         self._retry_delay = retry_delay
         self._retry_max = retry_max
+        self._max_held = max_held
+        self._flush_timeout = flush_timeout
+        self._room = asyncio.Event()
+        self._room.set()
         self._held: list[_Held] = []
         self._settling: list[_Held] = []  # the batch being settled (close() counts it)
         self._wake = asyncio.Event()
@@ -138,6 +155,15 @@ class AckSettler:
         """Messages processed and not yet acked."""
         return len(self._held)
 
+    @property
+    def has_room(self) -> bool:
+        """False while ``max_held`` messages wait for a flush (handlers should wait)."""
+        return self._room.is_set()
+
+    async def wait_room(self) -> None:
+        """Return once fewer than ``max_held`` messages are held."""
+        await self._room.wait()
+
     async def wait_healthy(self) -> None:
         """Return once the last flush succeeded (at once when it did)."""
         await self._healthy.wait()
@@ -152,6 +178,8 @@ class AckSettler:
         """Take ``msg`` (processed; ``outcome`` what it produced) to ack once durable."""
         self._held.append(_Held(handler_id, msg, outcome))
         self._held_gauge.set(len(self._held))
+        if len(self._held) >= self._max_held:
+            self._room.clear()
         self._wake.set()
         if len(self._held) >= self._batch:
             self._full.set()
@@ -180,6 +208,7 @@ class AckSettler:
         self._held = []
         self._settling = []
         self._held_gauge.set(0)
+        self._room.set()
         # A stop during an outage must not leave a restarted runner's handlers paused.
         self._healthy.set()
         self._paused.set(0)
@@ -201,13 +230,23 @@ class AckSettler:
     def _take(self) -> list[_Held]:
         items, self._held = self._held, []
         self._full.clear()
+        self._room.set()
         return items
+
+    async def _flush_within(self) -> bool:
+        """``flush()``, a timeout counting as a failure (logged)."""
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                return await self._flush()
+        except TimeoutError:
+            log.warning("reflex_flush_timeout", seconds=self._flush_timeout)
+            return False
 
     async def _settle(self) -> None:
         items = self._settling = self._take()
         delay = self._retry_delay
         failures = 0
-        while not await self._flush():
+        while not await self._flush_within():
             failures += 1
             self._failures.inc()
             # Outcomes handed over since this batch was taken may have been in the

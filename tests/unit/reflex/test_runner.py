@@ -20,6 +20,7 @@ from netcortex.contracts.reflex import OutcomeKind, ReflexHandler, ReflexOutcome
 from netcortex.errors import StoreError
 from netcortex.memory.episodic.sqlite import SqliteOutcomeStore
 from netcortex.metrics import Registry
+from netcortex.reflex import runner as runner_module
 from netcortex.reflex.handlers import LinkDownHandler, LinkUpHandler
 from netcortex.reflex.pipeline import Pipeline, build_pipeline
 from netcortex.reflex.registry import HandlerRegistry
@@ -440,6 +441,32 @@ class TestGates:
         assert events.count("reflex_gate_unavailable") == 1
         assert events.count("reflex_gate_recovered") == 1
         assert "handler_failed" not in events
+
+    async def test_gate_unavailable_past_the_budget_hands_the_event_back(
+        self, bus: InMemoryEventBus, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past the in-place retry budget the message is nak'ed, so the bus redelivers
+        it (the memory bus has no ack timer: left unsettled it would be stuck); once the
+        gate's backend is back the redelivered event gets its one normal outcome."""
+        monkeypatch.setattr(runner_module, "_GATE_RETRY_BUDGET", 0.3)
+        handler = EchoHandler()
+        gate = UnavailableGate()
+        pipeline, rec = recording_pipeline(gates=(gate,))
+        metrics = Registry()
+        runner = ReflexRunner(HandlerRegistry([handler]), bus, pipeline, metrics)
+        with capture_logs() as logs:
+            async with running(runner):
+                await publish(bus, make_event())
+                async with asyncio.timeout(WAIT):  # the budget (0.3 s) runs out
+                    while True:
+                        if "reflex_gate_gave_up" in [e["event"] for e in logs]:
+                            break
+                        await asyncio.sleep(0.02)
+                assert rec.outcomes == []
+                gate.back.set()
+                (outcome,) = await rec.wait_for(1, WAIT)
+        assert outcome.kind is OutcomeKind.LOGGED
+        assert 'netcortex_reflex_gate_gave_up_total{gate="dedup"} 1' in metrics.render()
 
     async def test_raising_gate_yields_errored(self, bus: InMemoryEventBus) -> None:
         """A gate that raises yields an errored outcome and the handler is not called."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -145,13 +146,15 @@ async def _publish(bus: _AckSpyBus, interface: str) -> str:
     return event.id
 
 
-def _runner(bus: _AckSpyBus, sink: _StoreLikeSink, metrics: Registry) -> ReflexRunner:
+def _runner(
+    bus: _AckSpyBus, sink: _StoreLikeSink, metrics: Registry, **kwargs: Any
+) -> ReflexRunner:
     return ReflexRunner(
         HandlerRegistry([LinkDownHandler()]),
         bus,  # type: ignore[arg-type]  # the spy has the EventBus methods the runner uses
         Pipeline(gates=(), sinks=(sink,)),
         metrics,
-        drain_timeout=1.0,
+        **{"drain_timeout": 1.0, **kwargs},
     )
 
 
@@ -238,3 +241,47 @@ async def test_stop_with_the_store_down_leaves_the_message_unacked(
         assert spy_bus.acked == [event_id]
     finally:
         await runner.stop()
+
+
+async def test_a_slow_flush_holds_at_most_max_unacked_then_the_handlers_wait(
+    spy_bus: _AckSpyBus,
+) -> None:
+    """While a flush hangs (not failed yet), the handlers hold at most ``max_unacked``
+    more messages, then take no new one; once it answers, everything is acked."""
+    sink, metrics = _StoreLikeSink(), Registry()
+    sink.open.clear()
+    runner = _runner(spy_bus, sink, metrics, max_unacked=5)
+    await runner.start()
+    try:
+        ids = [await _publish(spy_bus, f"Gi0/{i}") for i in range(20)]
+        await sink.wait(lambda: sink.flush_entered.is_set())
+        settler = runner._settler  # the bound is the settler's state
+        async with asyncio.timeout(WAIT):  # the handler task fills the room
+            while True:
+                if not settler.has_room:
+                    break
+                await asyncio.sleep(0.01)
+        taken = len(sink.emitted)
+        assert settler.held == 5
+        assert taken < len(ids)  # the rest waits in the bus, not in memory
+        sink.open.set()
+        await spy_bus.wait_acked(len(ids))
+        assert sorted(spy_bus.acked) == sorted(ids)  # type: ignore[type-var]
+    finally:
+        await runner.stop()
+
+
+async def test_stop_is_bounded_when_the_last_flush_hangs(spy_bus: _AckSpyBus) -> None:
+    """A store whose flush never answers does not hold ``stop()`` past the drain
+    budget (the store's own close flushes again later)."""
+    sink, metrics = _StoreLikeSink(), Registry()
+    sink.open.clear()  # never answers
+    runner = _runner(spy_bus, sink, metrics, drain_timeout=0.5)
+    await runner.start()
+    await _publish(spy_bus, "Gi0/1")
+    await sink.wait(lambda: sink.flush_entered.is_set())
+    with capture_logs() as logs:
+        async with asyncio.timeout(5.0):
+            await runner.stop()
+    assert spy_bus.acked == []
+    assert "reflex_final_flush_timeout" in [e["event"] for e in logs]
