@@ -173,6 +173,14 @@ class AckSettler:
         if self._task is None or self._task.done():
             self._closing = False
             self._task = asyncio.create_task(self._run(), name="reflex-settle")
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """Log a settler that died of an unexpected error (nothing is acked after it;
+        the bus redelivers what it held): it should never happen, so say it loudly."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("reflex_settle_crashed", exc_info=task.exception(), held=len(self._held))
 
     def hold(self, handler_id: str, msg: BusMessage, outcome: ReflexOutcome | None) -> None:
         """Take ``msg`` (processed; ``outcome`` what it produced) to ack once durable."""
@@ -271,5 +279,8 @@ class AckSettler:
             except BusError as exc:
                 self._ack_failures.inc(handler=held.handler_id)
                 log.warning("ack_failed", handler_id=held.handler_id, error=str(exc))
+            except Exception:  # a bug in a bus backend must not stop every later ack
+                self._ack_failures.inc(handler=held.handler_id)
+                log.exception("ack_failed", handler_id=held.handler_id)
         self._settling = []
         self._held_gauge.set(len(self._held))

@@ -40,8 +40,11 @@ class _SpyMessage:
         self.data = msg.data
         self.msg_id = msg.msg_id
         self.attempt = msg.attempt
+        self.broken: set[str | None] = set()
 
     async def ack(self) -> None:
+        if self.msg_id in self.broken:
+            raise RuntimeError("a backend bug in ack (test)")
         await self._msg.ack()
         self._acked.append(self.msg_id)
         self._changed.set()
@@ -57,7 +60,9 @@ class _SpySubscription:
 
     async def next(self, timeout: float | None = None) -> BusMessage:
         msg = await self._sub.next(timeout)
-        return _SpyMessage(msg, self._bus.acked, self._bus.changed)
+        spy = _SpyMessage(msg, self._bus.acked, self._bus.changed)
+        spy.broken = self._bus.broken_acks
+        return spy
 
     async def close(self) -> None:
         await self._sub.close()
@@ -76,6 +81,7 @@ class _AckSpyBus:
         self._bus = bus
         self.acked: list[str | None] = []
         self.changed = asyncio.Event()
+        self.broken_acks: set[str | None] = set()  # these messages' ack raises
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
         await self._bus.publish(subject, data, msg_id=msg_id)
@@ -285,3 +291,26 @@ async def test_stop_is_bounded_when_the_last_flush_hangs(spy_bus: _AckSpyBus) ->
             await runner.stop()
     assert spy_bus.acked == []
     assert "reflex_final_flush_timeout" in [e["event"] for e in logs]
+
+
+async def test_an_ack_that_raises_unexpectedly_does_not_stop_the_acks(
+    spy_bus: _AckSpyBus,
+) -> None:
+    """One message whose ack raises something other than BusError (a backend bug) is
+    counted and logged; the settler goes on acking the others and later batches."""
+    sink, metrics = _StoreLikeSink(), Registry()
+    runner = _runner(spy_bus, sink, metrics)
+    await runner.start()
+    try:
+        with capture_logs() as logs:
+            first = await _publish(spy_bus, "Gi0/1")
+            spy_bus.broken_acks.add(first)
+            await sink.wait(lambda: len(sink.committed) >= 1)
+            second = await _publish(spy_bus, "Gi0/2")
+            await spy_bus.wait_acked(1)
+        assert spy_bus.acked == [second]
+        assert [e["event"] for e in logs].count("ack_failed") == 1
+        assert "reflex_settle_crashed" not in [e["event"] for e in logs]
+        assert 'netcortex_reflex_ack_failures_total{handler="link_down"} 1' in metrics.render()
+    finally:
+        await runner.stop()
