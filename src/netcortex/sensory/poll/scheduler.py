@@ -634,16 +634,18 @@ class PollReceiver:
             if self._own_client:
                 self._client.close()
             return
+        # Each wait is bounded: a close must end even if a task does not (a bug, a read
+        # stuck in a thread); it is named in the log instead of hanging the engine's stop.
         if self._reshard_task is not None:
             self._reshard_task.cancel()
-            await asyncio.gather(self._reshard_task, return_exceptions=True)
+            await self._await_cancelled([self._reshard_task])
             self._reshard_task = None
         tasks: list[asyncio.Task[Any]] = list(self._tasks.values())
         if self._loading is not None:
             tasks.append(self._loading[1])
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._await_cancelled(tasks)
         self._tasks = {}
         if self._reports:
             _, pending = await asyncio.wait(list(self._reports), timeout=self._drain_timeout)
@@ -651,7 +653,7 @@ class PollReceiver:
                 task.cancel()
             if pending:
                 log.error("poll_drain_timeout", left=len(pending))
-                await asyncio.gather(*pending, return_exceptions=True)
+                await self._await_cancelled(list(pending))
         # Leave only now: every report is saved, so whoever takes a device over next
         # starts from its last snapshot.
         if self._membership is not None:
@@ -667,6 +669,15 @@ class PollReceiver:
             published=int(self._published.total()),
             down=sum(len(t.down) for t in self._trackers.values()),
         )
+
+    async def _await_cancelled(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait (at most ``drain_timeout``) for cancelled ``tasks`` to end; log the ones
+        that did not (``poll_close_stuck``) instead of waiting for ever."""
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=self._drain_timeout)
+        if stuck:
+            log.error("poll_close_stuck", tasks=sorted(t.get_name() for t in stuck))
 
     async def __aenter__(self) -> PollReceiver:
         await self.start()
