@@ -62,7 +62,8 @@ from nats.js import JetStreamContext
 from netcortex import nats_kv
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
-from netcortex.nats_errors import NATS_UNAVAILABLE
+from netcortex.nats_errors import NATS_CONNECTIVITY
+from netcortex.nats_errors import describe as _describe
 
 __all__ = ["JetStreamLease", "LeaseState", "default_holder"]
 
@@ -71,19 +72,7 @@ log = structlog.get_logger(__name__)
 _EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST: Final = frozenset({10071, 10164})  # JSStreamWrongLastSequence(Constant)Err
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
-_CONNECTIVITY: Final[tuple[type[BaseException], ...]] = (
-    nats.errors.TimeoutError,
-    TimeoutError,
-    *NATS_UNAVAILABLE,
-)
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the real error
-        text = ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+_CONNECTIVITY: Final = NATS_CONNECTIVITY
 
 
 @contextlib.contextmanager

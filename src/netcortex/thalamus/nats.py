@@ -77,6 +77,7 @@ from netcortex.errors import (
 from netcortex.logs import redact_url
 from netcortex.metrics import Registry
 from netcortex.nats_errors import NATS_UNAVAILABLE
+from netcortex.nats_errors import describe as _describe
 from netcortex.thalamus._metrics import BusMetrics
 from netcortex.thalamus.subjects import (
     REFLEX,
@@ -182,16 +183,6 @@ def _expire(ack: asyncio.Future[Msg]) -> None:
     """Timer callback: the publish deadline passed without JetStream's ack."""
     if not ack.done():
         ack.set_exception(TimeoutError("no ack from JetStream in time"))
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` even when the exception's ``__str__`` itself fails (some nats-py
-    errors format fields that may be unset)."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the real error
-        text = ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _headers_size(headers: dict[str, str]) -> int:

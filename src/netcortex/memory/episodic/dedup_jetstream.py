@@ -76,7 +76,8 @@ from netcortex.contracts.memory import DedupResult
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
 from netcortex.metrics import Registry
-from netcortex.nats_errors import NATS_UNAVAILABLE
+from netcortex.nats_errors import NATS_CONNECTIVITY
+from netcortex.nats_errors import describe as _describe
 
 __all__ = ["MAX_ATTEMPTS", "JetStreamDedupStore", "kv_key"]
 
@@ -96,19 +97,7 @@ _TTL: Final = "Nats-TTL"
 _WRONG_LAST: Final = frozenset({10071, 10164})  # JSStreamWrongLastSequence(Constant)Err
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
-_CONNECTIVITY: Final[tuple[type[BaseException], ...]] = (
-    nats.errors.TimeoutError,
-    TimeoutError,
-    *NATS_UNAVAILABLE,
-)
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the real error
-        text = ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+_CONNECTIVITY: Final = NATS_CONNECTIVITY
 
 
 def _map_error(exc: Exception, what: str, *, starting: bool) -> NetcortexError | None:

@@ -91,7 +91,8 @@ from netcortex import nats_kv
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
 from netcortex.metrics import Registry
-from netcortex.nats_errors import NATS_UNAVAILABLE
+from netcortex.nats_errors import NATS_CONNECTIVITY
+from netcortex.nats_errors import describe as _describe
 
 __all__ = [
     "TTL_HEARTBEATS",
@@ -116,11 +117,7 @@ _OPERATION: Final = "KV-Operation"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
 
-_CONNECTIVITY: Final[tuple[type[BaseException], ...]] = (
-    nats.errors.TimeoutError,
-    TimeoutError,
-    *NATS_UNAVAILABLE,
-)
+_CONNECTIVITY: Final = NATS_CONNECTIVITY
 
 
 # ---------------------------------------------------------------------- rendezvous
@@ -187,14 +184,6 @@ class PollMembership(Protocol):
 
 
 # ---------------------------------------------------------------------- errors
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the real error
-        text = ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager
