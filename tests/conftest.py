@@ -156,6 +156,39 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+#: Set on a test whose ``xdist_group`` was lost (see ``pytest_collection_modifyitems``).
+_UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fail every ``xdist_group`` test that ``--dist loadgroup`` would not keep together.
+
+    pytest-xdist groups a test by appending ``@group`` to its node id on the worker;
+    pytest 9.2 moved the node id out of ``_nodeid`` and xdist 3.8's rename silently
+    stopped working, so the fault tests of one group ran side by side on both cores
+    (their load made a 60 s dedup window run out mid-storm in CI). pytest is pinned
+    below that; this check makes the next such upgrade fail loudly instead (a worker
+    raising here only shows the controller's INTERNALERROR, hence a failure per test).
+    """
+    if not getattr(config.option, "loadgroup", False):  # set by xdist on its workers only
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid:
+            item.stash[_UNGROUPED] = (
+                "--dist loadgroup did not put this xdist_group test in its group: "
+                "pytest-xdist cannot rename node ids on this pytest; pin a pair that works "
+                "(pyproject.toml, requirements.lock)"
+            )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test whose group was lost (see ``pytest_collection_modifyitems``)."""
+    reason = item.stash.get(_UNGROUPED, None)
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
+
+
 def _run_sql(dsn: str, sql: str) -> None:
     """Run one statement on ``dsn`` on a private loop (fixture set-up and tear-down)."""
     import asyncpg

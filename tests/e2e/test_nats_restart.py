@@ -190,7 +190,7 @@ def test_nats_restart_mid_stream_loses_nothing(
     send_paced(receiver, payloads[:first], SOURCE)
     _stop(nats, how)
     stopped = time.monotonic()
-    send_paced(receiver, payloads[first:second], SOURCE)
+    send_paced(receiver, payloads[first:second], SOURCE, in_flight=EVENTS)  # nothing publishes
     # Publishes failed and the receiver is riding it out, holding what it accepted.
     receiver.wait_for_log("trap_publish_retry", timeout=30)
     held = trap_intake(receiver)
