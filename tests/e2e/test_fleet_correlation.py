@@ -21,26 +21,17 @@ the lease; worker-b then only contends.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from tests.conftest import shared_fixture
-from tests.e2e.harness import (
-    EngineProcess,
-    bus_overrides,
-    catalog_command,
-    send_traps,
-    snmptrap_argv,
-)
+from tests.e2e.fleet import FleetProcess, counter, fetch, handled, wait_until
+from tests.e2e.harness import bus_overrides, catalog_command, send_traps, snmptrap_argv
 
 pytestmark = [
     pytest.mark.e2e,
@@ -60,79 +51,18 @@ TTL = 2.0
 TAKEOVER_BOUND = 5.0
 
 
-class RoleProcess(EngineProcess):
-    """``netcortex run --role ROLE`` on the shared config (a worker binds no trap socket)."""
-
-    def __init__(self, tmp_path: Path, overrides: dict[str, Any], role: str) -> None:
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        super().__init__(tmp_path, overrides, args=["--role", role])
-        self.role = role
-
-    def _enabled(self, section: str) -> bool:
-        if section == "trap" and self.role == "worker":
-            return False
-        return super()._enabled(section)
-
-
-def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 def _incidents(dsn: str, schema: str) -> list[dict[str, Any]]:
     """Every stored incident (id, rule, state, members) straight from PostgreSQL."""
-
-    async def fetch() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".incidents')
-            if exists is None:
-                return []
-            rows = await conn.fetch(f'SELECT * FROM "{schema}".incidents')
-            return [dict(r) for r in rows]
-        finally:
-            await conn.close()
-
-    result: list[dict[str, Any]] = _run(fetch())
-    return result
-
-
-def _wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-
-
-def _metric(proc: EngineProcess, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(
-        value
-        for (sample, pairs), value in proc.metrics().items()
-        if sample == name and wanted <= set(pairs)
-    )
+    table = f'"{schema}".incidents'
+    if fetch(dsn, f"SELECT to_regclass('{table}') IS NULL AS none")[0]["none"]:
+        return []
+    return [dict(r) for r in fetch(dsn, f"SELECT * FROM {table}")]
 
 
 def _link_traps(catalog: dict[str, Any], key: str, port: int) -> list[list[str]]:
     """The catalog's v1 ``key`` trap (ifIndex 3) from both ends of the fixture cable."""
     command = catalog_command(catalog, key, "v1")
     return [snmptrap_argv(command, port, replace={"192.0.2.11": agent}) for agent in AGENTS]
-
-
-@pytest.fixture
-def schema(postgres_dsn: str) -> Iterator[str]:
-    """A fresh PostgreSQL schema, dropped after."""
-    name = "t_fleetcorr_" + uuid.uuid4().hex[:12]
-    yield name
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(postgres_dsn, timeout=10)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
-
-    _run(drop())
 
 
 def _members(row: dict[str, Any]) -> set[str]:
@@ -146,7 +76,7 @@ def test_one_incident_across_workers_and_takeover_after_sigkill(
     tmp_path: Path,
     request: pytest.FixtureRequest,
     postgres_dsn: str,
-    schema: str,
+    postgres_schema: str,
     snmp_catalog: dict[str, Any],
 ) -> None:
     """Both ends' linkDowns handled by a two-worker fleet → one cable_pair incident with
@@ -158,7 +88,7 @@ def test_one_incident_across_workers_and_takeover_after_sigkill(
         "store": {
             "backend": "postgres",
             "postgres_dsn": postgres_dsn,
-            "postgres_schema": schema,
+            "postgres_schema": postgres_schema,
             "flush_interval": 0.01,
         },
         "dedup": {"backend": "nats"},
@@ -169,18 +99,18 @@ def test_one_incident_across_workers_and_takeover_after_sigkill(
         },
         "association": {"lease_ttl": TTL},
     }
-    procs: list[RoleProcess] = []
+    procs: list[FleetProcess] = []
     try:
-        worker_a = RoleProcess(tmp_path / "worker-a", config, "worker").start()
+        worker_a = FleetProcess(tmp_path / "worker-a", config, "worker").start()
         procs.append(worker_a)
         acquired = worker_a.wait_for_log("association_leader_acquired", timeout=15)
         assert acquired["restored"] == 0
-        worker_b = RoleProcess(tmp_path / "worker-b", config, "worker").start()
+        worker_b = FleetProcess(tmp_path / "worker-b", config, "worker").start()
         procs.append(worker_b)
-        receiver = RoleProcess(tmp_path / "rx", config, "receiver").start()
+        receiver = FleetProcess(tmp_path / "rx", config, "receiver").start()
         procs.append(receiver)
-        assert _metric(worker_a, "netcortex_association_leader") == 1
-        assert _metric(worker_b, "netcortex_association_leader") == 0
+        assert counter(worker_a, "netcortex_association_leader") == 1
+        assert counter(worker_b, "netcortex_association_leader") == 0
 
         # 1. The cable cut: one incident, whichever worker handled which end.
         send_traps(_link_traps(snmp_catalog, "linkDown", receiver.trap_port))
@@ -188,22 +118,19 @@ def test_one_incident_across_workers_and_takeover_after_sigkill(
         assert opened["members"] == 2
 
         def one_open_with_both() -> bool:
-            rows = _incidents(postgres_dsn, schema)
+            rows = _incidents(postgres_dsn, postgres_schema)
             return len(rows) == 1 and _members(rows[0]) == {SW1_GI3, SW2_GI3}
 
-        _wait_until(one_open_with_both, "one stored incident with both ends")
-        (row,) = _incidents(postgres_dsn, schema)
+        wait_until(one_open_with_both, "one stored incident with both ends", 20, interval=0.05)
+        (row,) = _incidents(postgres_dsn, postgres_schema)
         assert row["incident_id"] == opened["incident_id"]
         assert row["rule"] == "cable_pair"
         assert row["state"] == "open"
-        handled = {
-            name: _metric(proc, "netcortex_reflex_outcomes_total", handler="link_down")
-            for name, proc in (("worker-a", worker_a), ("worker-b", worker_b))
-        }
-        assert sum(handled.values()) == 2, handled  # each end once, by either worker
+        shares = {"worker-a": handled(worker_a), "worker-b": handled(worker_b)}
+        assert sum(shares.values()) == 2, shares  # each end once, by either worker
         # Only the lease holder correlates: the other has no AssociationSink at all.
         assert not worker_b.logs("incident_opened")
-        assert _metric(worker_b, "netcortex_incidents_transitions_total") == 0
+        assert counter(worker_b, "netcortex_incidents_transitions_total") == 0
 
         # 2. SIGKILL the leader: worker-b takes over once the lease lapsed.
         assert worker_a.proc is not None
@@ -217,7 +144,7 @@ def test_one_incident_across_workers_and_takeover_after_sigkill(
         assert elapsed <= TTL + TAKEOVER_BOUND, elapsed
         assert took["restored"] == 1
         assert took["replayed"] >= 2  # both linkDowns, from the outcome store
-        assert _metric(worker_b, "netcortex_association_leader") == 1
+        assert counter(worker_b, "netcortex_association_leader") == 1
 
         # 3. Recovery of both ends resolves the same incident.
         send_traps(_link_traps(snmp_catalog, "linkUp", receiver.trap_port))
@@ -225,11 +152,11 @@ def test_one_incident_across_workers_and_takeover_after_sigkill(
         assert resolved["incident_id"] == opened["incident_id"]
 
         def resolved_in_store() -> bool:
-            rows = _incidents(postgres_dsn, schema)
+            rows = _incidents(postgres_dsn, postgres_schema)
             return len(rows) == 1 and rows[0]["state"] == "resolved"
 
-        _wait_until(resolved_in_store, "the incident resolved in the store")
-        (row,) = _incidents(postgres_dsn, schema)
+        wait_until(resolved_in_store, "the incident resolved in the store", 20, interval=0.05)
+        (row,) = _incidents(postgres_dsn, postgres_schema)
         assert row["incident_id"] == opened["incident_id"]
         # Nothing was correlated twice: no transition opened a second incident.
         assert not worker_b.logs("incident_opened")

@@ -9,16 +9,17 @@ journal jobs leased (claimed, maybe POSTed, never marked delivered) and with eve
 unacked (JetStream hands them to the survivors, which re-run the handler).
 
 The fleet: one ``--role receiver`` and three ``--role worker`` processes on one
-config (``FleetProcess``): JetStream **file** storage, a short ``ack_wait``, one
-fresh PostgreSQL schema for outcomes and the journal outbox, dedup in the
-JetStream bucket, and ``journal`` towards the schema-validating ``FakeNetbox``
-serving an access inventory (``test_journal.access_inventory``: switches
-``accNN-north`` whose management addresses ``127.0.10.N`` are the traps' UDP
-sources). The processes read the same inventory from a file. Every trap is a raw
-v2c linkDown on a distinct (switch, port): each is a ``logged`` outcome of severity
-``high`` with NetBox names, so each gets one journal job — the expected number of
-entries is the number of events. The journal runs at 500 requests/s per worker
-with 16 in flight, so delivery keeps up with the stream and is busy at the kill;
+config (``tests.e2e.fleet``, as the other fault tests): JetStream **file**
+storage, a short ``ack_wait``, one fresh PostgreSQL schema for outcomes and the
+journal outbox, dedup in the JetStream bucket, and ``journal`` towards the
+schema-validating ``FakeNetbox`` serving an access inventory
+(``test_journal.access_inventory``: switches ``accNN-north`` whose management
+addresses ``127.0.10.N`` are the traps' UDP sources). The processes read the same
+inventory from a file. Every trap is a raw v2c linkDown on a distinct (switch,
+port): each is a ``logged`` outcome of severity ``high`` with NetBox names, so
+each gets one journal job — the expected number of entries is the number of
+events. The journal runs at 500 requests/s per worker with 16 in flight, so
+delivery keeps up with the stream and is busy at the kill;
 until the kill, NetBox holds every POST ``HOLD`` seconds (a slow NetBox, the fake's
 ``delay`` fault), so the victim dies with writes in flight that NetBox stores after
 it is gone — orphans the survivors must find by marker when the victim's leases run
@@ -40,17 +41,29 @@ import copy
 import math
 import os
 import signal
-import socket
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netcortex.motor.format import MARKER_PREFIX, marker
-from tests.e2e.harness import bus_overrides, v2c_link_down
+from tests.e2e.fleet import (
+    SETTLE_TIMEOUT,
+    FleetProcess,
+    counter,
+    fleet_bus,
+    fleet_config,
+    handled,
+    outcome_rows,
+    running_fleet,
+    send_paced,
+    wait_all_published,
+    wait_for_rows,
+    wait_until,
+)
+from tests.e2e.harness import v2c_link_down
 from tests.e2e.test_journal import (
     PORTS,
     OutboxReader,
@@ -60,21 +73,6 @@ from tests.e2e.test_journal import (
     journal_section,
     port_id,
     switch_traps,
-    wait_until,
-)
-from tests.e2e.test_scaleout_faults import (
-    ACK_WAIT,
-    BATCH,
-    SETTLE_TIMEOUT,
-    STALL,
-    START_TIMEOUT,
-    FleetProcess,
-    OutcomesLost,
-    counter,
-    handled,
-    outcome_count,
-    outcome_rows,
-    trap_intake,
 )
 from tests.fake_netbox import FakeNetbox
 
@@ -102,6 +100,10 @@ DELIVER_TIMEOUT = 60.0 + EVENTS / 100
 #: Seconds NetBox holds each POST until the kill (a slow NetBox; well under the 1 s
 #: request timeout): the victim dies with writes NetBox stores after it is gone.
 HOLD = 0.3
+#: How long the fleet may take to store every outcome after the last datagram: the
+#: fleet's ``SETTLE_TIMEOUT`` plus 20 ms an event (it stores a few hundred outcomes/s,
+#: the fixed part is short for the full figure).
+OUTCOMES_TIMEOUT = SETTLE_TIMEOUT + EVENTS / 50
 
 
 def fleet_inventory() -> dict[str, Any]:
@@ -223,22 +225,15 @@ def journal_fleet(
     postgres_schema: str,
     netbox: FakeNetbox,
 ) -> Iterator[list[FleetProcess]]:
-    """Three workers then one receiver (last), started, on the fleet config of
-    ``test_scaleout_faults`` plus the inventory file and ``journal`` towards ``netbox``;
+    """Three workers then one receiver (last), started, on the fleet config
+    (``tests.e2e.fleet``) plus the inventory file and ``journal`` towards ``netbox``;
     every process still alive is stopped cleanly at teardown."""
-    bus = bus_overrides("nats", request)
-    bus.update(storage="file", ack_wait=ACK_WAIT)
-    config: dict[str, Any] = {
-        "bus": bus,
-        "store": {
-            "backend": "postgres",
-            "postgres_dsn": postgres_dsn,
-            "postgres_schema": postgres_schema,
-        },
-        "dedup": {"backend": "nats"},
-        "trap": {"communities": ["public"]},
-        "inventory": inventory_file(tmp_path, netbox.inventory),
-        "journal": journal_section(
+    config = fleet_config(
+        fleet_bus(request),
+        postgres_dsn,
+        postgres_schema,
+        inventory=inventory_file(tmp_path, netbox.inventory),
+        journal=journal_section(
             netbox,
             rate_per_second=500.0,
             concurrency=16,
@@ -246,66 +241,9 @@ def journal_fleet(
             timeout_seconds=1.0,
             lease_seconds=LEASE,
         ),
-    }
-    procs = [FleetProcess(tmp_path / f"worker-{i}", config, "worker") for i in range(3)]
-    procs.append(FleetProcess(tmp_path / "rx", config, "receiver"))
-    try:
-        # Side by side, as make_fleet does: start-up is mostly interpreter imports.
-        with ThreadPoolExecutor(max_workers=len(procs)) as pool:
-            for started in pool.map(lambda p: p.start(timeout=START_TIMEOUT), procs):
-                assert started.alive
+    )
+    with running_fleet(tmp_path, config, workers=3) as procs:
         yield procs
-        for proc in reversed(procs):
-            if proc.alive:
-                proc.stop_cleanly()
-    finally:
-        for proc in procs:
-            proc.__exit__(None, None, None)
-
-
-def send_paced_from(receiver: FleetProcess, traps: Sequence[tuple[str, bytes]]) -> None:
-    """Send each ``(source address, datagram)`` from its source in ``BATCH``es, each once
-    the receiver has received everything before it (``send_paced`` for many sources: it
-    counts from the receiver's total before the first datagram, so it can be called
-    again mid-stream)."""
-    before = trap_intake(receiver)["received"]
-    socks: dict[str, socket.socket] = {}
-    try:
-        for start in range(0, len(traps), BATCH):
-            for source, payload in traps[start : start + BATCH]:
-                sock = socks.get(source)
-                if sock is None:
-                    sock = socks[source] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    sock.bind((source, 0))
-                sock.sendto(payload, ("127.0.0.1", receiver.trap_port))
-            want = before + min(start + BATCH, len(traps))
-            wait_until(
-                lambda want=want: trap_intake(receiver)["received"] >= want,  # type: ignore[misc]
-                30,
-                f"the receiver to receive {want} traps (it has {trap_intake(receiver)})",
-                interval=0.1,
-            )
-    finally:
-        for sock in socks.values():
-            sock.close()
-
-
-def wait_for_outcomes(dsn: str, schema: str) -> None:
-    """``wait_for_rows`` with a deadline that grows with ``EVENTS`` (the fleet stores a
-    few hundred outcomes/s, its fixed 90 s are short for the full figure): until the
-    schema holds ``EVENTS`` ``link_down`` rows; ``OutcomesLost`` at the deadline, or
-    once the count has not moved for ``STALL`` s (a redelivery comes after ``ACK_WAIT``)."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT + EVENTS / 50
-    last, moved = -1, time.monotonic()
-    while (count := outcome_count(dsn, schema)) < EVENTS:
-        now = time.monotonic()
-        if count != last:
-            last, moved = count, now
-        elif now - moved > STALL:
-            raise OutcomesLost(f"stalled at {count}/{EVENTS} outcomes for {STALL}s")
-        if now > deadline:
-            raise OutcomesLost(f"{count}/{EVENTS} outcomes within the deadline")
-        time.sleep(0.1)
 
 
 def journal_delivered(proc: FleetProcess) -> int:
@@ -343,13 +281,13 @@ def test_kill_one_of_three_journaling_workers_leaves_one_entry_per_outcome(
         recent = time.monotonic() - HOLD / 2
         return sum(at > recent for at in posts()) >= 8
 
-    send_paced_from(receiver, traps[:half])
+    send_paced(receiver, traps[:half])
     # Mid-stream and mid-delivery: the victim has handled events and delivered entries
     # (it claims jobs, holding their leases), and writes are in flight when it dies.
     wait_until(
         lambda: handled(victim) > 0 and journal_delivered(victim) >= 8 and writes_in_flight(),
-        30,
         "the victim to handle events and deliver journal entries, with writes in flight",
+        timeout=30,
         engine=victim,
         interval=0.01,
     )
@@ -362,21 +300,10 @@ def test_kill_one_of_three_journaling_workers_leaves_one_entry_per_outcome(
     # their HOLD and are then stored: NetBox has what the dead victim never recorded.
     netbox.clear_faults()
     at_kill = len(netbox.journal)
-    send_paced_from(receiver, traps[half:])
+    send_paced(receiver, traps[half:])
 
-    wait_until(
-        lambda: trap_intake(receiver)["published"] >= EVENTS,
-        30,
-        f"the receiver to publish every trap ({trap_intake(receiver)})",
-    )
-    assert trap_intake(receiver) == {
-        "received": EVENTS,
-        "rejected": 0,
-        "published": EVENTS,
-        "publish_failed": 0,
-        "in_flight": 0,
-    }
-    wait_for_outcomes(postgres_dsn, postgres_schema)
+    wait_all_published(receiver, EVENTS)
+    wait_for_rows(postgres_dsn, postgres_schema, EVENTS, timeout=OUTCOMES_TIMEOUT)
     rows = outcome_rows(postgres_dsn, postgres_schema)
     outcome_ids = {r["outcome_id"] for r in rows}
     assert len(rows) == EVENTS
@@ -387,8 +314,8 @@ def test_kill_one_of_three_journaling_workers_leaves_one_entry_per_outcome(
     with OutboxReader(survivors[0]) as box:
         wait_until(
             lambda: box.stats().delivered >= EVENTS,
-            DELIVER_TIMEOUT,
             f"{EVENTS} journal jobs delivered",
+            timeout=DELIVER_TIMEOUT,
             engine=survivors[0],
             interval=0.2,
         )

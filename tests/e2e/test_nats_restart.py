@@ -7,7 +7,7 @@ consumers and dedup bucket), one fresh PostgreSQL schema, dedup in the JetStream
 key-value bucket.
 
 Distinct linkDowns are sent over loopback UDP in paced batches
-(``test_scaleout_faults.send_paced``). After the first third, nats-server is
+(``tests.e2e.fleet.send_paced``). After the first third, nats-server is
 stopped (SIGTERM — a clean shutdown — or SIGKILL — a crash: JetStream's file
 store keeps every message it acked, the kernel's page cache survives a killed
 process); the second third is sent while it is down, so the receiver must hold
@@ -40,24 +40,24 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.harness import v2c_link_down
-from tests.e2e.test_scaleout_faults import (
-    START_TIMEOUT,
+from tests.e2e.fleet import (
     FleetProcess,
-    _fetch,
     counter,
+    fetch,
+    fleet_config,
     outcome_rows,
+    running_fleet,
     send_paced,
     trap_intake,
+    wait_all_published,
     wait_for_rows,
 )
+from tests.e2e.harness import v2c_link_down
 from tests.servers import NatsServer
 
 pytestmark = [
@@ -85,25 +85,12 @@ OUTAGE_BUFFER = 120.0
 PUBLISH_WITHIN = 60.0
 
 
-def _wait(check: Callable[[], bool], what: Callable[[], str], timeout: float) -> None:
-    """Poll ``check`` until true; ``TimeoutError`` naming ``what()`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what()}")
-        time.sleep(0.1)
-
-
 def _stop(server: NatsServer, how: signal.Signals) -> None:
     """Stop ``server`` with ``how`` (SIGTERM: ``NatsServer.stop``; SIGKILL: a crash)."""
     if how is signal.SIGTERM:
         server.stop()
-        return
-    proc = server._proc  # NatsServer only stops politely; a crash is the point here
-    assert proc is not None
-    proc.send_signal(how)
-    assert proc.wait(10) == -how
-    server._proc = None
+    else:
+        assert server.kill() == -how
 
 
 @pytest.fixture
@@ -119,51 +106,24 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def fleet_schema(postgres_dsn: str) -> Iterator[str]:
-    """A fresh PostgreSQL schema for the fleet, dropped after."""
-    schema = "t_natsrestart_" + uuid.uuid4().hex[:12]
-    yield schema
-    _fetch(postgres_dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@pytest.fixture
 def fleet(
-    tmp_path: Path, nats: NatsServer, postgres_dsn: str, fleet_schema: str
+    tmp_path: Path, nats: NatsServer, postgres_dsn: str, postgres_schema: str
 ) -> Iterator[tuple[list[FleetProcess], FleetProcess]]:
-    """Two workers and one receiver on ``nats`` and the fresh schema, all started;
+    """Two workers and one receiver on ``nats`` and a fresh schema, all started;
     every process still alive is stopped cleanly at teardown."""
-    config: dict[str, Any] = {
-        "bus": {
-            "backend": "nats",
-            "nats_url": nats.url,
-            "namespace": f"rst{uuid.uuid4().hex[:10]}",
-            "storage": "file",
-            "ack_wait": ACK_WAIT,
-            "publish_timeout": PUBLISH_TIMEOUT,
-            "outage_buffer_seconds": OUTAGE_BUFFER,
-        },
-        "store": {
-            "backend": "postgres",
-            "postgres_dsn": postgres_dsn,
-            "postgres_schema": fleet_schema,
-        },
-        "dedup": {"backend": "nats"},
-        "trap": {"communities": ["public"]},
+    bus = {
+        "backend": "nats",
+        "nats_url": nats.url,
+        "namespace": f"rst{uuid.uuid4().hex[:10]}",
+        "storage": "file",
+        "ack_wait": ACK_WAIT,
+        "publish_timeout": PUBLISH_TIMEOUT,
+        "outage_buffer_seconds": OUTAGE_BUFFER,
     }
-    workers = [FleetProcess(tmp_path / f"worker-{i}", config, "worker") for i in range(2)]
-    receiver = FleetProcess(tmp_path / "rx", config, "receiver")
-    procs = [*workers, receiver]
-    try:
-        with ThreadPoolExecutor(max_workers=len(procs)) as pool:
-            for started in pool.map(lambda p: p.start(timeout=START_TIMEOUT), procs):
-                assert started.alive
+    config = fleet_config(bus, postgres_dsn, postgres_schema)
+    with running_fleet(tmp_path, config, workers=2) as procs:
+        *workers, receiver = procs
         yield workers, receiver
-        for proc in reversed(procs):
-            if proc.alive:
-                proc.stop_cleanly()
-    finally:
-        for proc in procs:
-            proc.__exit__(None, None, None)
 
 
 class OutcomesErrored(AssertionError):
@@ -175,7 +135,7 @@ def test_nats_restart_mid_stream_loses_nothing(
     fleet: tuple[list[FleetProcess], FleetProcess],
     nats: NatsServer,
     postgres_dsn: str,
-    fleet_schema: str,
+    postgres_schema: str,
     how: signal.Signals,
 ) -> None:
     """nats-server stopped (SIGTERM or SIGKILL) after a third of the traps and started
@@ -184,13 +144,13 @@ def test_nats_restart_mid_stream_loses_nothing(
     rejected or failed; every event has exactly one ``logged`` outcome row; the
     workers reconnected on their own and stored exactly ``published`` rows."""
     workers, receiver = fleet
-    payloads = [v2c_link_down(1 + i, 1 + i) for i in range(EVENTS)]
+    traps = [(SOURCE, v2c_link_down(1 + i, 1 + i)) for i in range(EVENTS)]
     first, second = EVENTS // 3, 2 * EVENTS // 3
 
-    send_paced(receiver, payloads[:first], SOURCE)
+    send_paced(receiver, traps[:first])
     _stop(nats, how)
     stopped = time.monotonic()
-    send_paced(receiver, payloads[first:second], SOURCE, in_flight=EVENTS)  # nothing publishes
+    send_paced(receiver, traps[first:second], in_flight=None)  # nothing publishes
     # Publishes failed and the receiver is riding it out, holding what it accepted.
     receiver.wait_for_log("trap_publish_retry", timeout=30)
     held = trap_intake(receiver)
@@ -202,33 +162,22 @@ def test_nats_restart_mid_stream_loses_nothing(
     assert held["publish_failed"] == 0, held
     assert held["in_flight"] + held["published"] == second, held
     nats.start()
-    send_paced(receiver, payloads[second:], SOURCE)
+    send_paced(receiver, traps[second:])
 
-    _wait(
-        lambda: trap_intake(receiver)["published"] >= EVENTS,
-        lambda: f"receiver accounting {trap_intake(receiver)}",
-        timeout=PUBLISH_WITHIN,
-    )
-    assert trap_intake(receiver) == {
-        "received": EVENTS,
-        "rejected": 0,
-        "published": EVENTS,
-        "publish_failed": 0,
-        "in_flight": 0,
-    }
+    wait_all_published(receiver, EVENTS, timeout=PUBLISH_WITHIN)
     receiver.wait_for_log("trap_bus_recovered", timeout=10)
 
-    wait_for_rows(postgres_dsn, fleet_schema, EVENTS)
-    rows = outcome_rows(postgres_dsn, fleet_schema)
+    wait_for_rows(postgres_dsn, postgres_schema, EVENTS)
+    rows = outcome_rows(postgres_dsn, postgres_schema)
     assert len(rows) == EVENTS
     assert len({r["outcome_id"] for r in rows}) == EVENTS
     assert len({r["event_id"] for r in rows}) == EVENTS
     assert all(w.alive for w in workers)
     stored = [counter(w, "netcortex_store_rows_total") for w in workers]
     assert sum(stored) == EVENTS, stored
-    not_logged = _fetch(
+    not_logged = fetch(
         postgres_dsn,
-        f"SELECT kind, summary FROM {fleet_schema}.outcomes WHERE kind <> 'logged' LIMIT 3",
+        f"SELECT kind, summary FROM {postgres_schema}.outcomes WHERE kind <> 'logged' LIMIT 3",
     )
     if not_logged:
         raise OutcomesErrored(

@@ -23,15 +23,15 @@ condition with a deadline.
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import EngineProcess, bus_overrides
+from tests.e2e.fleet import START_TIMEOUT, FleetProcess, counter, wait_until
+from tests.e2e.harness import bus_overrides
 from tests.servers import AgentInterface, ScriptedSnmpAgent, snmpd_binary
 
 pytestmark = [
@@ -46,15 +46,13 @@ DEVICES = [f"shard-sw{i:02d}" for i in range(12)]
 INTERVAL = 0.5
 HEARTBEAT = 0.5
 TTL = 2  # 3 heartbeats, whole seconds rounded up
-START_TIMEOUT = 60.0
 
 
-class Receiver(EngineProcess):
+class Receiver(FleetProcess):
     """``netcortex run --role receiver`` (traps on port 0, HTTP with ``/metrics``)."""
 
     def __init__(self, tmp_path: Path, overrides: dict[str, Any]) -> None:
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        super().__init__(tmp_path, overrides, args=["--role", "receiver"])
+        super().__init__(tmp_path, overrides, "receiver")
 
     def polled(self, since: int = 0) -> list[str]:
         """The devices of this receiver's ``poll_done`` lines after line ``since``."""
@@ -64,10 +62,6 @@ class Receiver(EngineProcess):
 
     def gauge(self, name: str) -> int:
         return int(self.metric(name))
-
-    def total(self, name: str) -> int:
-        """The sum of every sample of ``name`` (all label values)."""
-        return int(sum(v for (n, _), v in self.metrics().items() if n == name))
 
 
 @pytest.fixture
@@ -113,17 +107,6 @@ def config(
     }
 
 
-def wait_until(check: Callable[[], bool], what: Callable[[], str], timeout: float) -> float:
-    """Poll ``check`` until true; return the seconds it took (``TimeoutError`` naming
-    ``what()`` after ``timeout`` s)."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"not within {timeout}s: {what()}")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["leave", "kill"])
 def test_each_target_polled_by_one_receiver_and_taken_over(
     tmp_path: Path, config: dict[str, Any], stop: signal.Signals
@@ -148,7 +131,7 @@ def test_each_target_polled_by_one_receiver_and_taken_over(
                 r.gauge("netcortex_poll_shard_owned_targets") for r in rx
             ) == len(DEVICES)
 
-        wait_until(converged, state, timeout=15)
+        wait_until(converged, state, timeout=15, interval=0.05)
 
         # 1. a window in which every device is polled at least twice: one poller each
         marks = [len(r.lines) for r in rx]
@@ -160,7 +143,7 @@ def test_each_target_polled_by_one_receiver_and_taken_over(
             seen = [d for polled in window() for d in polled]
             return all(seen.count(d) >= 2 for d in DEVICES)
 
-        wait_until(each_polled_twice, lambda: f"polled: {window()}", timeout=20)
+        wait_until(each_polled_twice, lambda: f"polled: {window()}", timeout=20, interval=0.05)
         shares = [set(polled) for polled in window()]
         assert not shares[0] & shares[1], f"polled by both: {shares[0] & shares[1]}"
         assert shares[0] | shares[1] == set(DEVICES)
@@ -177,6 +160,7 @@ def test_each_target_polled_by_one_receiver_and_taken_over(
             lambda: taken <= set(survivor.polled(mark)),
             lambda: f"survivor polled {sorted(set(survivor.polled(mark)))} of {sorted(taken)}",
             timeout=20,
+            interval=0.05,
         )
         # leave: heard at once; kill: the TTL plus a heartbeat. Then the first poll
         # of a device taken over waits two heartbeats (the handover: the previous
@@ -190,7 +174,7 @@ def test_each_target_polled_by_one_receiver_and_taken_over(
         changed = survivor.logs("poll_shard_changed")[-1]
         assert (changed["owned"], changed["acquired"]) == (len(DEVICES), len(taken))
         # the agent never changed and the takeover diffs against the shared state
-        assert survivor.total("netcortex_poll_published_total") == 0
+        assert counter(survivor, "netcortex_poll_published_total") == 0
         survivor.stop_cleanly()
         if stop == signal.SIGTERM:
             assert stopped.returncode == 0

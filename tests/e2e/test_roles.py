@@ -11,22 +11,27 @@ worker binds no UDP socket at all.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
+from tests.e2e.fleet import (
+    FleetProcess,
+    counter,
+    fetch,
+    fleet_config,
+    running_fleet,
+    wait_until,
+)
+from tests.e2e.fleet import handled as link_downs
 from tests.e2e.harness import (
-    EngineProcess,
     bus_overrides,
     catalog_command,
     send_traps,
@@ -44,21 +49,6 @@ pytestmark = [
 TRAPS = 24
 #: The UDP source of those traps: the device every outcome names.
 SOURCE = "127.0.0.71"
-
-
-class RoleProcess(EngineProcess):
-    """``netcortex run --role ROLE`` on a shared config: waits only for the listeners
-    that role opens (a worker binds no trap socket even with ``trap.enabled``)."""
-
-    def __init__(self, tmp_path: Path, overrides: dict[str, Any], role: str) -> None:
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        super().__init__(tmp_path, overrides, args=["--role", role])
-        self.role = role
-
-    def _enabled(self, section: str) -> bool:
-        if section == "trap" and self.role == "worker":
-            return False
-        return super()._enabled(section)
 
 
 def _udp_inodes() -> set[str]:
@@ -91,90 +81,27 @@ def udp_sockets(pid: int) -> int:
     return count
 
 
-def _execute(dsn: str, sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def _rows(dsn: str, sql: str) -> list[asyncpg.Record]:
-    async def fetch() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            return list(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
-
-
-def counter(proc: EngineProcess, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples (``/api/v1/metrics``) whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(
-        value
-        for (sample, pairs), value in proc.metrics().items()
-        if sample == name and wanted <= set(pairs)
-    )
-
-
-def _wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def fleet_schema(postgres_dsn: str) -> Iterator[str]:
     """A fresh PostgreSQL schema for this module's fleet, dropped after."""
     schema = "t_roles_" + uuid.uuid4().hex[:12]
     yield schema
-    _execute(postgres_dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@pytest.fixture(scope="module")
-def fleet_config(
-    request: pytest.FixtureRequest, postgres_dsn: str, fleet_schema: str
-) -> dict[str, Any]:
-    """The one config every process of the fleet reads: NATS (a fresh namespace on the
-    session server), PostgreSQL (a fresh schema), dedup in the JetStream bucket."""
-    return {
-        "bus": bus_overrides("nats", request),
-        "store": {
-            "backend": "postgres",
-            "postgres_dsn": postgres_dsn,
-            "postgres_schema": fleet_schema,
-        },
-        "dedup": {"backend": "nats"},
-        "trap": {"communities": ["public"]},
-    }
+    fetch(postgres_dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture(scope="module")
 def fleet(
-    tmp_path_factory: pytest.TempPathFactory, fleet_config: dict[str, Any]
-) -> Iterator[list[RoleProcess]]:
-    """Two workers, then one receiver (workers first: their consumers exist before the
-    first trap, though JetStream would keep the events for them anyway), shared by the
-    module's tests. Teardown stops all three and asserts clean exits."""
-    procs: list[RoleProcess] = []
-    tmp = tmp_path_factory.mktemp("fleet")
-    try:
-        for name, role in (("worker-a", "worker"), ("worker-b", "worker"), ("rx", "receiver")):
-            procs.append(RoleProcess(tmp / name, fleet_config, role).start())
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_dsn: str,
+    fleet_schema: str,
+) -> Iterator[list[FleetProcess]]:
+    """Two workers, then one receiver, shared by the module's tests, on one config: NATS
+    (a fresh namespace on the session server), PostgreSQL (a fresh schema), dedup in
+    the JetStream bucket. Teardown stops all three and asserts clean exits."""
+    config = fleet_config(bus_overrides("nats", request), postgres_dsn, fleet_schema)
+    with running_fleet(tmp_path_factory.mktemp("fleet"), config, workers=2) as procs:
         yield procs
-        for proc in reversed(procs):
-            proc.stop_cleanly()
-    finally:
-        for proc in procs:
-            proc.__exit__(None, None, None)
 
 
 def _link_down(catalog: dict[str, Any], port: int, ifname: str) -> list[str]:
@@ -187,7 +114,7 @@ def _link_down(catalog: dict[str, Any], port: int, ifname: str) -> list[str]:
 
 
 def test_one_receiver_two_workers_store_each_event_once(
-    fleet: list[RoleProcess],
+    fleet: list[FleetProcess],
     postgres_dsn: str,
     fleet_schema: str,
     snmp_catalog: dict[str, Any],
@@ -205,7 +132,7 @@ def test_one_receiver_two_workers_store_each_event_once(
         lambda o: o.handler_id == "link_down" and o.target in wanted, count=TRAPS, timeout=30
     )
     assert {o.target for o in stored} == wanted
-    rows = _rows(
+    rows = fetch(
         postgres_dsn,
         f"SELECT event_id, count(outcome_id) AS n FROM {fleet_schema}.outcomes "
         "WHERE handler_id = 'link_down' GROUP BY event_id",
@@ -214,20 +141,17 @@ def test_one_receiver_two_workers_store_each_event_once(
     assert all(r["n"] == 1 for r in rows), [dict(r) for r in rows if r["n"] != 1]
 
     # Handled once across the fleet: the workers' outcome counters add up to TRAPS.
-    def handled() -> float:
-        return sum(
-            counter(w, "netcortex_reflex_outcomes_total", handler="link_down")
-            for w in (worker_a, worker_b)
-        )
+    def handled() -> int:
+        return sum(link_downs(w) for w in (worker_a, worker_b))
 
-    _wait_until(lambda: handled() >= TRAPS, "both workers' counters")
+    wait_until(lambda: handled() >= TRAPS, "both workers' counters", timeout=30, interval=0.05)
     assert handled() == TRAPS
     # The receiver published every trap and ran no handler.
     assert counter(receiver, "netcortex_trap_published_total") == TRAPS
     assert not any(name.startswith("netcortex_reflex_") for name, _ in receiver.metrics())
 
 
-def test_receiver_runs_intake_only(fleet: list[RoleProcess]) -> None:
+def test_receiver_runs_intake_only(fleet: list[FleetProcess]) -> None:
     """The receiver has no store file, no outcomes/incidents/stream routes (404), a
     readiness without a store check, and the webhook route; the worker binds no UDP
     socket, serves the API and has no webhook route."""
