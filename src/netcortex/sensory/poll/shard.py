@@ -112,6 +112,8 @@ TTL_HEARTBEATS: Final = 3
 MAX_AGE: Final = 86_400.0
 #: the key prefix (one subject token) of the pollers' keys
 GROUP: Final = "poll"
+#: seconds between two cancels of the heartbeat while closing (see ``_stop_heartbeat``)
+_RECANCEL: Final = 0.1
 _TTL: Final = "Nats-TTL"
 _OPERATION: Final = "KV-Operation"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -397,10 +399,9 @@ class JetStreamMembership:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await self._stop_heartbeat(task)
         nc, js, self._nc, self._js = self._nc, self._js, None, None
         sub, self._sub = self._sub, None
         if sub is not None:
@@ -426,6 +427,28 @@ class JetStreamMembership:
                 await nc.close()
         log.info("poll_shard_left", bucket=self.bucket, member=self._me)
 
+    async def _stop_heartbeat(self, task: asyncio.Task[None]) -> None:
+        """Cancel the heartbeat and wait (at most ``timeout``) for it to end.
+
+        One cancel is not always enough: nats-py waits for a reply with
+        ``asyncio.wait_for``, which (Python 3.11) returns the reply and drops a
+        cancel that lands after the reply arrived but before the heartbeat ran
+        again; the heartbeat went on for ever and ``close`` waited for it (a
+        sharding unit test hung in CI). So the heartbeat also ends at its next
+        step once closed, and the cancel is repeated until it ends; one that
+        still runs after ``timeout`` is logged (``poll_shard_close_stuck``) and
+        left behind (its requests fail once the connection is closed).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while not task.done():
+            left = deadline - loop.time()
+            if left <= 0:
+                log.error("poll_shard_close_stuck", member=self._me, task=task.get_name())
+                return
+            task.cancel()
+            await asyncio.wait({task}, timeout=min(left, _RECANCEL))
+
     async def _on_error(self, exc: Exception) -> None:
         # Every reconnect attempt lands here; the outage itself is logged once by the
         # heartbeat (``poll_shard_membership_unavailable``).
@@ -437,8 +460,10 @@ class JetStreamMembership:
         """Every ``heartbeat`` seconds (start to start): put the key, then list."""
         loop = asyncio.get_running_loop()
         next_at = loop.time() + self._heartbeat
-        while True:
+        while not self._closed:  # a cancel nats-py dropped ends it here (see close)
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if self._closed:
+                return
             next_at += self._heartbeat
             if next_at < loop.time():  # a slow round skips beats, never bunches them
                 next_at = loop.time() + self._heartbeat
@@ -459,6 +484,8 @@ class JetStreamMembership:
             self._failed("heartbeat", exc)
             return
         self._ok("heartbeat")
+        if self._closed:  # no listing (and no new view) once closing
+            return
         since = time.monotonic()
         try:
             found = await self._list()

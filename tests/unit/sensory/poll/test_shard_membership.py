@@ -16,6 +16,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from netcortex.metrics import Counter, Registry
 from netcortex.sensory.poll.diff import IF_STATUS_DOWN, DeviceSnapshot
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.sensory.poll.shard import JetStreamMembership, owner
-from netcortex.sensory.poll.state import SqlitePollState
+from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.thalamus.memory import InMemoryEventBus
 from tests.servers import (
     AgentInterface,
@@ -251,6 +252,116 @@ async def test_outage_keeps_the_last_view_and_recovers(tmp_path: Path) -> None:
             await a.close()
 
 
+class HoldingRelay:
+    """A real TCP relay to nats-server for one client whose server → client bytes can
+    be held back, then delivered in a single write (the client reads them at once)."""
+
+    def __init__(self, server: NatsServer) -> None:
+        self._upstream = (server.host, server.port)
+        self._server: asyncio.Server | None = None
+        self._to_client: asyncio.StreamWriter | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.holding = False
+        self.held = bytearray()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"nats://127.0.0.1:{port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self._to_client = writer
+        self._writers += [writer, up_writer]
+        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer, held=True)):
+            task = asyncio.create_task(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def _pump(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, held: bool = False
+    ) -> None:
+        while data := await src.read(65536):
+            if held and self.holding:
+                self.held += data
+                continue
+            dst.write(data)
+            await dst.drain()
+        dst.close()
+
+    def hold(self) -> None:
+        """Keep what the server sends from now on."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Deliver everything held in one write, and relay again."""
+        assert self._to_client is not None
+        self.holding = False
+        self._to_client.write(bytes(self.held))
+        self.held.clear()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._pumps):
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+
+#: the start of a JetStream publish acknowledgement (``{"stream":"KV_...","seq":n}``)
+PUB_ACK = b'{"stream":"KV_'
+
+
+async def test_close_ends_when_its_cancel_crosses_a_reply(
+    nats_server: NatsServer, namespace: str, new_member: NewMember
+) -> None:
+    """A close whose cancel of the heartbeat lands after a request's reply arrived but
+    before the heartbeat resumed (nats-py's ``asyncio.wait_for`` then returns the
+    reply and drops the cancel, Python 3.11) still ends, and the member leaves.
+
+    The relay holds rx-a's traffic until it has both rx-b's announcement and the
+    acknowledgement of rx-a's next heartbeat, then delivers them in one read: the
+    announcement calls rx-a's ``on_change``, which closes rx-a right then."""
+    relay = HoldingRelay(nats_server)
+    await relay.start()
+    a = JetStreamMembership(
+        nats_url=relay.url, namespace=namespace, member_id="rx-a", heartbeat=1.0, timeout=5.0
+    )
+    closing: list[asyncio.Task[None]] = []
+
+    def close_on_join() -> None:
+        if "rx-b" in a.members() and not closing:
+            closing.append(asyncio.create_task(a.close()))
+
+    a.on_change(close_on_join)
+    try:
+        await a.start()
+        relay.hold()
+        b = await new_member("rx-b", heartbeat=30.0)  # its put reaches rx-a: held
+        announced = b".poll.rx-b "
+
+        def acked_after_announcement() -> bool:
+            at = relay.held.find(announced)
+            return at >= 0 and relay.held.find(PUB_ACK, at) >= 0
+
+        await eventually(acked_after_announcement, within=3.0)
+        relay.release()
+        await eventually(lambda: bool(closing), within=2.0)
+        done, _ = await asyncio.wait(closing, timeout=DEADLINE)
+        assert done, "close hung: the heartbeat outlived its cancel"
+        await eventually(lambda: b.members() == {"rx-b"}, within=2.0)  # rx-a's goodbye
+    finally:
+        await a.close()
+        await relay.close()
+
+
 # -- sharded receivers ----------------------------------------------------------------
 
 
@@ -298,17 +409,60 @@ def polled(metrics: Registry) -> int:
     return int(c.value(source="snmp.poll")) if isinstance(c, Counter) else 0
 
 
+def device_owned_by(member: str) -> str:
+    """A device name the rendezvous hash gives ``member`` while rx-a and rx-b are up
+    (the other polls it only while alone)."""
+    return next(f"dev{i}" for i in range(100) if owner(f"dev{i}", ["rx-a", "rx-b"]) == member)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """rx-a and rx-b: sharded receivers on one config (one shared state file, as
+    PostgreSQL would be), each with its own registry; not started."""
+
+    a: PollReceiver
+    b: PollReceiver
+    ma: Registry
+    mb: Registry
+
+    async def close(self) -> None:
+        """Close rx-a, then rx-b (idempotent)."""
+        await self.a.close()
+        await self.b.close()
+
+
+#: ``make(config, *, state_a=None, state_b=None)``: a ``Pair`` (closed at teardown too)
+MakePair = Callable[..., Pair]
+
+
+@pytest.fixture
+async def pair(bus: InMemoryEventBus, membership: MakeMembership) -> AsyncIterator[MakePair]:
+    """Make rx-a and rx-b on ``bus`` (a state passed replaces that one's state file)."""
+    made: list[Pair] = []
+
+    def make(
+        config: PollConfig, *, state_a: PollState | None = None, state_b: PollState | None = None
+    ) -> Pair:
+        ma, mb = Registry(), Registry()
+        a = PollReceiver(config, bus, ma, membership=membership("rx-a", ma), state=state_a)
+        b = PollReceiver(config, bus, mb, membership=membership("rx-b", mb), state=state_b)
+        made.append(Pair(a, b, ma, mb))
+        return made[-1]
+
+    yield make
+    for receivers in made:
+        await receivers.close()
+
+
 async def test_receivers_split_the_targets_and_take_over_on_leave(
-    tmp_path: Path, snmpd: SnmpdServer, bus: InMemoryEventBus, membership: MakeMembership
+    tmp_path: Path, snmpd: SnmpdServer, pair: MakePair
 ) -> None:
     """Two receivers on eight targets own disjoint shares that cover them all (the
     rendezvous owner of each); when one closes the other owns all eight at once
     (``poll_shard_changed``, the owned gauge) and polls them."""
     names = [f"sw{i}" for i in range(8)]
-    config = poll_config(tmp_path / "state.db", names, snmpd)
-    ma, mb = Registry(), Registry()
-    a = PollReceiver(config, bus, ma, membership=membership("rx-a", ma))
-    b = PollReceiver(config, bus, mb, membership=membership("rx-b", mb))
+    rx = pair(poll_config(tmp_path / "state.db", names, snmpd))
+    a, b, ma, mb = rx.a, rx.b, rx.ma, rx.mb
     with capture_logs() as logs:
         try:
             await a.start()
@@ -338,8 +492,7 @@ async def test_receivers_split_the_targets_and_take_over_on_leave(
             before = polled(ma)
             await eventually(lambda: polled(ma) >= before + 2 * len(names))
         finally:
-            await b.close()
-            await a.close()
+            await rx.close()
 
 
 @pytest.fixture
@@ -360,19 +513,15 @@ def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
 async def test_takeover_diffs_against_the_previous_owners_last_snapshot(
     tmp_path: Path,
     agent: ScriptedSnmpAgent,
-    bus: InMemoryEventBus,
     events: Subscription,
-    membership: MakeMembership,
+    pair: MakePair,
 ) -> None:
     """A device taken over is diffed against what its previous owner saved in the
     shared state, not against the stale snapshot the new owner kept from when it
     polled the device itself: a link that went down is reported exactly once."""
-    # a device rx-a owns while both are up (rx-b polls it only while alone)
-    device = next(f"dev{i}" for i in range(100) if owner(f"dev{i}", ["rx-a", "rx-b"]) == "rx-a")
-    config = poll_config(tmp_path / "shared.db", [device], agent)
-    ma, mb = Registry(), Registry()
-    b = PollReceiver(config, bus, mb, membership=membership("rx-b", mb))
-    a = PollReceiver(config, bus, ma, membership=membership("rx-a", ma))
+    device = device_owned_by("rx-a")
+    rx = pair(poll_config(tmp_path / "shared.db", [device], agent))
+    a, b, ma, mb = rx.a, rx.b, rx.ma, rx.mb
     try:
         await b.start()
         await eventually(lambda: polled(mb) >= 2)  # b's baseline: interface 3 up
@@ -388,8 +537,7 @@ async def test_takeover_diffs_against_the_previous_owners_last_snapshot(
         before = polled(mb)
         await eventually(lambda: polled(mb) >= before + 3)
     finally:
-        await a.close()
-        await b.close()
+        await rx.close()
     # b diffed against a's saved snapshot (down), not its own (up): nothing more
     try:
         msg = await events.next(timeout=0.3)
@@ -456,20 +604,18 @@ def test_request_timeout_fits_the_ttl() -> None:
 async def test_a_failed_reload_on_takeover_makes_a_fresh_baseline(
     tmp_path: Path,
     agent: ScriptedSnmpAgent,
-    bus: InMemoryEventBus,
     events: Subscription,
-    membership: MakeMembership,
+    pair: MakePair,
 ) -> None:
     """rx-b polled the device, gave it to rx-a (which saw a link go down and
     reported it), and takes it back while the state cannot be read: its first poll
     is a baseline (no second ``link_down`` from its own stale snapshot), counted
     and logged."""
-    device = next(f"dev{i}" for i in range(100) if owner(f"dev{i}", ["rx-a", "rx-b"]) == "rx-a")
+    device = device_owned_by("rx-a")
     config = poll_config(tmp_path / "shared.db", [device], agent)
-    ma, mb = Registry(), Registry()
     state_b = FlakyState(config.state_path)
-    b = PollReceiver(config, bus, mb, membership=membership("rx-b", mb), state=state_b)
-    a = PollReceiver(config, bus, ma, membership=membership("rx-a", ma))
+    rx = pair(config, state_b=state_b)
+    a, b, ma, mb = rx.a, rx.b, rx.ma, rx.mb
     seen: list[str] = []
     with capture_logs() as logs:
         try:
@@ -487,8 +633,7 @@ async def test_a_failed_reload_on_takeover_makes_a_fresh_baseline(
             before = polled(mb)
             await eventually(lambda: polled(mb) >= before + 3)
         finally:
-            await a.close()
-            await b.close()
+            await rx.close()
     seen += await drain(events)
     assert seen == ["link_down"]
     assert handover_problems(mb, "reload_failed") == 1
@@ -500,19 +645,17 @@ async def test_a_failed_reload_on_takeover_makes_a_fresh_baseline(
 async def test_a_joiner_reads_the_state_after_the_old_owners_last_report(
     tmp_path: Path,
     agent: ScriptedSnmpAgent,
-    bus: InMemoryEventBus,
     events: Subscription,
-    membership: MakeMembership,
+    pair: MakePair,
 ) -> None:
     """rx-b joins while rx-a's report of a link going down is still being saved
     (a slow state write): rx-a's reshard returns only once that save is done, and
     rx-b reads the state only after it, so the change is reported once."""
-    device = next(f"dev{i}" for i in range(100) if owner(f"dev{i}", ["rx-a", "rx-b"]) == "rx-b")
+    device = device_owned_by("rx-b")
     config = poll_config(tmp_path / "shared.db", [device], agent)
-    ma, mb = Registry(), Registry()
     state_a = SlowState(config.state_path)
-    a = PollReceiver(config, bus, ma, membership=membership("rx-a", ma), state=state_a)
-    b = PollReceiver(config, bus, mb, membership=membership("rx-b", mb))
+    rx = pair(config, state_a=state_a)
+    a, b, ma, mb = rx.a, rx.b, rx.ma, rx.mb
     seen: list[str] = []
     with capture_logs() as logs:
         try:
@@ -527,8 +670,7 @@ async def test_a_joiner_reads_the_state_after_the_old_owners_last_report(
             before = polled(mb)
             await eventually(lambda: polled(mb) >= before + 3)
         finally:
-            await a.close()
-            await b.close()
+            await rx.close()
     seen += await drain(events)
     assert seen == ["link_down"]
     order = [
@@ -543,19 +685,17 @@ async def test_a_joiner_reads_the_state_after_the_old_owners_last_report(
 async def test_a_report_outlasting_the_release_wait_is_counted(
     tmp_path: Path,
     agent: ScriptedSnmpAgent,
-    bus: InMemoryEventBus,
     events: Subscription,
-    membership: MakeMembership,
+    pair: MakePair,
 ) -> None:
     """A save slower than the releasing side waits (one heartbeat) does not hold the
     reshard up for longer: it is counted and logged as a handover problem (the new
     owner may read the state before it lands), and it still lands."""
-    device = next(f"dev{i}" for i in range(100) if owner(f"dev{i}", ["rx-a", "rx-b"]) == "rx-b")
+    device = device_owned_by("rx-b")
     config = poll_config(tmp_path / "shared.db", [device], agent)
-    ma, mb = Registry(), Registry()
     state_a = SlowState(config.state_path)
-    a = PollReceiver(config, bus, ma, membership=membership("rx-a", ma), state=state_a)
-    b = PollReceiver(config, bus, mb, membership=membership("rx-b", mb))
+    rx = pair(config, state_a=state_a)
+    a, b, ma = rx.a, rx.b, rx.ma
     with capture_logs() as logs:
         try:
             await a.start()
@@ -571,5 +711,4 @@ async def test_a_report_outlasting_the_release_wait_is_counted(
             assert not any(e["event"] == "state_saved" for e in logs)
             await eventually(lambda: any(e["event"] == "state_saved" for e in logs))
         finally:
-            await a.close()
-            await b.close()
+            await rx.close()
