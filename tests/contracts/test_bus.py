@@ -272,6 +272,51 @@ class TestAtLeastOnce:
         await assert_quiet(sub)
 
 
+class TestInProgress:
+    async def test_a_message_kept_in_progress_is_not_redelivered_past_ack_wait(
+        self, make_bus: MakeBus
+    ) -> None:
+        """A message held unacked past three times ``ack_wait`` (1 s) but told
+        ``in_progress()`` every quarter of it is not redelivered (nor dropped after
+        ``max_deliver`` = 2); acked at last, it never comes back. (The memory bus has
+        no ack timer; the JetStream control, a message left alone being redelivered
+        within the same time, is ``test_bus_ack_wait.py``.)"""
+        bus = await make_bus(ack_wait=1.0, max_deliver=2)
+        sub = await bus.subscribe("sensory.>", durable="slow-worker")
+        await bus.publish(LINK_DOWN, b"long job", msg_id="slow-1")
+        (held,) = await receive(sub, 1, ack=False)
+        loop = asyncio.get_running_loop()
+        until_ = loop.time() + 3.0
+        while loop.time() < until_:
+            await held.in_progress()
+            try:
+                extra = await sub.next(timeout=0.25)
+            except TimeoutError:
+                continue
+            pytest.fail(f"redelivered while in progress: {extra!r}")
+        await held.ack()
+        await bus.publish("sensory.snmp.trap.link_up.r1", b"next")
+        (after,) = await receive(sub, 1)
+        assert (after.data, after.attempt) == (b"next", 1)
+        await assert_quiet(sub)
+
+    async def test_in_progress_after_ack_or_nak_does_nothing(self, bus: EventBus) -> None:
+        """``in_progress`` after ``ack`` raises nothing and brings nothing back; after
+        ``nak`` the redelivery still happens (once, attempt 2)."""
+        sub = await bus.subscribe("sensory.>", durable="settled")
+        await bus.publish(LINK_DOWN, b"acked")
+        (acked,) = await receive(sub, 1)
+        await acked.in_progress()
+        await assert_quiet(sub)
+        await bus.publish(LINK_DOWN, b"naked")
+        (naked,) = await receive(sub, 1, ack=False)
+        await naked.nak()
+        await naked.in_progress()
+        (again,) = await receive(sub, 1)
+        assert (again.data, again.attempt) == (b"naked", 2)
+        await assert_quiet(sub)
+
+
 class TestErrorsAndLifecycle:
     @pytest.mark.parametrize(
         "subject",

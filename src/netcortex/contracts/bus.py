@@ -37,6 +37,22 @@ class BusMessage(Protocol):
         deliveries is reached (then the message is dropped and counted)."""
         ...
 
+    async def in_progress(self) -> None:
+        """Tell the bus the message is still being worked on; resets its redelivery timer.
+
+        A consumer that holds a message longer than the bus's ack wait (JetStream's
+        ``ack_wait``) calls this well within each ack wait, any number of times, so
+        the message is neither redelivered nor counted as a delivery attempt
+        meanwhile. A bus without an ack timer (the memory bus) does nothing. After
+        ``ack`` or ``nak`` it does nothing (the first settlement stands).
+
+        Raises:
+            netcortex.errors.BusError: the bus could not be told (``BusUnavailable``:
+                the connection is closed or lost); the message is then redelivered
+                after the ack wait as if this had not been called.
+        """
+        ...
+
 
 class Subscription(Protocol):
     """A stream of messages matching the subscription's patterns."""

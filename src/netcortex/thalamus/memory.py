@@ -20,7 +20,8 @@ Shape:
   ``BusConfig.max_deliver``, then the message is dropped and counted in
   ``netcortex_bus_dead_letter_total``. A message handed to a durable member and
   not settled when that member closes goes back to the group if other members
-  remain. There is no ack timer: a handler that never settles a message keeps it.
+  remain. There is no ack timer: a handler that never settles a message keeps it
+  (so ``in_progress`` has nothing to reset and does nothing).
 * a durable group lives while it has members: the memory bus keeps nothing for a
   group with no members (nothing survives the process anyway).
 * ``connected`` is "started and not closed"; messages waiting in every mailbox
@@ -151,6 +152,7 @@ class MemoryMessage:
     """One delivery on the memory bus (implements ``contracts.bus.BusMessage``).
 
     ``ack``/``nak`` are idempotent: the first settlement wins, later calls do nothing.
+    ``in_progress`` always does nothing (no ack timer).
     """
 
     __slots__ = ("_bus", "_group", "_holder", "_settled", "attempt", "data", "msg_id", "subject")
@@ -190,6 +192,11 @@ class MemoryMessage:
             return
         self._settle()
         self._bus._redeliver(self, delay)
+
+    async def in_progress(self) -> None:
+        """Still being worked on: nothing to do, the memory bus has no ack timer (a
+        message is redelivered only after ``nak`` or its durable member's close).
+        Does nothing after ``ack``/``nak`` either; never raises."""
 
     def _settle(self) -> None:
         self._settled = True

@@ -237,7 +237,8 @@ class NatsMessage:
     ``ack``/``nak`` are idempotent (the first settlement wins). ``nak`` at the
     last allowed delivery terminates the message (no redelivery) and counts it
     in ``netcortex_bus_dead_letter_total``. Messages the server gives up on
-    after ``ack_wait`` expiries are not counted here.
+    after ``ack_wait`` expiries are not counted here. ``in_progress`` restarts
+    the ``ack_wait`` timer of a message not settled yet.
     """
 
     __slots__ = ("_msg", "_settled", "_sub", "attempt", "data", "msg_id", "subject")
@@ -291,6 +292,24 @@ class NatsMessage:
                 await self._msg.term()
             else:
                 await self._msg.nak(delay=delay if delay > 0 else None)
+
+    async def in_progress(self) -> None:
+        """Reset the message's ``ack_wait`` timer (JetStream ``+WPI``); any number of
+        times, no delivery attempt used. Does nothing once acked or nak'ed.
+
+        Raises:
+            BusUnavailable: the connection is closed.
+            BusError: the client refused it (its outgoing buffer is full ...).
+        """
+        if self._settled:
+            return
+        try:
+            await self._msg.in_progress()
+        except Exception as exc:  # no context manager on the per-message path
+            mapped = _map_error(exc, "in_progress", BusUnavailable)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
 
 class _PullConsumer:
