@@ -630,6 +630,7 @@ class Engine:
             pipeline,
             metrics=self.metrics,
             drain_timeout=drain_timeout,
+            ack_wait=config.bus.ack_wait,
         )
 
     # -- lifecycle ---------------------------------------------------------------

@@ -33,7 +33,11 @@ after the sinks flushed — the outcome store committed the rows (and their
 journal jobs). A process killed at any moment leaves unacked the messages whose
 outcomes may not be stored, and the bus redelivers them (same outcome ids, which
 the store ignores when it has them). While the store refuses writes the settler
-retries with back-off and the handler tasks pause before their next message.
+retries with back-off and the handler tasks pause before their next message; the
+messages it holds are kept in progress (``BusMessage.in_progress``, every third
+of ``ack_wait``) so the bus neither redelivers nor drops them meanwhile.
+Re-evaluated outcomes (a maintenance window ended) have no message; the settler
+holds them as well, so a failed flush records them again.
 
 May import: ``contracts``, ``errors``, ``metrics`` (no concrete bus or store).
 """
@@ -67,7 +71,7 @@ from netcortex.reflex.protocol import (
     outcome_id_for,
 )
 from netcortex.reflex.registry import HandlerRegistry
-from netcortex.reflex.settle import MAX_HELD, AckSettler
+from netcortex.reflex.settle import ACK_WAIT, CANCEL_GRACE, MAX_HELD, AckSettler
 from netcortex.thalamus.subjects import compile_patterns
 
 __all__ = ["DIAGNOSTIC_LIMIT", "ReflexRunner", "truncate_traceback"]
@@ -225,6 +229,7 @@ class ReflexRunner:
         drain_timeout: float = 5.0,
         clock: Callable[[], datetime] | None = None,
         max_unacked: int = MAX_HELD,
+        ack_wait: float = ACK_WAIT,
     ) -> None:
         """Prepare (no I/O): handlers are read from ``registry`` at ``start``.
 
@@ -241,6 +246,8 @@ class ReflexRunner:
                 ``None``. ``netcortex replay`` passes its virtual clock.
             max_unacked: processed messages held for the ack at most; the handlers
                 wait beyond it (a slow store flush).
+            ack_wait: the bus's ``bus.ack_wait`` (seconds): a message held for its
+                ack longer than a third of it is kept in progress (``reflex.settle``).
         """
         self._clock: Callable[[], datetime] = clock if clock is not None else _utc_now
         # An injected clock also stamps recorded_at, so a replay's outcomes are the
@@ -263,7 +270,7 @@ class ReflexRunner:
         # sink name -> (when its failure was last logged, failures not logged since)
         self._flush_failing: dict[str, tuple[float, int]] = {}
         self._settler = AckSettler(
-            self._flush_sinks, self._rerecord, registry_, max_held=max_unacked
+            self._flush_sinks, self._rerecord, registry_, max_held=max_unacked, ack_wait=ack_wait
         )
         self._lock = asyncio.Lock()
         self._running = False
@@ -320,7 +327,11 @@ class ReflexRunner:
         ``_sweep``), all within ``drain_timeout`` in total. The window watcher is
         cancelled first, or, when it is re-evaluating facts, allowed to finish
         (within the same budget), so no outcome is emitted after the sinks are
-        flushed and none is cut off half-way through the sinks.
+        flushed and none is cut off half-way through the sinks. The settler acks
+        what it can make durable by the deadline; the outcomes it could not are
+        handed to the durable sinks again and flushed once more (the only flush
+        here: none when everything was settled). Waits for cancelled tasks are
+        bounded (``CANCEL_GRACE`` each).
         """
         async with self._lock:
             if not self._running:
@@ -335,7 +346,7 @@ class ReflexRunner:
                 if self._reevaluating:
                     await asyncio.wait({watcher}, timeout=self._drain_timeout)
                 watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+                await _wait_cancelled([watcher])
             tasks = [w.task for w in self._workers if w.task is not None]
             for worker in self._workers:
                 if not worker.busy and worker.task is not None:
@@ -346,19 +357,27 @@ class ReflexRunner:
                 for task in pending:
                     log.warning("reflex_drain_timeout", task=task.get_name())
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await _wait_cancelled(tasks)
             for worker in self._workers:
                 await self._sweep(worker, deadline)
-            # Ack what was processed once it is durable (the settler flushes), then
-            # flush once more for outcomes that have no message (re-evaluations).
-            await self._settler.close(max(deadline - asyncio.get_running_loop().time(), 0.0))
-            remaining = max(deadline - asyncio.get_running_loop().time(), _FINAL_FLUSH_FLOOR)
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._flush_sinks()
-            except TimeoutError:
-                # The store's own close flushes again; the runner's stop stays bounded.
-                log.warning("reflex_final_flush_timeout", seconds=round(remaining, 3))
+            # Ack what was processed once it is durable (the settler flushes every
+            # outcome, re-evaluations included). What it could not make durable (the
+            # store down, or its back-off cut by the deadline) may have been dropped
+            # with a failed batch — and a re-evaluation has no message the bus would
+            # redeliver — so record it again and flush once more (bounded) before
+            # the store's own close tries again.
+            unsettled = await self._settler.close(
+                max(deadline - asyncio.get_running_loop().time(), 0.0)
+            )
+            if unsettled:
+                remaining = max(deadline - asyncio.get_running_loop().time(), _FINAL_FLUSH_FLOOR)
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._rerecord(unsettled)
+                        await self._flush_sinks()
+                except TimeoutError:
+                    # The store's own close flushes again; the runner's stop stays bounded.
+                    log.warning("reflex_final_flush_timeout", seconds=round(remaining, 3))
             for worker in self._workers:
                 await _close_quietly(worker.subscription)
             self._workers = []
@@ -503,7 +522,10 @@ class ReflexRunner:
                     break  # closed by stop()
                 # Lost while running (closed under us, or the bus went away): a
                 # handler must not stay deaf, so subscribe again with backoff.
-                sub = await self._resubscribe(worker)
+                resubscribed = await self._resubscribe(worker)
+                if resubscribed is None:
+                    break  # stopping
+                sub = resubscribed
                 continue
             except BusError as exc:
                 log.warning("reflex_receive_failed", error=str(exc))
@@ -518,18 +540,20 @@ class ReflexRunner:
             finally:
                 worker.busy = False
 
-    async def _resubscribe(self, worker: _Worker) -> Subscription:
+    async def _resubscribe(self, worker: _Worker) -> Subscription | None:
         """Open the handler's subscription again, retrying with backoff until it works.
 
-        Returns the new subscription (also stored on ``worker``). ``stop()``
-        cancels this wait like any idle wait.
+        Returns the new subscription (also stored on ``worker``), or ``None`` once
+        the runner is stopping. ``stop()`` cancels this wait like any idle wait; the
+        loop also ends on the stopping flag (the bus client may lose a cancel:
+        ``asyncio.wait_for`` on Python 3.11).
         """
         handler = worker.handler
         log.error("reflex_subscription_lost")
         await _close_quietly(worker.subscription)
         delay = _RECEIVE_RETRY_DELAY
         attempt = 0
-        while True:
+        while not self._stopping:
             attempt += 1
             try:
                 sub = await self._bus.subscribe(handler.patterns, durable=f"reflex-{handler.id}")
@@ -541,10 +565,12 @@ class ReflexRunner:
             worker.subscription = sub
             log.info("reflex_resubscribed", attempt=attempt)
             return sub
+        return None
 
     async def _process(self, handler: ReflexHandler, msg: BusMessage) -> None:
         """Run one message through decode → gates → handler → sinks → ack."""
         hid = handler.id
+        taken = time.monotonic()  # its ack timer runs from about now (kept in progress)
         structlog.contextvars.bind_contextvars(subject=msg.subject)
         try:
             event = decode_event(msg.data)
@@ -561,7 +587,7 @@ class ReflexRunner:
             outcome = await self._emit(outcome)
             elapsed = (self._clock() - event.received_at).total_seconds()
             self._metrics.e2e_seconds.observe(max(elapsed, 0.0), handler=hid)
-        self._settler.hold(hid, msg, outcome)
+        self._settler.hold(hid, msg, outcome, since=taken)
 
     async def _outcome_retrying(
         self, handler: ReflexHandler, event: SensoryEvent, msg: BusMessage
@@ -734,7 +760,11 @@ class ReflexRunner:
                 window_id=fact.window_id,
                 kind=outcome.kind.value,
             )
-            await self._emit(outcome)
+            outcome = await self._emit(outcome)
+            if self._running:
+                # No message to redeliver it: the settler flushes it, and records it
+                # again when that flush fails, like a message's outcome.
+                self._settler.hold(handler.id, None, outcome)
 
     def _gates_after_maintenance(self) -> tuple[Gate, ...]:
         """The gates that follow the maintenance gate (those a re-evaluated fact passes)."""
@@ -894,6 +924,23 @@ def _handler_matches(handler: ReflexHandler, subject: str) -> bool:
     if regex is None:
         regex = _MATCHERS[handler.patterns] = compile_patterns(handler.patterns)
     return regex.fullmatch(subject) is not None
+
+
+async def _wait_cancelled(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Wait for ``tasks`` (cancelled, or about to end) at most ``CANCEL_GRACE`` s.
+
+    Bounded because a cancel can be lost (``asyncio.wait_for`` on Python 3.11 drops
+    one that arrives as its awaitable completes); the runner's loops also end on
+    ``_stopping``, so such a task ends by itself soon after.
+    """
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+    for task in pending:
+        log.warning("reflex_cancel_timeout", task=task.get_name())
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a task's own failures are logged by it
 
 
 async def _close_quietly(sub: Subscription) -> None:
