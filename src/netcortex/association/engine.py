@@ -44,7 +44,7 @@ and the bus are ``contracts`` Protocols and the subject builder is passed in, so
 this region stays blind to the concrete backends (``app.py`` wires them).
 ``netcortex_incidents_open`` is the number of open incidents.
 
-May import: contracts, config, metrics, logs.
+May import: contracts, aio, config, metrics, logs.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from typing import Final
 
 import structlog
 
+from netcortex.aio import stop_task
 from netcortex.association._facts import DEVICE
 from netcortex.association.correlator import DOWN_HANDLERS, UP_HANDLERS, Correlator
 from netcortex.contracts.bus import EventBus
@@ -371,9 +372,9 @@ class IncidentWorker:
                 await asyncio.shield(task)
         except TimeoutError:
             log.warning("association_drain_timeout", timeout_s=timeout, left=self._queue.qsize())
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # bounded, cancelled again and again: a publish through NATS may drop a
+            # cancel (nats-py's wait_for, see netcortex.aio)
+            await stop_task(task, timeout=self._op_timeout, what="incident worker", logger=log)
         if self._unsaved or self._unpublished:
             # not acked by association.fleet: the next leader's replay redoes them
             log.warning(

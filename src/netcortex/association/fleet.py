@@ -82,7 +82,7 @@ e.g. the bus closed: the leader steps down), ``association_consumer_failed``
 down), ``association_ack_failed`` (an ack did not reach the server: the
 message is redelivered later and skipped as seen).
 
-May import: contracts, config, errors, metrics, logs.
+May import: contracts, aio, config, errors, metrics, logs.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ from typing import Final
 
 import structlog
 
+from netcortex.aio import stop_task
 from netcortex.association.correlator import Correlator
 from netcortex.association.engine import IncidentWorker, outcome_member
 from netcortex.association.lease import JetStreamLease
@@ -198,6 +199,8 @@ class FleetCorrelator:
         self._changed: OrderedDict[str, datetime] = OrderedDict()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # the campaign ends at its next round (see stop)
+        self._takeover: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._leading = False
         self._led = asyncio.Event()  # set while leading (tests, status)
@@ -259,17 +262,30 @@ class FleetCorrelator:
         if self._task is not None:
             return
         await self.lease.start()
+        self._stopping = False
         self._task = asyncio.create_task(self._campaign(), name="association-lease")
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop contending; when leading, hand the unacked outcomes back, drain the
         worker (bounded) and release the lease so another worker takes over now.
-        Idempotent."""
+        Idempotent.
+
+        The campaign and a take-over wait on NATS requests (the lease, the bus),
+        whose ``asyncio.wait_for`` (Python 3.11) can drop a cancel: they are
+        cancelled again and again for at most ``drain_timeout`` each, and the
+        campaign also ends at its next round; one still running then is logged
+        (``task_stop_stuck``) and left behind."""
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(
+                task, timeout=self._drain_timeout, what="association lease campaign", logger=log
+            )
+        takeover, self._takeover = self._takeover, None
+        if takeover is not None and not takeover.done():
+            await stop_task(
+                takeover, timeout=self._drain_timeout, what="association take-over", logger=log
+            )
         # also after a take-over cut short by the cancel (its subscription is open)
         try:
             await self._step_down("stopped", timeout)
@@ -295,7 +311,7 @@ class FleetCorrelator:
         (``association_campaign_failed``); the worker steps down and goes on
         contending."""
         retry = False
-        while True:
+        while not self._stopping:  # a cancel nats-py dropped ends it here (see stop)
             try:
                 retry = await self._round(retry)
             except Exception:
@@ -371,6 +387,7 @@ class FleetCorrelator:
         longer than the lease); on failure step down (and release, so another worker
         tries)."""
         work = asyncio.create_task(self._take_over(), name="association-takeover")
+        self._takeover = work  # stop ends it too if this is cancelled meanwhile
         reason: str | None = None
         try:
             while reason is None:
@@ -381,10 +398,12 @@ class FleetCorrelator:
                 reason, _ = await self._renew_once()
         finally:
             if not work.done():
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await work
-        error = None if work.cancelled() else work.exception()
+                await stop_task(
+                    work, timeout=self._drain_timeout, what="association take-over", logger=log
+                )
+        if self._takeover is work:
+            self._takeover = None
+        error = None if work.cancelled() or not work.done() else work.exception()
         if reason is None and error is None:
             return
         log.error(

@@ -54,7 +54,9 @@ version searching before then would write a second entry.
 ``stop()`` is bounded: jobs not yet started are released (``retry`` due now,
 so a restart picks them up at once), in-flight requests get ``stop_grace``
 seconds, then are cancelled (their jobs stay leased until the lease runs out;
-the marker check covers a write that reached NetBox).
+the marker check covers a write that reached NetBox); the cancel is repeated
+for at most ``max(stop_grace, 1 s)`` more, then the attempt is left behind
+(``task_stop_stuck``).
 
 Metrics (``docs/OPERATIONS.md``): ``netcortex_journal_jobs{state}``,
 ``netcortex_journal_oldest_pending_seconds`` (from ``outbox.stats()``),
@@ -68,7 +70,7 @@ in the client, ``netcortex_journal_request_seconds{op,result}``. Log events:
 while attempts fail), ``journal_recovered``, ``journal_job_failed`` (a bug),
 ``journal_outbox_failed``.
 
-May import: ``contracts``, ``config``, ``errors``, ``metrics``, ``logs``.
+May import: ``contracts``, ``aio``, ``config``, ``errors``, ``metrics``, ``logs``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ from typing import Final
 import httpx
 import structlog
 
+from netcortex.aio import stop_task
 from netcortex.config import JournalConfig
 from netcortex.contracts.incidents import Incident
 from netcortex.contracts.outbox import JournalJob, Outbox
@@ -117,6 +120,8 @@ DELIVERY_BUCKETS: Final[tuple[float, ...]] = (
 )  # fmt: skip
 #: Longest error text handed to the outbox.
 _MAX_ERROR: Final = 500
+#: Seconds ``stop`` waits, at least, for a cancelled attempt to end (``task_stop_stuck``).
+_CANCEL_WAIT: Final = 1.0
 
 
 def _utcnow() -> datetime:
@@ -283,9 +288,16 @@ class JournalDelivery:
         if task is not None:
             done, _ = await asyncio.wait({task}, timeout=self._stop_grace)
             if not done:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                # bounded too: a cancel can be dropped (see netcortex.aio)
+                await stop_task(
+                    task,
+                    timeout=max(self._stop_grace, _CANCEL_WAIT),
+                    what="journal delivery",
+                    logger=log,
+                )
+            else:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task  # done: a bug that ended the loop is raised here, as before
         await self._client.close()
 
     def notify(self) -> None:
@@ -335,8 +347,11 @@ class JournalDelivery:
         """Wait ``seconds`` or until ``notify``/``stop``, whichever is first."""
         if self._wake.is_set() or seconds <= 0:
             return
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
+        # lands with the wake-up (see netcortex.aio)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def run_once(self) -> int:
         """One round: claim due jobs and attempt each; how many were claimed.

@@ -1,6 +1,6 @@
 """Thalamus: ``NatsEventBus`` — the event bus on NATS JetStream (nats-py) for scale-out.
 
-May import contracts, errors, config, metrics and ``thalamus.subjects``; nats-py's
+May import contracts, aio, errors, config, metrics and ``thalamus.subjects``; nats-py's
 exceptions are mapped into ``netcortex.errors`` by one table, ``NATS_ERROR_MAP``,
 through ``nats_errors()`` (``raise ... from exc``) or, on the per-message paths
 (publish, ack), ``_map_error`` directly.
@@ -66,6 +66,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from netcortex.aio import stop_task
 from netcortex.config import BusConfig
 from netcortex.errors import (
     BusError,
@@ -334,6 +335,7 @@ class _PullConsumer:
         self._inbox = ""
         self._core: NatsCoreSubscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # the fetch loop ends at its next step (see stop)
         self._done = asyncio.Event()
         self._pending = 0
         self._check = False  # verify the consumer still exists before the next pull
@@ -406,6 +408,7 @@ class _PullConsumer:
         self._inbox = nc.new_inbox()
         with nats_errors("subscribe"):
             self._core = await nc.subscribe(self._inbox, cb=self._on_msg)
+        self._stopping = False
         self._task = asyncio.create_task(self._loop(), name=f"nats-fetch-{self.name}")
 
     def wake(self, check: bool) -> None:
@@ -440,7 +443,7 @@ class _PullConsumer:
         batch = bus._config.fetch_batch
         expires_ns = int(PULL_EXPIRES * 1e9)
         backoff = 0.05
-        while True:
+        while not self._stopping:  # a cancel nats-py dropped ends it here (see stop)
             try:
                 if self._check:
                     await self._recover()
@@ -491,11 +494,25 @@ class _PullConsumer:
         self._check = False
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """End the fetch loop (bounded), unsubscribe, delete an ephemeral consumer.
+
+        The loop's consumer checks are nats-py requests, which wait with
+        ``asyncio.wait_for``: on Python 3.11 a cancel landing with the reply is
+        dropped. So the loop also ends at its next step once stopping, and
+        ``stop_task`` cancels again for at most ``publish_timeout``; a loop still
+        running then is logged (``task_stop_stuck``) and left behind.
+        """
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            await stop_task(
+                task,
+                timeout=self._bus._config.publish_timeout,
+                what="bus fetch loop",
+                logger=log,
+                stream=self._stream,
+                consumer=self.name,
+            )
         if self._core is not None:
             with contextlib.suppress(Exception):
                 await self._core.unsubscribe()

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from netcortex.config import JournalConfig
 from netcortex.contracts.events import Severity
-from netcortex.contracts.outbox import JobState, Outbox
+from netcortex.contracts.outbox import JobState, JournalJob, Outbox
 from netcortex.errors import MotorErrorReason
 from netcortex.metrics import Registry
 from netcortex.motor.delivery import JournalDelivery
@@ -441,6 +441,35 @@ class TestLimits:
         stats = await outbox.stats()
         assert (stats.pending, stats.delivered, stats.dead) == (5, 0, 0)
         netbox.clear_faults()
+
+    async def test_a_cancel_landing_with_a_wake_up_ends_the_worker(
+        self, netbox: FakeNetbox
+    ) -> None:
+        """An idle worker cancelled right after ``notify`` ends: its wait for the wake-up
+        does not drop the cancel (Python 3.11's ``asyncio.wait_for`` returned the
+        wake-up and dropped it, and the worker went on for ever)."""
+        claims: list[int] = []
+
+        class CountingOutbox(MemoryOutbox):
+            async def claim(
+                self, limit: int, now: datetime, lease_seconds: float
+            ) -> list[JournalJob]:
+                claims.append(limit)
+                return await super().claim(limit, now, lease_seconds)
+
+        worker = make_worker(CountingOutbox(), netbox, poll_interval_seconds=30.0)
+        await worker.start()
+        try:
+            await wait_until(lambda: claims, what="the first claim")  # then it waits 30 s
+            task = worker._task
+            assert task is not None
+            worker.notify()  # the wake-up is set ...
+            task.cancel()  # ... and the cancel lands before the worker runs again
+            done, _ = await asyncio.wait({task}, timeout=2.0)
+            assert done, "the worker outlived its cancel"
+            assert task.cancelled()
+        finally:
+            await worker.stop()
 
     async def test_two_workers_never_duplicate(
         self, outbox: Outbox, enqueue: Enqueue, netbox: FakeNetbox

@@ -88,7 +88,7 @@ poll), ``netcortex_poll_duration_seconds``, ``netcortex_poll_failures_total{reas
 ``netcortex_poll_published_total{event_class}``,
 ``netcortex_poll_publish_failed_total{error}``, ``netcortex_poll_in_progress``.
 
-Imports: stdlib, structlog, pydantic (``SecretStr``), netcortex.config/contracts/errors/
+Imports: stdlib, structlog, pydantic (``SecretStr``), netcortex.aio/config/contracts/errors/
 logs/metrics, siblings and ``sensory.trap.ber`` (``VarBind``).
 """
 
@@ -106,6 +106,7 @@ from typing import Any, Final
 import structlog
 from pydantic import SecretStr
 
+from netcortex.aio import stop_tasks
 from netcortex.config import PollConfig, V3User
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.events import SensoryEvent
@@ -635,22 +636,18 @@ class PollReceiver:
                 self._client.close()
             return
         # Each wait is bounded: a close must end even if a task does not (a bug, a read
-        # stuck in a thread); it is named in the log instead of hanging the engine's stop.
+        # stuck in a thread, a cancel dropped by a wait_for); it is named in the log
+        # instead of hanging the engine's stop.
         if self._reshard_task is not None:
-            self._reshard_task.cancel()
             await self._await_cancelled([self._reshard_task])
             self._reshard_task = None
         tasks: list[asyncio.Task[Any]] = list(self._tasks.values())
         if self._loading is not None:
             tasks.append(self._loading[1])
-        for task in tasks:
-            task.cancel()
         await self._await_cancelled(tasks)
         self._tasks = {}
         if self._reports:
             _, pending = await asyncio.wait(list(self._reports), timeout=self._drain_timeout)
-            for task in pending:
-                task.cancel()
             if pending:
                 log.error("poll_drain_timeout", left=len(pending))
                 await self._await_cancelled(list(pending))
@@ -671,13 +668,17 @@ class PollReceiver:
         )
 
     async def _await_cancelled(self, tasks: list[asyncio.Task[Any]]) -> None:
-        """Wait (at most ``drain_timeout``) for cancelled ``tasks`` to end; log the ones
-        that did not (``poll_close_stuck``) instead of waiting for ever."""
-        if not tasks:
-            return
-        _, stuck = await asyncio.wait(tasks, timeout=self._drain_timeout)
-        if stuck:
-            log.error("poll_close_stuck", tasks=sorted(t.get_name() for t in stuck))
+        """Cancel ``tasks`` (again and again: a state read or a report's publish may
+        drop one, see ``netcortex.aio``) and wait at most ``drain_timeout`` for them
+        to end; log the ones that did not (``poll_close_stuck``) instead of waiting
+        for ever."""
+        await stop_tasks(
+            tasks,
+            timeout=self._drain_timeout,
+            what="poll receiver tasks",
+            logger=log,
+            event="poll_close_stuck",
+        )
 
     async def __aenter__(self) -> PollReceiver:
         await self.start()

@@ -61,7 +61,7 @@ Metrics: ``netcortex_poll_shard_members`` (live members seen, this one included)
 ``netcortex_poll_shard_view_age_seconds`` (since the membership was last
 confirmed by a listing). The receiver adds ``netcortex_poll_shard_owned_targets``.
 
-Imports: stdlib, nats-py, structlog, netcortex.errors/logs/metrics/nats_errors.
+Imports: stdlib, nats-py, structlog, netcortex.aio/errors/logs/metrics/nats_errors.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from netcortex import nats_kv
+from netcortex.aio import stop_task
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
 from netcortex.metrics import Registry
@@ -112,8 +113,6 @@ TTL_HEARTBEATS: Final = 3
 MAX_AGE: Final = 86_400.0
 #: the key prefix (one subject token) of the pollers' keys
 GROUP: Final = "poll"
-#: seconds between two cancels of the heartbeat while closing (see ``_stop_heartbeat``)
-_RECANCEL: Final = 0.1
 _TTL: Final = "Nats-TTL"
 _OPERATION: Final = "KV-Operation"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -435,19 +434,19 @@ class JetStreamMembership:
         cancel that lands after the reply arrived but before the heartbeat ran
         again; the heartbeat went on for ever and ``close`` waited for it (a
         sharding unit test hung in CI). So the heartbeat also ends at its next
-        step once closed, and the cancel is repeated until it ends; one that
-        still runs after ``timeout`` is logged (``poll_shard_close_stuck``) and
-        left behind (its requests fail once the connection is closed).
+        step once closed, and ``netcortex.aio.stop_task`` repeats the cancel until
+        it ends; one that still runs after ``timeout`` is logged
+        (``poll_shard_close_stuck``) and left behind (its requests fail once the
+        connection is closed).
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        while not task.done():
-            left = deadline - loop.time()
-            if left <= 0:
-                log.error("poll_shard_close_stuck", member=self._me, task=task.get_name())
-                return
-            task.cancel()
-            await asyncio.wait({task}, timeout=min(left, _RECANCEL))
+        await stop_task(
+            task,
+            timeout=self._timeout,
+            what="poll membership heartbeat",
+            logger=log,
+            event="poll_shard_close_stuck",
+            member=self._me,
+        )
 
     async def _on_error(self, exc: Exception) -> None:
         # Every reconnect attempt lands here; the outage itself is logged once by the

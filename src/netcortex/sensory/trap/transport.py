@@ -36,7 +36,7 @@ spoofed, sources) one ``trap_rejected`` line per reason with ``agent="*"``
 carries the count — so a flood cannot flood the logs. The receiver never dies
 on input.
 
-Imports: stdlib, structlog, netcortex.config/contracts/errors/logs/metrics, siblings.
+Imports: stdlib, structlog, netcortex.aio/config/contracts/errors/logs/metrics, siblings.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from typing import Final
 
 import structlog
 
+from netcortex.aio import stop_tasks
 from netcortex.config import TrapConfig
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.events import SensoryEvent
@@ -427,9 +428,11 @@ class TrapReceiver:
                 left = queue.qsize() + self._in_hand
                 self._publish_failed.inc(left, error="drain_timeout")
                 log.error("trap_drain_timeout", left=left)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # bounded, cancelled again and again: a publish through NATS may drop a
+        # cancel (nats-py's wait_for, see netcortex.aio)
+        await stop_tasks(
+            self._tasks, timeout=self._drain_timeout, what="trap publishers", logger=log
+        )
         self._tasks = []
         self._rejections.flush()
         errors = self.refresh_kernel_stats()

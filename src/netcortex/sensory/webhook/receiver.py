@@ -68,7 +68,7 @@ pairs per 10 s — beyond that one ``peer="*"`` line per reason carries the
 count — so a flood cannot flood the logs. Secrets never reach a log line, an
 event, or a response: ``detail`` names fields and types, never values.
 
-Imports: stdlib, structlog, pydantic, netcortex.config/contracts/errors/logs/metrics,
+Imports: stdlib, structlog, pydantic, netcortex.aio/config/contracts/errors/logs/metrics,
 siblings.
 """
 
@@ -89,6 +89,7 @@ from typing import Any, Final
 import structlog
 from pydantic import ValidationError
 
+from netcortex.aio import stop_tasks
 from netcortex.config import MerakiConfig
 from netcortex.contracts.bus import EventBus
 from netcortex.contracts.codec import encode_event
@@ -410,9 +411,11 @@ class MerakiWebhookReceiver:
                     await self._queue.join()
             except TimeoutError:
                 pass
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # bounded, cancelled again and again: a publish through NATS may drop a
+            # cancel (nats-py's wait_for, see netcortex.aio)
+            await stop_tasks(
+                self._tasks, timeout=self._drain_timeout, what="webhook publishers", logger=log
+            )
             self._tasks = []
         lost = list(self._inflight.values())
         self._inflight.clear()

@@ -97,12 +97,14 @@ async def new_member(nats_url: str, namespace: str) -> AsyncIterator[NewMember]:
 def membership(nats_url: str, namespace: str) -> MakeMembership:
     """Memberships for receivers (which start and close them)."""
 
-    def make(member_id: str, metrics: Registry | None) -> JetStreamMembership:
+    def make(
+        member_id: str, metrics: Registry | None, heartbeat: float = HEARTBEAT
+    ) -> JetStreamMembership:
         return JetStreamMembership(
             nats_url=nats_url,
             namespace=namespace,
             member_id=member_id,
-            heartbeat=HEARTBEAT,
+            heartbeat=heartbeat,
             metrics=metrics,
         )
 
@@ -431,7 +433,8 @@ class Pair:
         await self.b.close()
 
 
-#: ``make(config, *, state_a=None, state_b=None)``: a ``Pair`` (closed at teardown too)
+#: ``make(config, *, state_a=None, state_b=None, heartbeat=HEARTBEAT)``: a ``Pair``
+#: (closed at teardown too)
 MakePair = Callable[..., Pair]
 
 
@@ -441,11 +444,19 @@ async def pair(bus: InMemoryEventBus, membership: MakeMembership) -> AsyncIterat
     made: list[Pair] = []
 
     def make(
-        config: PollConfig, *, state_a: PollState | None = None, state_b: PollState | None = None
+        config: PollConfig,
+        *,
+        state_a: PollState | None = None,
+        state_b: PollState | None = None,
+        heartbeat: float = HEARTBEAT,
     ) -> Pair:
         ma, mb = Registry(), Registry()
-        a = PollReceiver(config, bus, ma, membership=membership("rx-a", ma), state=state_a)
-        b = PollReceiver(config, bus, mb, membership=membership("rx-b", mb), state=state_b)
+        a = PollReceiver(
+            config, bus, ma, membership=membership("rx-a", ma, heartbeat), state=state_a
+        )
+        b = PollReceiver(
+            config, bus, mb, membership=membership("rx-b", mb, heartbeat), state=state_b
+        )
         made.append(Pair(a, b, ma, mb))
         return made[-1]
 
@@ -654,7 +665,9 @@ async def test_a_joiner_reads_the_state_after_the_old_owners_last_report(
     device = device_owned_by("rx-b")
     config = poll_config(tmp_path / "shared.db", [device], agent)
     state_a = SlowState(config.state_path)
-    rx = pair(config, state_a=state_a)
+    # The releasing side waits up to one heartbeat for the slow save: a 1 s heartbeat
+    # leaves a loaded machine 0.75 s of margin (with 0.3 s the order flipped once).
+    rx = pair(config, state_a=state_a, heartbeat=1.0)
     a, b, ma, mb = rx.a, rx.b, rx.ma, rx.mb
     seen: list[str] = []
     with capture_logs() as logs:
