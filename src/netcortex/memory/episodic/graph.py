@@ -86,7 +86,7 @@ measured there, and what this module does about it:
   ``Neo.DatabaseError.General.UnknownError`` after ~50 ms.
 
 Passwords never reach logs: the URI is logged through ``redact_url`` and errors
-carry the driver's message only. May import: ``contracts``, ``errors``,
+carry the driver's message only. May import: ``contracts``, ``aio``, ``errors``,
 ``config``, ``metrics``, ``logs``.
 """
 
@@ -107,6 +107,7 @@ import structlog
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction
 from neo4j import exceptions as neo4j_errors
 
+from netcortex.aio import stop_task
 from netcortex.config import GraphConfig
 from netcortex.contracts.reflex import ReflexOutcome
 from netcortex.logs import redact_url
@@ -493,8 +494,11 @@ class GraphMirror:
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=bound)
             if not done:
-                self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+                # bounded, cancelled again and again: a driver's wait_for can drop a
+                # cancel on Python 3.11 (see netcortex.aio)
+                await stop_task(self._task, timeout=bound, what="graph writer", logger=log)
+            elif not self._task.cancelled():
+                self._task.exception()  # retrieved: the writer logs its own failures
         if self._driver is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_DRIVER_CLOSE_TIMEOUT):

@@ -50,7 +50,7 @@ Times are ``timestamptz`` (microseconds, like Python); ``outcome_id`` is
 ``COLLATE "C"`` so the newest-first order (``recorded_at DESC, outcome_id DESC``)
 and the page cursor compare ids bytewise, exactly like the SQLite store.
 
-May import: ``contracts``, ``errors``, ``config``, ``metrics``, ``logs``.
+May import: ``contracts``, ``aio``, ``errors``, ``config``, ``metrics``, ``logs``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ from typing import Any, Final
 import asyncpg
 import structlog
 
+from netcortex.aio import stop_task
 from netcortex.config import StoreConfig
 from netcortex.contracts.memory import OutcomeQuery
 from netcortex.contracts.reflex import ReflexOutcome
@@ -515,9 +516,9 @@ class PostgresOutcomeStore:
             finally:
                 writer, self._writer = self._writer, None
                 if writer is not None and not writer.done():
-                    writer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await writer
+                    await stop_task(
+                        writer, timeout=_CLOSE_TIMEOUT_S, what="outcome writer", logger=log
+                    )
                 pool, self._pool = self._pool, None
                 if pool is not None:
                     try:
