@@ -40,14 +40,18 @@ WINDOW_S = 300.0
 PHASE_LIMIT = 120.0  # seconds any one phase may take
 
 
-async def run(store: DedupStore, count: int, *, same_key: bool, concurrency: int) -> float:
-    """Calls/s for ``count`` calls of one shape; asserts the answers are right."""
+async def run(
+    store: DedupStore, count: int, *, same_key: bool, concurrency: int
+) -> tuple[float, float]:
+    """Calls/s and CPU µs per call (this process) for ``count`` calls of one shape;
+    asserts the answers are right."""
     prefix = uuid.uuid4().hex[:8]
 
     def key(i: int) -> str:
         return f"link_down|{prefix}|Gi1/0/1" if same_key else f"link_down|{prefix}|Gi{i}"
 
     firsts = 0
+    cpu0 = time.process_time()
     started = time.perf_counter()
     async with asyncio.timeout(PHASE_LIMIT):
         if concurrency <= 1:
@@ -61,25 +65,32 @@ async def run(store: DedupStore, count: int, *, same_key: bool, concurrency: int
                 )
                 firsts += sum(r.first for r in rs)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
     assert firsts == (1 if same_key else count), firsts
-    return count / elapsed
+    return count / elapsed, cpu / count * 1e6
 
 
 async def main(args: argparse.Namespace) -> None:
     n = args.count
     memory = InMemoryDedupStore(max_keys=max(n * 2, 100_000))
     for shape, same in (("new", False), ("dup", True)):
-        rate = await run(memory, n * 10, same_key=same, concurrency=1)
-        print(f"memory     {shape}  sequential        {rate:>12,.0f} seen/s")
+        rate, cpu = await run(memory, n * 10, same_key=same, concurrency=1)
+        print(f"memory     {shape}  sequential        {rate:>12,.0f} seen/s  {cpu:6.1f} µs CPU")
     with NatsServer() as server:
         js = JetStreamDedupStore(nats_url=server.url, namespace="bench" + uuid.uuid4().hex[:6])
         await js.start()
         try:
             for shape, same in (("new", False), ("dup", True)):
-                rate = await run(js, n, same_key=same, concurrency=1)
-                print(f"jetstream  {shape}  sequential        {rate:>12,.0f} seen/s")
-                rate = await run(js, n, same_key=same, concurrency=args.window)
-                print(f"jetstream  {shape}  {args.window:>4} concurrent   {rate:>12,.0f} seen/s")
+                rate, cpu = await run(js, n, same_key=same, concurrency=1)
+                print(
+                    f"jetstream  {shape}  sequential        {rate:>12,.0f} seen/s  "
+                    f"{cpu:6.1f} µs CPU"
+                )
+                rate, cpu = await run(js, n, same_key=same, concurrency=args.window)
+                print(
+                    f"jetstream  {shape}  {args.window:>4} concurrent   {rate:>12,.0f} seen/s  "
+                    f"{cpu:6.1f} µs CPU"
+                )
         finally:
             await js.close()
 

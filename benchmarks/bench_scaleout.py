@@ -20,7 +20,7 @@ rejected counters (its ``/metrics``) and the workers' CPU seconds per outcome
 (``/proc``), from which the projection to more cores is made.
 
     .venv/bin/python benchmarks/bench_scaleout.py [--workers 1,2,4] [--rate 5000] [--seconds 10]
-        [--drain 60] [--dedup nats|memory] [--dsn DSN] [--profile DIR]
+        [--drain 60] [--dedup nats|memory] [--dsn DSN] [--profile DIR] [--dump FILE]
 
 Prints one line per N and a projection note; progress goes to stderr. Every
 process, the NATS store and every schema are removed at the end, on Ctrl-C too.
@@ -342,6 +342,15 @@ def run_one(
             lat.append(float(r["st"]) - send_times[idx])
             rec_lat.append(float(r["rec"]) - send_times[idx])
             stored_at.append(float(r["st"]))
+    if args.dump is not None:
+        dump = args.dump.with_name(f"{args.dump.stem}-n{n}{args.dump.suffix}")
+        with dump.open("w", encoding="utf-8") as out:
+            out.write("index,sent,recorded,stored\n")
+            for r in sorted(rows, key=lambda r: float(r["st"])):
+                idx = int(str(r["target"]).rsplit("/", 1)[1]) - 1
+                if 0 <= idx < count:
+                    out.write(f"{idx},{send_times[idx]:.6f},{r['rec']},{r['st']}\n")
+        progress(f"N={n}: per-trap times in {dump}")
     lat.sort()
     rec_lat.sort()
     stored_at.sort()
@@ -417,6 +426,12 @@ def main() -> None:
         type=Path,
         default=None,
         help="run the first worker under cProfile, writing DIR/n<N>-worker-1.prof",
+    )
+    ap.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="write each trap's send, recorded_at and stored times to FILE-n<N>.csv",
     )
     ap.add_argument(
         "--dedup",

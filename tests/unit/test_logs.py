@@ -347,3 +347,79 @@ class TestRejectionLog:
                 "log_level": "warning",
             }
         ]
+
+
+# -- the hot path: remembered key verdicts, one JSON encoder (issue 10, performance) --
+
+
+def test_key_verdicts_are_remembered_but_bounded() -> None:
+    """``redact_secrets`` remembers whether a key is secret, but at most ``_VERDICTS_MAX``
+    keys (a flood of distinct keys cannot grow it), and still redacts after forgetting."""
+    from netcortex import logs
+
+    for i in range(logs._VERDICTS_MAX + 10):
+        redact_secrets(None, "info", {f"field_{i}": "x"})
+        assert len(logs._verdicts) <= logs._VERDICTS_MAX
+    assert logs._verdicts  # kept some: the cache is in use
+    for _ in range(2):  # the second time from the cache
+        out = redact_secrets(None, "info", {"db_password": "pw", "Auth-Key": "k", "summary": "s"})
+        assert out == {"db_password": REDACTED, "Auth-Key": REDACTED, "summary": "s"}
+    assert logs._verdicts["db_password"] is True
+    assert logs._verdicts["summary"] is False
+
+
+def test_plain_values_pass_and_containers_are_still_scrubbed() -> None:
+    """Skipping plain values early leaves containers and ``SecretStr`` under ordinary keys
+    scrubbed as before, and numbers under secret keys untouched."""
+    out = redact_secrets(
+        None,
+        "info",
+        {
+            "n": 1,
+            "none": None,
+            "flag": True,
+            "text": "token",
+            "communities": 2,
+            "nested": {"token": "t", "ok": [1, {"password": "p"}]},
+            "s": SecretStr("x"),
+            "pair": ("a", {"secret": "z"}),
+        },
+    )
+    assert out == {
+        "n": 1,
+        "none": None,
+        "flag": True,
+        "text": "token",
+        "communities": 2,
+        "nested": {"token": REDACTED, "ok": [1, {"password": REDACTED}]},
+        "s": REDACTED,
+        "pair": ("a", {"secret": REDACTED}),
+    }
+
+
+def test_json_lines_are_what_json_dumps_writes() -> None:
+    """The JSON renderer's reused encoder writes exactly what ``json.dumps`` with
+    structlog's fallback writes: ASCII escapes, default separators, ``repr`` for
+    unknown objects, ``__structlog__`` when an object has it."""
+
+    class Odd:
+        def __repr__(self) -> str:
+            return "<odd é>"
+
+    class Own:
+        def __structlog__(self) -> str:
+            return "own-form"
+
+    stream, log = configured(fmt="json")
+    log.info("ünïcode", odd=Odd(), own=Own(), f=1.5, t=(1, "a"), nested={"k": [None, True]})
+    log.info("second", n=2)
+    raw = stream.getvalue().splitlines()
+    assert len(raw) == 2
+    first = json.loads(raw[0])
+    assert (first["odd"], first["own"], first["t"]) == ("<odd é>", "own-form", [1, "a"])
+    expected = dict(first)
+    expected["odd"], expected["own"] = Odd(), Own()
+    assert raw[0] == json.dumps(
+        expected, default=lambda o: getattr(o, "__structlog__", o.__repr__)()
+    )
+    assert json.loads(raw[1])["event"] == "second"

@@ -264,3 +264,38 @@ async def test_bucket_gone_is_recreated(new_store: NewStore, nats_server: NatsSe
         assert await store.seen("k", 60.0, "e2") == DedupResult(True, "e2", 1)
     assert "dedup_bucket_recreated" in [e["event"] for e in logs]
     assert await store.seen("k", 60.0, "e3") == DedupResult(False, "e2", 2)
+
+
+@pytest.mark.nats
+async def test_write_without_reply_times_out_then_recovers(
+    new_store: NewStore, nats_server: NatsServer
+) -> None:
+    """A write nobody answers (the bucket's stream gone, a plain subscriber swallowing its
+    subject) fails after ``timeout`` with ``StoreError`` caused by nats' ``TimeoutError``,
+    counted, its reply slot released; once answers come again the store works."""
+    reg = Registry()
+    store = await new_store(metrics=reg, timeout=0.3)
+    assert (await store.seen("k", 60.0, "e1")).first
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().delete_stream(f"KV_{store.bucket}")
+        sink = await nc.subscribe(f"$KV.{store.bucket}.>")  # takes the write, never replies
+        await nc.flush()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(DEADLINE):
+            with pytest.raises(StoreError) as caught:
+                await store.seen("k", 60.0, "e2")
+        assert loop.time() - started >= 0.3
+        assert isinstance(caught.value.__cause__, nats.errors.TimeoutError)
+        assert (
+            reg.counter("netcortex_dedup_errors_total", "", ("backend",)).value(backend="nats") == 1
+        )
+        assert store._replies == {}
+        await sink.unsubscribe()
+        await nc.flush()
+    finally:
+        await nc.close()
+    # no subscriber, no stream: "no responders" -> the bucket is made again
+    async with asyncio.timeout(DEADLINE):
+        assert await store.seen("k", 60.0, "e3") == DedupResult(True, "e3", 1)
