@@ -82,6 +82,8 @@ SECRET_KEYS: frozenset[str] = frozenset(
         "access_token",
         "refresh_token",
         "api_key",
+        "apikey",
+        "private_key",
         "authorization",
         "proxy_authorization",
         "cookie",
@@ -89,8 +91,17 @@ SECRET_KEYS: frozenset[str] = frozenset(
         "x_cisco_meraki_shared_secret",
     }
 )
-#: Suffixes that mark a key as secret too (``netbox_token``, ``db_password`` ...).
-_SECRET_SUFFIXES = ("_password", "_secret", "_token", "_passphrase", "_community")
+#: Suffixes that mark a key as secret too (``netbox_token``, ``db_password``,
+#: ``X-Api-Key`` ...); not a bare ``_key``: ``dedup_key`` and ``fact_key`` are not.
+_SECRET_SUFFIXES = (
+    "_password",
+    "_secret",
+    "_token",
+    "_passphrase",
+    "_community",
+    "_api_key",
+    "_private_key",
+)
 
 _LEVELS = {
     "debug": logging.DEBUG,

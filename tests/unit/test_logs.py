@@ -121,7 +121,8 @@ class TestRedaction:
         "key",
         ["community", "communities", "auth_key", "priv_key", "password", "secret",
          "shared_secret", "token", "authorization", "Authorization", "netbox_token",
-         "db_password"],
+         "db_password", "X-Api-Key", "meraki_api_key", "apikey", "private_key",
+         "ssh_private_key"],
     )  # fmt: skip
     def test_secret_keys_are_redacted_in_output(self, key: str) -> None:
         """Known secret keys never reach the rendered line."""

@@ -83,6 +83,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from netcortex import nats_kv
+from netcortex.aio import stop_tasks
 from netcortex.contracts.memory import DedupResult
 from netcortex.errors import BusUnavailable, NetcortexError, StoreError
 from netcortex.logs import redact_url
@@ -382,10 +383,10 @@ class JetStreamDedupStore:
         self._closed = True
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._timeout)
-            for task in pending:
-                task.cancel()
             if pending:
-                await asyncio.wait(pending)
+                # bounded, cancelled again and again: a write's nats request may drop a
+                # cancel on Python 3.11 (see netcortex.aio)
+                await stop_tasks(pending, timeout=self._timeout, what="dedup writes", logger=log)
         nc, self._nc, self._js = self._nc, None, None
         self._revisions.clear()
         if nc is not None:
