@@ -11,8 +11,10 @@ the tasks end or ``timeout`` passed; a task still running then is logged (error,
 ``task_stop_stuck`` unless the caller names its own event) and left behind.
 
 The tasks' exceptions are retrieved (no "exception was never retrieved" noise)
-but not raised: a stop reports only whether everything ended. A caller that
-must act on a task's failure reads ``task.exception()`` after a ``True``.
+and logged (``task_failed_at_stop``, error with the traceback: a task that died of
+a bug while being stopped leaves a trace) but not raised: a stop reports only
+whether everything ended. A caller that must act on a task's failure reads
+``task.exception()`` after a ``True``.
 
 If the stopping task is itself cancelled meanwhile, the ``CancelledError``
 propagates (the tasks were cancelled at least once).
@@ -26,12 +28,14 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
-__all__ = ["RECANCEL", "STUCK_EVENT", "stop_task", "stop_tasks"]
+__all__ = ["FAILED_EVENT", "RECANCEL", "STUCK_EVENT", "stop_task", "stop_tasks"]
 
 #: seconds between two cancels of a task that did not end
 RECANCEL: Final = 0.1
 #: the default event of the error line for tasks that did not end in time
 STUCK_EVENT: Final = "task_stop_stuck"
+#: the event of the error line for a stopped task that had died of an exception
+FAILED_EVENT: Final = "task_failed_at_stop"
 
 
 class _Errors(Protocol):
@@ -64,7 +68,7 @@ async def stop_task(
         True once the task is done; False (after the error line with ``what``,
         ``task`` — its name — and ``timeout_s``) if it still runs after ``timeout``.
     """
-    stuck = await _stop((task,), timeout)
+    stuck = await _stop((task,), timeout, what, logger)
     if stuck:
         logger.error(event, what=what, task=task.get_name(), timeout_s=timeout, **context)
         return False
@@ -87,7 +91,7 @@ async def stop_tasks(
         ``tasks`` — the sorted names of those still running — and ``timeout_s``)
         otherwise.
     """
-    stuck = await _stop(tuple(tasks), timeout)
+    stuck = await _stop(tuple(tasks), timeout, what, logger)
     if stuck:
         names = sorted(t.get_name() for t in stuck)
         logger.error(event, what=what, tasks=names, timeout_s=timeout, **context)
@@ -95,8 +99,11 @@ async def stop_tasks(
     return True
 
 
-async def _stop(tasks: tuple[asyncio.Task[Any], ...], timeout: float) -> set[asyncio.Task[Any]]:
-    """Cancel ``tasks`` until they end or ``timeout`` passed; the ones still running."""
+async def _stop(
+    tasks: tuple[asyncio.Task[Any], ...], timeout: float, what: str, logger: _Errors
+) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` until they end or ``timeout`` passed; the ones still running.
+    A task that ended with an exception (not a cancel) is logged."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pending = {t for t in tasks if not t.done()}
@@ -109,5 +116,9 @@ async def _stop(tasks: tuple[asyncio.Task[Any], ...], timeout: float) -> set[asy
         _, pending = await asyncio.wait(pending, timeout=min(left, RECANCEL))
     for task in tasks:
         if task.done() and not task.cancelled():
-            task.exception()  # retrieved: an ended task's failure is no loop-level noise
+            exc = task.exception()  # retrieved: no "never retrieved" noise at exit
+            if exc is not None:
+                logger.error(
+                    FAILED_EVENT, what=what, task=task.get_name(), error=repr(exc), exc_info=exc
+                )
     return pending

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from netcortex.aio import RECANCEL, STUCK_EVENT, stop_task, stop_tasks
+from netcortex.aio import FAILED_EVENT, RECANCEL, STUCK_EVENT, stop_task, stop_tasks
 
 log = structlog.get_logger("test")
 
@@ -151,8 +151,16 @@ async def test_exceptions_are_retrieved() -> None:
         second = asyncio.create_task(failed(), name="failed")
         await started(first)
         assert second.done()
-        assert await stop_tasks([first, second], timeout=5.0, what="pair", logger=log)
+        with capture_logs() as logs:
+            assert await stop_tasks([first, second], timeout=5.0, what="pair", logger=log)
         assert isinstance(first.exception(), ValueError)
+        # Not raised, but not silent either: each failure is one error line.
+        failures = [e for e in logs if e["event"] == FAILED_EVENT]
+        assert sorted((e["task"], e["error"]) for e in failures) == [
+            ("failed", "KeyError('before the stop')"),
+            ("fails", "ValueError('broken on the way out')"),
+        ]
+        assert all(e["log_level"] == "error" and e["what"] == "pair" for e in failures)
         del first, second
         gc.collect()
         assert reports == []
@@ -191,3 +199,26 @@ async def test_nothing_to_stop() -> None:
         assert await stop_tasks([], timeout=0.0, what="none", logger=log)
         assert await stop_task(done, timeout=0.0, what="done", logger=log)
     assert logs == []
+
+
+async def test_a_cancelled_caller_propagates_its_cancel() -> None:
+    """The stopping task's own cancel is not swallowed: it propagates out of
+    ``stop_task`` (the task being stopped was cancelled at least once)."""
+    release = asyncio.Event()
+    state: dict[str, int] = {}
+    stubborn = asyncio.create_task(never_ends(release, state), name="stubborn")
+    await started(stubborn)
+    stopper = asyncio.create_task(stop_task(stubborn, timeout=30.0, what="x", logger=log))
+    for _ in range(5):  # the stopper runs and cancels; the stubborn task swallows it
+        await asyncio.sleep(0)
+    assert state.get("cancels", 0) >= 1
+    stopper.cancel()
+    try:
+        await stopper
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("stop_task swallowed its caller's cancel")
+    assert stopper.cancelled()
+    release.set()
+    await asyncio.wait_for(stubborn, timeout=5.0)

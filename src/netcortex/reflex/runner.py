@@ -39,7 +39,7 @@ of ``ack_wait``) so the bus neither redelivers nor drops them meanwhile.
 Re-evaluated outcomes (a maintenance window ended) have no message; the settler
 holds them as well, so a failed flush records them again.
 
-May import: ``contracts``, ``errors``, ``metrics`` (no concrete bus or store).
+May import: ``aio``, ``contracts``, ``errors``, ``metrics`` (no concrete bus or store).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from typing import Any
 
 import structlog
 
+from netcortex.aio import stop_tasks
 from netcortex.contracts.bus import BusMessage, EventBus, Subscription
 from netcortex.contracts.codec import decode_event
 from netcortex.contracts.memory import MaintenanceCalendar
@@ -927,20 +928,20 @@ def _handler_matches(handler: ReflexHandler, subject: str) -> bool:
 
 
 async def _wait_cancelled(tasks: Sequence[asyncio.Task[None]]) -> None:
-    """Wait for ``tasks`` (cancelled, or about to end) at most ``CANCEL_GRACE`` s.
+    """Stop ``tasks`` (cancelled, or about to end) within ``CANCEL_GRACE`` s.
 
-    Bounded because a cancel can be lost (``asyncio.wait_for`` on Python 3.11 drops
-    one that arrives as its awaitable completes); the runner's loops also end on
-    ``_stopping``, so such a task ends by itself soon after.
+    Bounded and cancelled again and again because a cancel can be lost
+    (``asyncio.wait_for`` on Python 3.11 drops one that arrives as its awaitable
+    completes; ``netcortex.aio``); the runner's loops also end on ``_stopping``,
+    so such a task ends by itself soon after (``reflex_cancel_timeout`` if not).
     """
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
-    for task in pending:
-        log.warning("reflex_cancel_timeout", task=task.get_name())
-    for task in tasks:
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: a task's own failures are logged by it
+    await stop_tasks(
+        tasks,
+        timeout=CANCEL_GRACE,
+        what="reflex tasks",
+        logger=log,
+        event="reflex_cancel_timeout",
+    )
 
 
 async def _close_quietly(sub: Subscription) -> None:

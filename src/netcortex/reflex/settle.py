@@ -75,7 +75,7 @@ Every loop here also ends on the settler's stopped flag, and every wait for a
 cancelled task is bounded: on Python 3.11 ``asyncio.wait_for`` (used inside bus
 and store clients) can drop a cancel that arrives as its awaitable completes.
 
-May import: ``contracts``, ``errors``, ``metrics``.
+May import: ``aio``, ``contracts``, ``errors``, ``metrics``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from netcortex.aio import stop_task
 from netcortex.contracts.bus import BusMessage
 from netcortex.errors import BusError
 from netcortex.metrics import Registry
@@ -332,12 +333,16 @@ class AckSettler:
         progress, self._progress_task = self._progress_task, None
         for t in (task, progress):
             if t is not None and not t.done():
-                t.cancel()
-                # Bounded: a cancel swallowed inside a flush or an ack must not hang
-                # the stop (the task ends on ``_stopped`` at its next check).
-                await asyncio.wait({t}, timeout=CANCEL_GRACE)
-                if not t.done():
-                    log.warning("reflex_settle_cancel_timeout", task=t.get_name())
+                # Bounded and cancelled again and again: a cancel swallowed inside a
+                # flush or an ack must not hang the stop (see ``netcortex.aio``; the
+                # task also ends on ``_stopped`` at its next check).
+                await stop_task(
+                    t,
+                    timeout=CANCEL_GRACE,
+                    what="settler",
+                    logger=log,
+                    event="reflex_settle_cancel_timeout",
+                )
         settling = list(self._settling)
         left = [*settling, *self._held]
         messages = sum(1 for h in left if h.msg is not None)

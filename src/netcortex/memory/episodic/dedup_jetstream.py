@@ -232,9 +232,10 @@ class JetStreamDedupStore:
       buffers the write and sends it when the connection returns); a retry with
       the same event id then finds ``first_event_id == event_id`` (the caller's
       cue that its own event created the fact) or counts it once more;
-    * ``close`` finishes in-flight writes (up to ``timeout``) and disconnects
-      (also bounded by ``timeout`` when the server is gone); idempotent, safe
-      without ``start``; ``seen`` afterwards raises ``StoreError``.
+    * ``close`` finishes in-flight writes (up to ``timeout``, then cancels them,
+      again for at most ``timeout``) and disconnects (also bounded by ``timeout``
+      when the server is gone); idempotent, safe without ``start``; ``seen``
+      from the start of ``close`` on raises ``StoreError``.
 
     Args:
         nats_url: the server (credentials in the URL are redacted in logs).
@@ -413,7 +414,7 @@ class JetStreamDedupStore:
         """
         if not 0 < window <= self._max_window:
             raise ValueError(f"window must be in (0, {self._max_window}] seconds, not {window!r}")
-        if self._js is None:
+        if self._js is None or self._closed:  # closing: no write close would not wait for
             raise StoreError(
                 "the dedup store is closed" if self._closed else "the dedup store is not started"
             )
