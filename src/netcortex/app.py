@@ -912,6 +912,7 @@ async def run_engine(
     # collector's view (here, not in Engine.start: tests run engines in-process).
     gc.collect()
     gc.freeze()
+    log.info("heap_frozen", objects=gc.get_freeze_count())
     try:
         await stop_event.wait()
     finally:
