@@ -35,8 +35,8 @@ Imports: stdlib, netcortex.contracts, netcortex.thalamus.subjects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
@@ -382,7 +382,9 @@ class FailureTracker:
     ``threshold - 1`` failures are silent; the ``threshold``-th yields one
     ``device_down``; further failures yield nothing; the first success after a
     ``device_down`` yields one ``device_up`` and starts counting afresh. A
-    success before the threshold just resets the count.
+    success before the threshold just resets the count. ``checkpoint`` takes
+    back a ``device_down`` / ``device_up`` that could not be reported (the
+    next poll yields it again).
 
     Args:
         threshold: consecutive failures that make a device down (at least 1).
@@ -446,6 +448,30 @@ class FailureTracker:
         if inventory is not None:
             payload["inventory"] = inventory
         return _event("device_down", name, None, agent, state.first_at, at, payload)
+
+    def checkpoint(self, device: str) -> Callable[[], None]:
+        """Remember whether ``device`` is reported down now; the result puts that back.
+
+        Call it before a poll's ``failure`` / ``success``, and the result when that
+        poll's report could not be published: a ``device_down`` it yielded is taken
+        back (the failures stay counted, so the next failure yields it again), a
+        ``device_up`` too (the outage, its first failure and its count are restored,
+        so the next success yields it again, with the same payload). Whatever did
+        not change what was reported (a count moving below the threshold, a success
+        of a device that was not down) is kept.
+        """
+        before = self._state.get(device)
+        saved = replace(before) if before is not None and before.down else None
+
+        def restore() -> None:
+            state = self._state.get(device)
+            if saved is not None:
+                if state is None or not state.down:  # a device_up taken back
+                    self._state[device] = replace(saved)
+            elif state is not None and state.down:  # a device_down taken back
+                state.down = False
+
+        return restore
 
     def success(self, device: str, agent: str, at: datetime) -> SensoryEvent | None:
         """Record one successful poll; the ``device_up`` event when the device was down."""

@@ -27,7 +27,14 @@ re-fires nor misses a change), and the events are published; only then is the
 snapshot saved (a crash between the two re-reports instead of losing). Failed
 polls feed ``FailureTracker``: ``device_down`` after ``failure_threshold``
 consecutive failures, ``device_up`` on the first success after it; the flag is
-stored with ``set_down`` after its event is published. The state is
+stored with ``set_down`` after its event is published. A report with an event
+the bus did not take (an outage past ``outage_buffer_seconds``, a refusal) is
+deferred (``poll_report_deferred``): nothing of it is stored and the device's
+baseline stays — its last snapshot, down flag and the tracker's ``device_down``
+/ ``device_up`` (``FailureTracker.checkpoint``) — so the next poll reports the
+change again, as does a restart or the device's new owner, which read the same
+state. At least once: an event of that report that did get out is published
+again too (new id; the reflex dedup window absorbs it). The state is
 ``SqlitePollState`` on ``poll.state_path`` unless the caller passes one
 (``app.make_poll_state``: ``PostgresPollState`` with ``store.backend:
 postgres``, issue 6).
@@ -86,7 +93,8 @@ Metrics: ``netcortex_received_total{source="snmp.poll"}`` (one per successful
 poll), ``netcortex_poll_duration_seconds``, ``netcortex_poll_failures_total{reason}``
 (``timeout``, ``agent_error``, ``auth_error``, ``poll_error``),
 ``netcortex_poll_published_total{event_class}``,
-``netcortex_poll_publish_failed_total{error}``, ``netcortex_poll_in_progress``.
+``netcortex_poll_publish_failed_total{error}``,
+``netcortex_poll_reports_deferred_total``, ``netcortex_poll_in_progress``.
 
 Imports: stdlib, structlog, pydantic (``SecretStr``), netcortex.aio/config/contracts/errors/
 logs/metrics, siblings and ``sensory.trap.ber`` (``VarBind``).
@@ -98,7 +106,7 @@ import asyncio
 import ipaddress
 import random
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -277,6 +285,11 @@ class PollReceiver:
         )
         self._publish_failed = reg.counter(
             "netcortex_poll_publish_failed_total", "poll events the bus did not accept", ["error"]
+        )
+        self._deferred = reg.counter(
+            "netcortex_poll_reports_deferred_total",
+            "poll reports not stored because an event of theirs was not published (the "
+            "device's baseline is kept: the next poll reports the change again)",
         )
         in_progress = reg.gauge("netcortex_poll_in_progress", "devices being polled right now")
         reg.add_collector(lambda: in_progress.set(self._in_progress))
@@ -703,30 +716,34 @@ class PollReceiver:
             try:
                 if target.device in self._reload_due:  # taken over: read its state first
                     await self._reload_device(target.device)
-                await self._poll(target)
+                answered = await self._poll(target)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one device's bug end its schedule
                 log.exception("poll_crashed", device=target.device)
-            step = self._backoff(target) * (1 + self._rng.uniform(-jitter, jitter))
+                answered = False
+            step = self._backoff(target, answered) * (1 + self._rng.uniform(-jitter, jitter))
             # A poll longer than the interval skips the missed cycles, never bunches them.
             next_at = max(started + step, loop.time())
 
-    def _backoff(self, target: _Target) -> float:
+    def _backoff(self, target: _Target, answered: bool) -> float:
         """The pause before ``target``'s next poll, start to start (before jitter).
 
-        The interval after a success; after ``n`` consecutive failed polls
-        ``interval * 2**(n-1)``, capped at ``interval * poll.max_backoff_factor``.
+        The interval after a success (``answered``; also when its ``device_up``
+        could not be published and the tracker counts the outage's failures
+        again); after ``n`` consecutive failed polls ``interval * 2**(n-1)``,
+        capped at ``interval * poll.max_backoff_factor``.
         """
         interval = self._config.interval_seconds
         failed = self._tracker(target.device).failures(target.device)
-        if failed <= 1:
+        if answered or failed <= 1:
             return interval
         cap = self._config.max_backoff_factor
         # Past the cap the exponent no longer matters (and must not overflow).
         return interval * (cap if failed > 64 else min(2.0 ** (failed - 1), cap))
 
-    async def _poll(self, target: _Target) -> None:
+    async def _poll(self, target: _Target) -> bool:
+        """Poll ``target`` once and report what changed; ``True`` when it answered."""
         t0 = time.perf_counter()
         async with self._limit:
             self._in_progress += 1
@@ -747,12 +764,12 @@ class PollReceiver:
                 self._duration.observe(time.perf_counter() - t0)
         if failure is not None:
             await self._failed(target, *failure)
-            return
+            return False
         self._received.inc(source=SOURCE)
         events: list[SensoryEvent] = []
-        up = self._tracker(target.device).success(
-            target.device, target.poll.host, snapshot.polled_at
-        )
+        tracker = self._tracker(target.device)
+        undo = tracker.checkpoint(target.device)
+        up = tracker.success(target.device, target.poll.host, snapshot.polled_at)
         if up is not None:
             log.info("poll_device_up", device=target.device, agent=target.poll.host)
             events.append(up)
@@ -761,8 +778,15 @@ class PollReceiver:
         log.debug("poll_done", device=target.device, events=len(events))
         await self._report(
             target.device,
-            self._commit(target.device, events, snapshot, down=False if up is not None else None),
+            self._commit(
+                target.device,
+                events,
+                snapshot,
+                down=False if up is not None else None,
+                undo=undo,
+            ),
         )
+        return True
 
     async def _failed(
         self, target: _Target, reason: str, detail: str, fields: dict[str, str]
@@ -772,6 +796,7 @@ class PollReceiver:
             target.device, reason, agent=target.poll.address, detail=detail, **fields
         )
         tracker = self._tracker(target.device)
+        undo = tracker.checkpoint(target.device)
         down = tracker.failure(target.device, target.poll.host, datetime.now(UTC), reason=reason)
         if down is None:
             return
@@ -782,7 +807,9 @@ class PollReceiver:
             consecutive_failures=tracker.failures(target.device),
             reason=reason,
         )
-        await self._report(target.device, self._commit(target.device, [down], None, down=True))
+        await self._report(
+            target.device, self._commit(target.device, [down], None, down=True, undo=undo)
+        )
 
     async def _report(self, device: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` (``device``'s publish + save) in a task ``close`` (and a reshard
@@ -806,10 +833,31 @@ class PollReceiver:
         snapshot: DeviceSnapshot | None,
         *,
         down: bool | None,
+        undo: Callable[[], None],
     ) -> None:
-        """Publish ``events``, then store what they reported (never the other way round)."""
-        for event in events:
-            await self._publish(event)
+        """Publish ``events``, then store what they reported (never the other way round).
+
+        If any of them was not published (a bus outage past its budget, a refusal)
+        nothing is stored and the baseline stays: the snapshot is not saved nor
+        made ``_last``, the down flag not set, and ``undo`` takes back the
+        tracker's ``device_down`` / ``device_up``. The next poll diffs against the
+        same baseline and reports the change again (at least once: the events of
+        this report that did get out are published again too, with new ids; the
+        reflex dedup window absorbs them).
+        """
+        unpublished = [event for event in events if not await self._publish(event)]
+        if unpublished:
+            undo()
+            self._deferred.inc()
+            log.warning(
+                "poll_report_deferred",
+                device=device,
+                events=len(events),
+                unpublished=len(unpublished),
+                event_classes=sorted({event.event_class for event in events}),
+                action="baseline kept: the next poll reports these changes again",
+            )
+            return
         try:
             if snapshot is not None:
                 await self._state.save(snapshot)
@@ -820,8 +868,8 @@ class PollReceiver:
         if snapshot is not None and device in self._owned:  # not if given up meanwhile
             self._last[device] = snapshot
 
-    async def _publish(self, event: SensoryEvent) -> None:
-        await publish_event(
+    async def _publish(self, event: SensoryEvent) -> bool:
+        return await publish_event(
             self._bus,
             event,
             what="poll",

@@ -414,6 +414,54 @@ class TestFailureTracker:
         with pytest.raises(ValueError, match="threshold"):
             FailureTracker(0)
 
+    def test_checkpoint_takes_back_an_unreported_device_down(self) -> None:
+        """A ``device_down`` whose report was not published is taken back: the next
+        failure yields it again, with the same first failure and the failures counted."""
+        tracker = FailureTracker(2)
+        at = [T0 + timedelta(seconds=60 * i) for i in range(3)]
+        assert tracker.failure("sw1", AGENT, at[0]) is None
+        undo = tracker.checkpoint("sw1")
+        assert tracker.failure("sw1", AGENT, at[1]) is not None
+        undo()
+        assert tracker.down == frozenset()
+        again = tracker.failure("sw1", AGENT, at[2])
+        assert again is not None
+        assert again.event_class == "device_down"
+        assert again.observed_at == at[0]
+        assert again.payload["consecutive_failures"] == 3
+        assert tracker.down == frozenset({"sw1"})
+
+    def test_checkpoint_takes_back_an_unreported_device_up(self) -> None:
+        """A ``device_up`` whose report was not published is taken back: the device is
+        down again and the next success yields the same ``device_up`` payload."""
+        tracker = FailureTracker(1)
+        assert tracker.failure("sw1", AGENT, T0) is not None
+        assert tracker.failure("sw1", AGENT, T0 + timedelta(seconds=60)) is None
+        undo = tracker.checkpoint("sw1")
+        up = tracker.success("sw1", AGENT, T0 + timedelta(seconds=120))
+        assert up is not None
+        undo()
+        assert tracker.down == frozenset({"sw1"})
+        again = tracker.success("sw1", AGENT, T0 + timedelta(seconds=180))
+        assert again is not None
+        assert again.event_class == "device_up"
+        assert again.payload == up.payload
+        assert tracker.down == frozenset()
+
+    def test_checkpoint_keeps_what_reported_nothing(self) -> None:
+        """Undoing a poll that changed no reported state keeps its count: a failure
+        below the threshold stays counted, a success of an up device stays a reset."""
+        tracker = FailureTracker(3)
+        undo = tracker.checkpoint("sw1")
+        assert tracker.failure("sw1", AGENT, T0) is None
+        undo()
+        assert tracker.failures("sw1") == 1
+        undo = tracker.checkpoint("sw1")
+        assert tracker.success("sw1", AGENT, T0) is None
+        undo()
+        assert tracker.failures("sw1") == 0
+        assert tracker.down == frozenset()
+
 
 # ----------------------------------------------------------------------- properties
 

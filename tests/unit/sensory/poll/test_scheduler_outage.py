@@ -5,32 +5,38 @@ receiver's ``BusOutage``, ``tests/unit/sensory/test_publish_outage.py``): a real
 ``NatsEventBus`` on a private ``nats-server`` (file store, so the restarted server
 has the same streams) that the test stops before the poller's event exists and
 starts again. The event is a ``device_down`` of a target that never answers
-(``failure_threshold`` 1: its first poll), so it is made while the bus is gone.
-Every wait has a deadline.
+(``failure_threshold`` 1: its first poll), so it is made while the bus is gone, or
+a ``link_down`` of a ``ScriptedSnmpAgent`` interface set down during the outage.
+An outage longer than ``outage_buffer_seconds`` defers the report: the change is
+published by the first poll after the bus is back. Every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from netcortex.config import BusConfig, PollConfig, PollTargetConfig
+from netcortex.contracts.codec import decode_event
 from netcortex.metrics import Registry
+from netcortex.sensory.poll.diff import IF_STATUS_DOWN, IF_STATUS_UP
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.thalamus.nats import NatsEventBus
-from tests.servers import NatsServer
-from tests.unit.sensory.poll.test_scheduler import eventually, poll_config
+from tests.servers import AgentInterface, NatsServer, ScriptedSnmpAgent, snmpd_binary
+from tests.unit.sensory.poll.test_scheduler import eventually, failures, poll_config, polls, stored
 from tests.unit.sensory.test_publish_outage import WITHIN, _drain, _total
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.xdist_group("nats-restart")]
 
 PUBLISHED = "netcortex_poll_published_total"
 FAILED = "netcortex_poll_publish_failed_total"
+DEFERRED = "netcortex_poll_reports_deferred_total"
 
 
 @pytest.fixture
@@ -125,3 +131,170 @@ async def test_event_outlasting_the_outage_budget_is_counted(
     (failed,) = [e for e in logs if e["event"] == "poll_publish_failed"]
     assert failed["error"] == "bus_outage"
     assert "device_down" in failed["subject"]
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
+    """A running scripted agent with one interface (ifIndex 3), up."""
+    if snmpd_binary() is None:
+        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
+    work = tmp_path / "agent"
+    work.mkdir()
+    server = ScriptedSnmpAgent(
+        interfaces=[AgentInterface(3, "Gi1/0/3", "GigabitEthernet1/0/3")], work_dir=work
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+async def _stream(bus: NatsEventBus, durable: str) -> list[tuple[str, str]]:
+    """``(event id, event class)`` on the durable ``sensory.>`` consumer (until 0.5 s
+    of quiet)."""
+    sub = await bus.subscribe("sensory.>", durable=durable)
+    out: list[tuple[str, str]] = []
+    try:
+        async with asyncio.timeout(WITHIN):
+            while True:
+                try:
+                    msg = await sub.next(timeout=0.5)
+                except TimeoutError:
+                    return out
+                event = decode_event(msg.data)
+                out.append((event.id, event.event_class))
+                await msg.ack()
+    finally:
+        await sub.close()
+
+
+def _assert_reported_once(
+    stream: list[tuple[str, str]], logs: list[MutableMapping[str, Any]], event_class: str
+) -> None:
+    """The stream has ``event_class`` only, and exactly one event the receiver did not
+    give up: the re-report. A given-up one may have landed too (nats-py sends what it
+    buffered while disconnected once it is back): at least once, never lost."""
+    given_up = {e["event_id"] for e in logs if e["event"] == "poll_publish_failed"}
+    assert given_up
+    assert {cls for _, cls in stream} == {event_class}
+    assert len([i for i, _ in stream if i not in given_up]) == 1
+
+
+def _deferred(logs: list[MutableMapping[str, Any]], event_class: str) -> bool:
+    """Whether a ``poll_report_deferred`` line names ``event_class``."""
+    return any(
+        e["event"] == "poll_report_deferred" and event_class in str(e["event_classes"])
+        for e in logs
+    )
+
+
+async def test_link_down_lost_to_an_outage_is_reported_when_the_bus_is_back(
+    tmp_path: Path, server: NatsServer, bus: NatsEventBus, agent: ScriptedSnmpAgent
+) -> None:
+    """A ``link_down`` given up to an outage longer than the budget (counted
+    ``bus_outage``) leaves the stored snapshot as it was; the first poll after the bus
+    is back publishes ``link_down`` exactly once, and only then is the link stored down."""
+    registry = Registry()
+    await (await bus.subscribe("sensory.>", durable="poll-check")).close()  # from the start
+    config = poll_config(
+        tmp_path, PollTargetConfig(device="lab-agent", host=agent.host, port=agent.port)
+    )
+    rx = PollReceiver(config, bus, registry, outage_buffer_seconds=1.0)
+    with capture_logs() as logs:
+        try:
+            await rx.start()
+            await eventually(lambda: polls(registry) >= 1, within=WITHIN)  # the baseline
+            await asyncio.to_thread(server.stop)
+            agent.set_interface(3, oper=IF_STATUS_DOWN)
+            await eventually(lambda: _deferred(logs, "link_down"), within=WITHIN)
+            assert _total(registry, FAILED, error="bus_outage") >= 1
+            assert _total(registry, DEFERRED) >= 1
+            snapshots, _ = await stored(config.state_path)
+            assert snapshots["lab-agent"].interfaces[3].oper_status == IF_STATUS_UP
+            assert _total(registry, PUBLISHED) == 0
+            await asyncio.to_thread(server.start)
+            await eventually(
+                lambda: _total(registry, PUBLISHED, event_class="link_down") == 1, within=WITHIN
+            )
+            seen = polls(registry)
+            await eventually(lambda: polls(registry) >= seen + 2, within=WITHIN)
+        finally:
+            await rx.close()
+    assert _total(registry, PUBLISHED) == 1  # once, not again by the polls after it
+    snapshots, _ = await stored(config.state_path)
+    assert snapshots["lab-agent"].interfaces[3].oper_status == IF_STATUS_DOWN
+    _assert_reported_once(await _stream(bus, "poll-check"), logs, "link_down")
+
+
+async def test_device_down_lost_to_an_outage_is_reported_when_the_bus_is_back(
+    tmp_path: Path, server: NatsServer, bus: NatsEventBus, dead_target: PollTargetConfig
+) -> None:
+    """A ``device_down`` given up to an outage longer than the budget is taken back
+    (the down flag is not stored); the first failed poll after the bus is back
+    publishes it exactly once, and only then is the device stored down."""
+    registry = Registry()
+    await (await bus.subscribe("sensory.>", durable="poll-check")).close()  # from the start
+    await asyncio.to_thread(server.stop)
+    config = down_on_first_poll(tmp_path, dead_target)
+    rx = PollReceiver(config, bus, registry, outage_buffer_seconds=1.0)
+    with capture_logs() as logs:
+        try:
+            await rx.start()
+            await eventually(lambda: _deferred(logs, "device_down"), within=WITHIN)
+            assert _total(registry, FAILED, error="bus_outage") >= 1
+            _, down = await stored(config.state_path)
+            assert down == frozenset()
+            await asyncio.to_thread(server.start)
+            await eventually(
+                lambda: _total(registry, PUBLISHED, event_class="device_down") == 1,
+                within=WITHIN,
+            )
+            seen = failures(registry)
+            await eventually(lambda: failures(registry) >= seen + 2, within=WITHIN)
+        finally:
+            await rx.close()
+    assert _total(registry, PUBLISHED) == 1  # once, not again by the failures after it
+    _, down = await stored(config.state_path)
+    assert down == frozenset({"dead-agent"})
+    _assert_reported_once(await _stream(bus, "poll-check"), logs, "device_down")
+
+
+async def test_device_up_lost_to_an_outage_is_reported_when_the_bus_is_back(
+    tmp_path: Path, server: NatsServer, bus: NatsEventBus, agent: ScriptedSnmpAgent
+) -> None:
+    """A ``device_up`` given up to an outage longer than the budget is taken back (the
+    device stays stored down); the first answered poll after the bus is back publishes
+    it exactly once, and only then is the down flag cleared."""
+    registry = Registry()
+    config = poll_config(
+        tmp_path,
+        PollTargetConfig(device="lab-agent", host=agent.host, port=agent.port),
+        failure_threshold=1,
+    )
+    rx = PollReceiver(config, bus, registry, outage_buffer_seconds=1.0)
+    with capture_logs() as logs:
+        try:
+            await rx.start()
+            await eventually(lambda: polls(registry) >= 1, within=WITHIN)  # the baseline
+            await asyncio.to_thread(agent.stop)
+            await eventually(
+                lambda: _total(registry, PUBLISHED, event_class="device_down") == 1,
+                within=WITHIN,
+            )
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(agent.start)
+            await eventually(lambda: _deferred(logs, "device_up"), within=WITHIN)
+            _, down = await stored(config.state_path)
+            assert down == frozenset({"lab-agent"})
+            await asyncio.to_thread(server.start)
+            await eventually(
+                lambda: _total(registry, PUBLISHED, event_class="device_up") == 1, within=WITHIN
+            )
+            seen = polls(registry)
+            await eventually(lambda: polls(registry) >= seen + 2, within=WITHIN)
+        finally:
+            await rx.close()
+    assert _total(registry, PUBLISHED, event_class="device_up") == 1
+    _, down = await stored(config.state_path)
+    assert down == frozenset()
