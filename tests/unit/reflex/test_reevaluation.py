@@ -121,14 +121,15 @@ async def test_recovered_fact_gets_no_outcome_after_the_window(
     assert len(rec.outcomes) == 3
 
 
-async def long_window(tmp_path: Path) -> SqliteMaintenanceCalendar:
-    """A calendar with one window on sw1-north that lasts another hour (removed by the test)."""
+async def long_window(tmp_path: Path, window_id: str = "mw-long") -> SqliteMaintenanceCalendar:
+    """A calendar with one window (``window_id``) on sw1-north that lasts another hour
+    (removed by the test)."""
     now = datetime.now(UTC).replace(microsecond=0)
     cal = SqliteMaintenanceCalendar(tmp_path / "maintenance.db", reload_interval=0)
     await cal.start()
     await cal.add(
         MaintenanceWindow(
-            id="mw-long",
+            id=window_id,
             scope="device",
             target="sw1-north",
             start=now - timedelta(minutes=5),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,9 @@ from structlog.testing import capture_logs
 from netcortex.config import BusConfig
 from netcortex.contracts.bus import BusMessage, EventBus, Subscription
 from netcortex.contracts.codec import encode_event
-from netcortex.contracts.memory import MaintenanceWindow
 from netcortex.contracts.reflex import OutcomeKind, ReflexOutcome, Severity
 from netcortex.errors import BusUnavailable, StoreError
 from netcortex.memory.semantic import FileInventory
-from netcortex.memory.semantic.maintenance import SqliteMaintenanceCalendar
 from netcortex.metrics import Registry
 from netcortex.reflex.gates import EnrichGate, MaintenanceGate
 from netcortex.reflex.handlers import LinkDownHandler
@@ -37,6 +34,7 @@ from netcortex.reflex.settle import AckSettler
 from netcortex.testing import make_event
 from netcortex.thalamus.memory import InMemoryEventBus
 from tests.conftest import BusFactory
+from tests.unit.reflex.test_reevaluation import long_window
 
 WAIT = 5.0
 
@@ -442,18 +440,7 @@ async def test_reevaluated_outcome_is_recorded_again_after_a_failed_flush(
     """A fact's outcome re-evaluated when its maintenance window ends (no message of
     its own) is in the failed write with the others: the settler records it again,
     so it is committed once the store is back."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    cal = SqliteMaintenanceCalendar(tmp_path / "maintenance.db", reload_interval=0)
-    await cal.start()
-    await cal.add(
-        MaintenanceWindow(
-            id="mw-long",
-            scope="device",
-            target="sw1-north",
-            start=now - timedelta(minutes=5),
-            end=now + timedelta(hours=1),
-        )
-    )
+    cal = await long_window(tmp_path, "mw-long")
     sink, metrics = _StoreLikeSink(), Registry()
     pipeline = Pipeline(
         gates=(EnrichGate(inventory), MaintenanceGate(cal)), sinks=(sink,), calendar=cal
@@ -515,18 +502,7 @@ async def test_stop_during_the_back_off_records_a_reevaluated_outcome_again(
     """A stop that cuts the settler's back-off (the store just came back) records the
     outcomes of the failed batch again before its last flush: a re-evaluated outcome,
     which no message would bring back, is committed, not lost with the failed batch."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    cal = SqliteMaintenanceCalendar(tmp_path / "maintenance.db", reload_interval=0)
-    await cal.start()
-    await cal.add(
-        MaintenanceWindow(
-            id="mw-cut",
-            scope="device",
-            target="sw1-north",
-            start=now - timedelta(minutes=5),
-            end=now + timedelta(hours=1),
-        )
-    )
+    cal = await long_window(tmp_path, "mw-cut")
     sink, metrics = _StoreLikeSink(), Registry()
     pipeline = Pipeline(
         gates=(EnrichGate(inventory), MaintenanceGate(cal)), sinks=(sink,), calendar=cal
