@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -125,6 +126,15 @@ def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _stopped(task: Path) -> bool:
+    """Whether the thread ``/proc/<pid>/task/<tid>`` is stopped (state ``T`` or ``t``)."""
+    try:
+        stat = (task / "stat").read_text(encoding="ascii")
+    except OSError:
+        return True  # gone
+    return stat.rpartition(")")[2].split()[0] in ("T", "t")
 
 
 def _kill(proc: subprocess.Popen[bytes] | None) -> int | None:
@@ -234,6 +244,26 @@ class NatsServer(ServerProcess):
         (``None`` when it was not running)."""
         proc, self._proc = self._proc, None
         return _kill(proc)
+
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP: a hung server — connections stay open, nothing is answered. Returns
+        once every thread of the server is stopped (a signal is delivered
+        asynchronously: a busy server could still answer a request sent right after
+        ``kill``)."""
+        assert self._proc is not None, "not running"
+        assert self._proc.poll() is None, "not running"
+        self._proc.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self._proc.pid}/task")
+        deadline = time.monotonic() + timeout
+        while not all(_stopped(task) for task in tasks.iterdir()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nats-server {self._proc.pid} not stopped in {timeout}s")
+            time.sleep(0.005)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        assert self._proc is not None, "not running"
+        self._proc.send_signal(signal.SIGCONT)
 
     def restart(self, timeout: float = 10.0) -> str:
         """Stop and start again on the same port with the same store directory."""

@@ -267,35 +267,34 @@ async def test_bucket_gone_is_recreated(new_store: NewStore, nats_server: NatsSe
 
 
 @pytest.mark.nats
-async def test_write_without_reply_times_out_then_recovers(
-    new_store: NewStore, nats_server: NatsServer
-) -> None:
-    """A write nobody answers (the bucket's stream gone, a plain subscriber swallowing its
-    subject) fails after ``timeout`` with ``StoreError`` caused by nats' ``TimeoutError``,
-    counted, its reply slot released; once answers come again the store works."""
+async def test_write_without_reply_times_out_then_recovers(tmp_path: Path) -> None:
+    """A write nobody answers (a hung server: SIGSTOP) fails after ``timeout`` with
+    ``StoreError`` caused by nats' ``TimeoutError``, counted, its reply slot released;
+    once the server answers again the store works."""
     reg = Registry()
-    store = await new_store(metrics=reg, timeout=0.3)
-    assert (await store.seen("k", 60.0, "e1")).first
-    nc = await nats.connect(nats_server.url)
-    try:
-        await nc.jetstream().delete_stream(f"KV_{store.bucket}")
-        sink = await nc.subscribe(f"$KV.{store.bucket}.>")  # takes the write, never replies
-        await nc.flush()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        async with asyncio.timeout(DEADLINE):
-            with pytest.raises(StoreError) as caught:
-                await store.seen("k", 60.0, "e2")
-        assert loop.time() - started >= 0.3
-        assert isinstance(caught.value.__cause__, nats.errors.TimeoutError)
-        assert (
-            reg.counter("netcortex_dedup_errors_total", "", ("backend",)).value(backend="nats") == 1
+    with NatsServer(store_dir=tmp_path) as server:
+        store = JetStreamDedupStore(
+            nats_url=server.url, namespace="hung", max_window=60.0, timeout=1.0, metrics=reg
         )
-        assert store._replies == {}
-        await sink.unsubscribe()
-        await nc.flush()
-    finally:
-        await nc.close()
-    # no subscriber, no stream: "no responders" -> the bucket is made again
-    async with asyncio.timeout(DEADLINE):
-        assert await store.seen("k", 60.0, "e3") == DedupResult(True, "e3", 1)
+        await store.start()
+        try:
+            assert (await store.seen("k", 60.0, "e1")).first
+            server.pause()
+            try:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                async with asyncio.timeout(DEADLINE):
+                    with pytest.raises(StoreError) as caught:
+                        await store.seen("k", 60.0, "e2")
+                assert loop.time() - started >= 1.0
+                assert isinstance(caught.value.__cause__, nats.errors.TimeoutError)
+                errors = reg.counter("netcortex_dedup_errors_total", "", ("backend",))
+                assert errors.value(backend="nats") == 1
+                assert store._replies == {}
+            finally:
+                server.resume()
+            # (the unanswered write may still land once the server runs: another key)
+            async with asyncio.timeout(DEADLINE):
+                assert await store.seen("k2", 60.0, "e3") == DedupResult(True, "e3", 1)
+        finally:
+            await store.close()
