@@ -704,6 +704,11 @@ class FakeNetbox:
                 and (not ids or e["assigned_object_id"] in ids)
                 and (not kinds or e["kind"]["value"] in kinds)
             ]
+        return self.journal_body(found, params)
+
+    def journal_body(self, found: list[Any], params: dict[str, str]) -> dict[str, Any]:
+        """The journal-entries list body for entries ``found``, paginated by the query's
+        ``limit``/``offset`` like NetBox (one page: no ``next`` link)."""
         limit = int(params.get("limit", 50))
         if limit <= 0 or limit > self.max_page_size:
             limit = self.max_page_size

@@ -31,11 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import pytest
 
 from netcortex.sensory.trap.ber import (
     GET_REQUEST,
@@ -735,6 +737,25 @@ class ScriptedSnmpAgent(SnmpdServer):
 
 
 # -------------------------------------------------------------------- FalkorDB (Bolt)
+
+
+#: The one port most poll tests script: ifIndex 3, Gi1/0/3, up.
+ONE_PORT = (AgentInterface(3, "Gi1/0/3", "GigabitEthernet1/0/3"),)
+
+
+@contextlib.contextmanager
+def running_agent(
+    work_dir: Path,
+    interfaces: Iterable[AgentInterface] = ONE_PORT,
+    bgp_peers: Iterable[AgentBgpPeer] = (),
+) -> Iterator[ScriptedSnmpAgent]:
+    """A started ``ScriptedSnmpAgent`` working in ``work_dir`` (made if missing), cleaned
+    up on the way out. Without ``snmpd`` the test fails (``make tools``), never skips."""
+    if snmpd_binary() is None:
+        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with ScriptedSnmpAgent(interfaces=interfaces, bgp_peers=bgp_peers, work_dir=work_dir) as agent:
+        yield agent
 
 
 def falkordb_binaries() -> tuple[str, str]:

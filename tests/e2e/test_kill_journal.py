@@ -181,16 +181,7 @@ class IndexedNetbox(FakeNetbox):
                 for e in self._by_line.get(q, [])
                 if not ids or e["assigned_object_id"] in ids
             ]
-        limit = int(params.get("limit", 50))
-        if limit <= 0 or limit > self.max_page_size:
-            limit = self.max_page_size
-        offset = max(0, int(params.get("offset", 0)))
-        return {
-            "count": len(found),
-            "next": None,
-            "previous": None,
-            "results": found[offset : offset + limit],
-        }
+        return self.journal_body(found, params)
 
     def page(self, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
         """An interface by ``device_id`` and ``name`` from the index (one match, so no

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness import EngineProcess, catalog_command, send_traps, snmptrap_argv
-from tests.servers import AgentBgpPeer, AgentInterface, ScriptedSnmpAgent, snmpd_binary
+from tests.servers import AgentBgpPeer, AgentInterface, ScriptedSnmpAgent, running_agent
 
 # Each scenario starts its own engine (and agent); one group keeps them off each other's cores.
 pytestmark = [pytest.mark.e2e, pytest.mark.snmp, pytest.mark.xdist_group("e2e-poll")]
@@ -48,14 +48,8 @@ INTERFACES = (
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
     """A running scripted agent: Gi1/0/3 and Gi1/0/4 up, BGP peer 192.0.2.1 established."""
-    if snmpd_binary() is None:
-        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
-    work = tmp_path / "agent"
-    work.mkdir()
-    server = ScriptedSnmpAgent(interfaces=INTERFACES, bgp_peers=[AgentBgpPeer(PEER)], work_dir=work)
-    server.start()
-    yield server
-    server.cleanup()
+    with running_agent(tmp_path / "agent", INTERFACES, [AgentBgpPeer(PEER)]) as server:
+        yield server
 
 
 def write_inventory(path: Path) -> Path:

@@ -32,7 +32,7 @@ import pytest
 
 from tests.e2e.fleet import START_TIMEOUT, FleetProcess, counter, wait_until
 from tests.e2e.harness import bus_overrides
-from tests.servers import AgentInterface, ScriptedSnmpAgent, snmpd_binary
+from tests.servers import ScriptedSnmpAgent, running_agent
 
 pytestmark = [
     pytest.mark.e2e,
@@ -66,16 +66,8 @@ class Receiver(FleetProcess):
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
-    if snmpd_binary() is None:
-        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
-    work = tmp_path / "agent"
-    work.mkdir()
-    server = ScriptedSnmpAgent(
-        interfaces=[AgentInterface(3, "Gi1/0/3", "GigabitEthernet1/0/3")], work_dir=work
-    )
-    server.start()
-    yield server
-    server.cleanup()
+    with running_agent(tmp_path / "agent") as server:
+        yield server
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ refused (``bus_unavailable``, a webhook 503). Every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,10 +37,12 @@ pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.xdist_group("nats-
 WITHIN = 20.0
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    """A private nats-server (fixed port, store under ``tmp_path``) this test may restart."""
-    srv = NatsServer(store_dir=tmp_path)
+@contextlib.asynccontextmanager
+async def restartable_nats(store_dir: Path) -> AsyncIterator[NatsServer]:
+    """A private nats-server (fixed port, JetStream store in ``store_dir``) a test may
+    stop and start, cleaned up on the way out (also used by the poller's outage tests)."""
+    await asyncio.to_thread(store_dir.mkdir, parents=True, exist_ok=True)
+    srv = NatsServer(store_dir=store_dir)
     await asyncio.to_thread(srv.start)
     try:
         yield srv
@@ -47,8 +50,8 @@ async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
         await asyncio.to_thread(srv.cleanup)
 
 
-@pytest.fixture
-async def bus(server: NatsServer) -> AsyncIterator[NatsEventBus]:
+@contextlib.asynccontextmanager
+async def fail_fast_bus(server: NatsServer) -> AsyncIterator[NatsEventBus]:
     """A started ``NatsEventBus`` on ``server`` with file storage and a short publish
     timeout (a publish during the outage fails fast, so the receiver's retry path runs:
     nats-py alone rides out a restart shorter than the timeout in its reconnect buffer)."""
@@ -62,6 +65,20 @@ async def bus(server: NatsServer) -> AsyncIterator[NatsEventBus]:
         yield nats_bus
     finally:
         await nats_bus.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A private nats-server this test may restart (``restartable_nats``)."""
+    async with restartable_nats(tmp_path) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def bus(server: NatsServer) -> AsyncIterator[NatsEventBus]:
+    """A started bus on ``server`` whose publishes fail fast (``fail_fast_bus``)."""
+    async with fail_fast_bus(server) as nats_bus:
+        yield nats_bus
 
 
 def _stop(server: NatsServer, how: signal.Signals) -> None:

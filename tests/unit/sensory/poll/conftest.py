@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.servers import SnmpdServer, snmpd_binary
+from tests.servers import ScriptedSnmpAgent, SnmpdServer, running_agent, snmpd_binary
 
 #: ``make test`` installs ``snmpd`` (``make tools``); without it the tests fail, loudly
 #: (a real agent is the point of them: never a skip).
@@ -22,3 +23,11 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnmpdServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
+    """A scripted ``snmpd`` with one interface, ifIndex 3 (Gi1/0/3), up: the test takes
+    it down (``set_interface``)."""
+    with running_agent(tmp_path / "agent") as server:
+        yield server

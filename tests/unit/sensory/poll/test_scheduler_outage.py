@@ -22,15 +22,21 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from netcortex.config import BusConfig, PollConfig, PollTargetConfig
+from netcortex.config import PollConfig, PollTargetConfig
 from netcortex.contracts.codec import decode_event
 from netcortex.metrics import Registry
 from netcortex.sensory.poll.diff import IF_STATUS_DOWN, IF_STATUS_UP
 from netcortex.sensory.poll.scheduler import PollReceiver
 from netcortex.thalamus.nats import NatsEventBus
-from tests.servers import AgentInterface, NatsServer, ScriptedSnmpAgent, snmpd_binary
+from tests.servers import NatsServer, ScriptedSnmpAgent
 from tests.unit.sensory.poll.test_scheduler import eventually, failures, poll_config, polls, stored
-from tests.unit.sensory.test_publish_outage import WITHIN, _drain, _total
+from tests.unit.sensory.test_publish_outage import (
+    WITHIN,
+    _drain,
+    _total,
+    fail_fast_bus,
+    restartable_nats,
+)
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.xdist_group("nats-restart")]
 
@@ -41,31 +47,16 @@ DEFERRED = "netcortex_poll_reports_deferred_total"
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    """A private nats-server (fixed port, store under ``tmp_path``) this test restarts."""
-    store = tmp_path / "nats"
-    store.mkdir()
-    srv = NatsServer(store_dir=store)
-    await asyncio.to_thread(srv.start)
-    try:
+    """A private nats-server (store under ``tmp_path/nats``) this test restarts."""
+    async with restartable_nats(tmp_path / "nats") as srv:
         yield srv
-    finally:
-        await asyncio.to_thread(srv.cleanup)
 
 
 @pytest.fixture
 async def bus(server: NatsServer) -> AsyncIterator[NatsEventBus]:
-    """A started ``NatsEventBus`` on ``server`` whose publishes fail fast (0.5 s) while
-    the server is gone, so the receiver's retry path runs."""
-    nats_bus = NatsEventBus(
-        BusConfig(
-            backend="nats", nats_url=server.url, storage="file", namespace="rx", publish_timeout=0.5
-        )
-    )
-    await nats_bus.start()
-    try:
+    """A started bus on ``server`` whose publishes fail fast while it is gone."""
+    async with fail_fast_bus(server) as nats_bus:
         yield nats_bus
-    finally:
-        await nats_bus.close()
 
 
 @pytest.fixture
@@ -131,23 +122,6 @@ async def test_event_outlasting_the_outage_budget_is_counted(
     (failed,) = [e for e in logs if e["event"] == "poll_publish_failed"]
     assert failed["error"] == "bus_outage"
     assert "device_down" in failed["subject"]
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
-    """A running scripted agent with one interface (ifIndex 3), up."""
-    if snmpd_binary() is None:
-        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
-    work = tmp_path / "agent"
-    work.mkdir()
-    server = ScriptedSnmpAgent(
-        interfaces=[AgentInterface(3, "Gi1/0/3", "GigabitEthernet1/0/3")], work_dir=work
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 async def _stream(bus: NatsEventBus, durable: str) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from tests.servers import (
     AgentBgpPeer,
     AgentInterface,
     ScriptedSnmpAgent,
-    snmpd_binary,
+    running_agent,
 )
 
 pytestmark = pytest.mark.snmp
@@ -51,12 +51,8 @@ PEERS = (AgentBgpPeer("192.0.2.1"), AgentBgpPeer("10.0.0.2"))
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
     """A running scripted agent with ``INTERFACES`` and ``PEERS``."""
-    if snmpd_binary() is None:
-        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
-    server = ScriptedSnmpAgent(interfaces=INTERFACES, bgp_peers=PEERS, work_dir=tmp_path)
-    server.start()
-    yield server
-    server.cleanup()
+    with running_agent(tmp_path, INTERFACES, PEERS) as server:
+        yield server
 
 
 @pytest.fixture

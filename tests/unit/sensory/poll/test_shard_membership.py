@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,10 @@ from netcortex.sensory.poll.shard import JetStreamMembership, owner
 from netcortex.sensory.poll.state import PollState, SqlitePollState
 from netcortex.thalamus.memory import InMemoryEventBus
 from tests.servers import (
-    AgentInterface,
     NatsServer,
     ScriptedSnmpAgent,
     SnmpdServer,
     free_port,
-    snmpd_binary,
 )
 
 pytestmark = [pytest.mark.nats, pytest.mark.xdist_group("poll-shard")]
@@ -504,21 +502,6 @@ async def test_receivers_split_the_targets_and_take_over_on_leave(
             await eventually(lambda: polled(ma) >= before + 2 * len(names))
         finally:
             await rx.close()
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[ScriptedSnmpAgent]:
-    """A scripted ``snmpd`` whose interface 3 the test can take down."""
-    if snmpd_binary() is None:
-        pytest.fail("snmpd not found: run `make tools` (Debian package snmpd)")
-    work = tmp_path / "agent"
-    work.mkdir()
-    server = ScriptedSnmpAgent(
-        interfaces=[AgentInterface(3, "Gi1/0/3", "GigabitEthernet1/0/3")], work_dir=work
-    )
-    server.start()
-    yield server
-    server.cleanup()
 
 
 async def test_takeover_diffs_against_the_previous_owners_last_snapshot(
